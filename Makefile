@@ -1,0 +1,32 @@
+# The two quick-start commands: `make run` and `make test` (each sets up first when needed).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# on a machine without a local CPU wheel (a bare `torch` from PyPI is the CUDA build on Linux).
+TORCH_PIP_ARGS ?=
+
+.PHONY: setup run test lint bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first, so nothing that depends on torch can pull a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/tidian evaluate
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: setup
+	$(PY) bench/loop_overhead.py
+	$(PY) bench/digits.py
+	$(PY) bench/mnist1d_paper.py

@@ -1,0 +1,97 @@
+"""tidian — upgrade machine-learning models and prove each upgrade.
+
+The public API lives here; submodules are implementation details::
+
+    import tidian
+    task = tidian.load_task("mnist1d")
+    result = tidian.evaluate({"name": "cnn1d", "width": 32}, task, {"epochs": 20}, seeds=5)
+    print(result["accuracy"])          # mean ± 95% CI over seeds
+"""
+
+from tidian.evaluation import (
+    METRICS,
+    Cost,
+    Evaluation,
+    PairedComparison,
+    SeedRun,
+    Summary,
+    classification_report,
+    compare,
+    confidence_interval,
+    confusion_matrix,
+    evaluate,
+    measure_cost,
+    paired_compare,
+    predict,
+    score,
+    summarize,
+)
+from tidian.exceptions import (
+    ConfigError,
+    DataError,
+    DependencyError,
+    TidianError,
+    UnknownNameError,
+)
+from tidian.models import (
+    MODELS,
+    ModelSpec,
+    count_parameters,
+    create_model,
+    describe_models,
+    load_model,
+    model_spec,
+    register_model,
+    save_model,
+)
+from tidian.registry import Registry
+from tidian.tasks import TASKS, Split, Task, array_task, load_task
+from tidian.training import LOSSES, OPTIMIZERS, History, PlainStep, TrainConfig, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LOSSES",
+    "METRICS",
+    "MODELS",
+    "OPTIMIZERS",
+    "TASKS",
+    "ConfigError",
+    "Cost",
+    "DataError",
+    "DependencyError",
+    "Evaluation",
+    "History",
+    "ModelSpec",
+    "PairedComparison",
+    "PlainStep",
+    "Registry",
+    "SeedRun",
+    "Split",
+    "Summary",
+    "Task",
+    "TidianError",
+    "TrainConfig",
+    "UnknownNameError",
+    "__version__",
+    "array_task",
+    "classification_report",
+    "compare",
+    "confidence_interval",
+    "confusion_matrix",
+    "count_parameters",
+    "create_model",
+    "describe_models",
+    "evaluate",
+    "fit",
+    "load_model",
+    "load_task",
+    "measure_cost",
+    "model_spec",
+    "paired_compare",
+    "predict",
+    "register_model",
+    "save_model",
+    "score",
+    "summarize",
+]

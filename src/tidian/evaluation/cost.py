@@ -1,0 +1,167 @@
+"""What a model costs, measured on this machine: size, compute, latency and throughput.
+
+Nothing here is estimated. Sizes come from the actual safetensors serialisation, FLOPs from
+PyTorch's flop counter running a real forward pass, latency and throughput from timed runs
+after warm-up with a fixed thread count (one thread by default: the deployment case of one
+request per core, and far less noisy than a shared thread pool on a busy machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_model as st_save_model
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from tidian.exceptions import bad_value
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Measured cost of one model. Latency in milliseconds at batch 1; throughput in samples/s.
+
+    ``flops`` counts what PyTorch's flop counter sees: matrix products and convolutions
+    (2 per multiply-add), recurrent and attention layers included; ``macs = flops / 2``.
+    Element-wise work (activations, norms, gates' sums) is not in it.
+    """
+
+    params: int
+    nonzero_params: int
+    size_bytes: int
+    flops: int
+    macs: int
+    latency_ms: float
+    latency_p95_ms: float
+    throughput: float
+    batch_size: int
+    threads: int
+    device: str
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` intra-op threads, restoring the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def serialized_size(model: nn.Module) -> int:
+    """Bytes of the model's weights written as safetensors (what ``save_model`` writes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.safetensors")
+        st_save_model(model, path)
+        return os.path.getsize(path)
+
+
+def count_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on ``example`` (batch 1), by PyTorch's flop counter."""
+    counter = FlopCounterMode(display=False)
+    # Fused kernels hide their matrix products from the counter: the transformer's fast path
+    # and oneDNN's LSTM. Count with both off (same arithmetic, decomposed into counted ops).
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # oneDNN flag toggling warns about Intel GPUs
+            with torch.backends.mkldnn.flags(enabled=False), counter, torch.no_grad():
+                model(example)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return int(counter.get_total_flops())
+
+
+def _timed(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> np.ndarray:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        times = np.empty(repeats)
+        for i in range(repeats):
+            start = time.perf_counter_ns()
+            model(x)
+            times[i] = time.perf_counter_ns() - start
+    return times / 1e6  # milliseconds
+
+
+def _example(task_or_input: Any, n: int) -> torch.Tensor:
+    if isinstance(task_or_input, torch.Tensor | np.ndarray):
+        x = torch.as_tensor(task_or_input)
+    else:
+        split = task_or_input.test if len(task_or_input.test) else task_or_input.train
+        x = torch.as_tensor(split.x)
+    if len(x) == 0:
+        raise bad_value("example input", "at least one sample", tuple(x.shape))
+    reps = -(-n // len(x))
+    return x.repeat(reps, *([1] * (x.ndim - 1)))[:n].contiguous()
+
+
+def measure_cost(
+    model: nn.Module,
+    task_or_input: Any,
+    *,
+    repeats: int = 200,
+    warmup: int = 20,
+    batch_size: int = 256,
+    threads: int = 1,
+) -> Cost:
+    """Measure ``model`` on CPU with inputs from ``task`` (its test split) or an input array.
+
+    Latency: median and 95th percentile of ``repeats`` batch-1 calls after ``warmup`` calls.
+    Throughput: samples per second at ``batch_size``, median of max(5, repeats // 20) calls.
+    The model is measured in eval mode on a CPU copy, so a model on the GPU is left as it is.
+    """
+    for name, value, low in (
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+        ("batch_size", batch_size, 1),
+        ("threads", threads, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise bad_value(name, f"an integer >= {low}", value)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type != "cpu":
+        import copy
+
+        model = copy.deepcopy(model).cpu()
+    was_training = model.training
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    one = _example(task_or_input, 1)
+    batch = _example(task_or_input, batch_size)
+    flops = count_flops(model, one)
+    with torch_threads(threads):
+        latency = _timed(model, one, repeats, warmup)
+        calls = max(5, repeats // 20)
+        per_batch = _timed(model, batch, calls, max(2, warmup // 10))
+    model.train(was_training)
+    return Cost(
+        params=params,
+        nonzero_params=nonzero,
+        size_bytes=serialized_size(model),
+        flops=flops,
+        macs=flops // 2,
+        latency_ms=float(np.median(latency)),
+        latency_p95_ms=float(np.percentile(latency, 95)),
+        throughput=float(batch_size / (np.median(per_batch) / 1e3)),
+        batch_size=batch_size,
+        threads=threads,
+        device="cpu",
+        repeats=repeats,
+    )

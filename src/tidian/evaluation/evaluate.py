@@ -1,0 +1,274 @@
+"""Quality over seeds: train a model-making recipe k times and summarise the scores.
+
+A *seed* fixes everything random in one training run: the initial weights, the data order and
+dropout. Every candidate evaluated on the same seeds and the same task sees the same splits
+and data orders, which is what makes paired comparisons (:func:`compare`) meaningful.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tidian.evaluation.metrics import (
+    DEFAULT_METRICS,
+    check_metrics,
+    compute_metrics,
+    greater_is_better,
+    predict,
+)
+from tidian.evaluation.stats import PairedComparison, Summary, paired_compare, summarize
+from tidian.exceptions import ConfigError, bad_value
+from tidian.models.zoo import create_model, model_spec
+from tidian.training.config import TrainConfig
+from tidian.training.loop import History, fit
+
+ModelRecipe = str | dict[str, Any] | Callable[[Any], nn.Module] | nn.Module
+
+
+@dataclass
+class SeedRun:
+    """One training run: its seed, scores per split, learning curves and (optionally) weights."""
+
+    seed: int
+    scores: dict[str, dict[str, float]]
+    history: History
+    seconds: float
+    state: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class Evaluation:
+    """Scores of one model recipe over several seeds, with per-metric summaries."""
+
+    name: str
+    task: str
+    metric: str
+    seeds: list[int]
+    runs: list[SeedRun]
+    confidence: float
+    ci: str
+    config: TrainConfig
+    summary: dict[str, dict[str, Summary]] = field(default_factory=dict)
+
+    def scores(self, metric: str | None = None, split: str = "test") -> list[float]:
+        metric = metric or self.metric
+        return [run.scores[split][metric] for run in self.runs]
+
+    def __getitem__(self, metric: str) -> Summary:
+        """``evaluation["accuracy"]`` → the test-split Summary of that metric."""
+        return self.summary["test"][metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "metric": self.metric,
+            "seeds": self.seeds,
+            "confidence": self.confidence,
+            "ci": self.ci,
+            "config": self.config.to_dict(),
+            "summary": {s: {m: v.to_dict() for m, v in d.items()} for s, d in self.summary.items()},
+            "runs": [
+                {
+                    "seed": r.seed,
+                    "scores": r.scores,
+                    "seconds": r.seconds,
+                    "history": r.history.to_dict(),
+                }
+                for r in self.runs
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ZooFactory:
+    """A picklable ``task -> module`` for a zoo model (so seeds can go to worker processes)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, task: Any) -> nn.Module:
+        return create_model(self.name, task, **self.options)
+
+
+@dataclass(frozen=True)
+class TemplateFactory:
+    """A copy of a user's module with fresh weights drawn from the current (seeded) RNG."""
+
+    template: nn.Module
+
+    def __call__(self, task: Any) -> nn.Module:
+        model = copy.deepcopy(self.template)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return model
+
+
+def model_factory(model: ModelRecipe) -> tuple[str, Callable[[Any], nn.Module]]:
+    """Turn every accepted way of naming a model into (label, task -> fresh module)."""
+    if isinstance(model, str):
+        return model, ZooFactory(model)
+    if isinstance(model, dict):
+        if "name" not in model:
+            raise bad_value(
+                "model", "a mapping with a 'name' key (a zoo model) and its options", model
+            )
+        return model["name"], ZooFactory(
+            model["name"], {k: v for k, v in model.items() if k != "name"}
+        )
+    if isinstance(model, nn.Module):
+        spec = model_spec(model)
+        if spec is not None:
+            return spec.name, ZooFactory(spec.name, spec.options)
+        return type(model).__name__, TemplateFactory(model)
+    if callable(model):
+        return getattr(model, "__name__", "model"), model
+    raise bad_value(
+        "model",
+        "a zoo name, a {name: ..., options} mapping, a factory task -> nn.Module, or an nn.Module",
+        type(model).__name__,
+    )
+
+
+def run_seed(
+    make: Callable[[Any], nn.Module],
+    task: Any,
+    config: TrainConfig,
+    seed: int,
+    metrics: Sequence[str],
+    keep_model: bool,
+) -> SeedRun:
+    """Build (seeded), train and score one model. The unit of work of every evaluation."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    model = make(task)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"the model factory returned {type(model).__name__}, not an nn.Module.")
+    history = fit(model, task, config, seed=seed)
+    scores = {}
+    for split in ("val", "test"):
+        part = getattr(task, split)
+        if len(part):
+            out = predict(model, part.x, batch_size=config.eval_batch_size)
+            scores[split] = compute_metrics(part.y, out, metrics)
+    state = (
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_model else None
+    )
+    return SeedRun(seed, scores, history, time.perf_counter() - start, state)
+
+
+# Worker processes hold the task and the recipe once (sent at start), then take seeds.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(make, task, config, metrics, keep_model) -> None:
+    # One thread per process: on few cores, k single-threaded trainings beat one k-threaded.
+    torch.set_num_threads(1)
+    _WORKER.update(make=make, task=task, config=config, metrics=metrics, keep_model=keep_model)
+
+
+def _work(seed: int) -> SeedRun:
+    w = _WORKER
+    return run_seed(w["make"], w["task"], w["config"], seed, w["metrics"], w["keep_model"])
+
+
+def evaluate(
+    model: ModelRecipe,
+    task: Any,
+    config: TrainConfig | dict[str, Any] | None = None,
+    *,
+    seeds: int | Sequence[int] = 5,
+    metrics: Sequence[str] | None = None,
+    metric: str | None = None,
+    confidence: float = 0.95,
+    ci: str = "t",
+    n_jobs: int = 1,
+    keep_models: bool = False,
+    name: str | None = None,
+) -> Evaluation:
+    """Train ``model`` once per seed on ``task`` and summarise validation and test scores.
+
+    ``model``: a zoo name, ``{"name": ..., **options}``, a factory ``task -> nn.Module`` or a
+    module (re-initialised per seed). ``seeds``: a count (seeds 0..k-1) or explicit seeds.
+    ``n_jobs > 1`` trains seeds in that many worker processes, each on one thread; the factory
+    must then be picklable (zoo names and mappings always are).
+    """
+    from tidian.tasks import load_task
+
+    task = load_task(task) if isinstance(task, str) else task
+    config = TrainConfig.coerce(config)
+    label, make = model_factory(model)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise bad_value("seeds", "a positive count or a list of distinct integers", seeds)
+    metric = metric or task.metric
+    names = check_metrics(
+        list(dict.fromkeys([metric, *(metrics or DEFAULT_METRICS[task.target_kind])])),
+        task.target_kind,
+    )
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise bad_value("n_jobs", "a positive integer", n_jobs)
+    n_jobs = min(n_jobs, len(seed_list))
+    if n_jobs == 1:
+        runs = [run_seed(make, task, config, s, names, keep_models) for s in seed_list]
+    else:
+        # 'spawn': forking a process that already ran torch's thread pools can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            n_jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(make, task, config, names, keep_models),
+        ) as pool:
+            runs = list(pool.map(_work, seed_list))
+    evaluation = Evaluation(
+        label if name is None else name, task.name, metric, seed_list, runs, confidence, ci, config
+    )
+    for split in ("val", "test"):
+        if all(split in r.scores for r in runs):
+            evaluation.summary[split] = {
+                m: summarize([r.scores[split][m] for r in runs], confidence, ci) for m in names
+            }
+    return evaluation
+
+
+def compare(
+    baseline: Evaluation, candidate: Evaluation, *, metric: str | None = None, split: str = "test"
+) -> PairedComparison:
+    """Paired comparison of two evaluations made on the same task and seeds."""
+    metric = metric or baseline.metric
+    if baseline.seeds != candidate.seeds:
+        raise ConfigError(
+            f"paired comparison needs the same seeds; got {baseline.seeds} and "
+            f"{candidate.seeds}. Evaluate both with the same seeds=."
+        )
+    if baseline.task != candidate.task:
+        raise ConfigError(
+            f"paired comparison needs the same task; got {baseline.task!r} and {candidate.task!r}."
+        )
+    return paired_compare(
+        baseline.scores(metric, split),
+        candidate.scores(metric, split),
+        metric=metric,
+        greater_is_better=greater_is_better(metric),
+        confidence=baseline.confidence,
+        method=baseline.ci,
+    )
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+__all__ = ["Evaluation", "SeedRun", "compare", "cpu_count", "evaluate"]

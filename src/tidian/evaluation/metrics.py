@@ -1,0 +1,227 @@
+"""Quality metrics, registered by name, computed with scikit-learn from model outputs.
+
+A metric takes ``(y_true, outputs)`` where outputs are the model's raw outputs: class logits
+(N, k) — turned into probabilities here — or values (N, 1). Each entry records whether higher
+is better and which target kind it applies to, which the gate and early stopping rely on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+from torch import nn
+
+from tidian.exceptions import ConfigError
+from tidian.registry import Registry
+
+METRICS: Registry[Callable[[np.ndarray, np.ndarray], float]] = Registry(
+    "metric", listing="tidian metrics"
+)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _classes(name: str, greater: bool = True):
+    return METRICS.register(name, target="classes", greater_is_better=greater)
+
+
+def _values(name: str, greater: bool = False):
+    return METRICS.register(name, target="values", greater_is_better=greater)
+
+
+@_classes("accuracy")
+def accuracy(y: np.ndarray, out: np.ndarray) -> float:
+    """Fraction of correct predictions."""
+    return float(skm.accuracy_score(y, out.argmax(1)))
+
+
+@_classes("balanced_accuracy")
+def balanced_accuracy(y: np.ndarray, out: np.ndarray) -> float:
+    """Mean recall over classes (robust to class imbalance)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # absent classes: sklearn warns, the value is defined
+        return float(skm.balanced_accuracy_score(y, out.argmax(1)))
+
+
+@_classes("f1_macro")
+def f1_macro(y: np.ndarray, out: np.ndarray) -> float:
+    """Unweighted mean of per-class F1."""
+    return float(
+        skm.f1_score(
+            y, out.argmax(1), average="macro", labels=np.arange(out.shape[1]), zero_division=0
+        )
+    )
+
+
+@_classes("precision_macro")
+def precision_macro(y: np.ndarray, out: np.ndarray) -> float:
+    """Unweighted mean of per-class precision."""
+    return float(
+        skm.precision_score(
+            y, out.argmax(1), average="macro", labels=np.arange(out.shape[1]), zero_division=0
+        )
+    )
+
+
+@_classes("recall_macro")
+def recall_macro(y: np.ndarray, out: np.ndarray) -> float:
+    """Unweighted mean of per-class recall."""
+    return float(
+        skm.recall_score(
+            y, out.argmax(1), average="macro", labels=np.arange(out.shape[1]), zero_division=0
+        )
+    )
+
+
+@_classes("roc_auc")
+def roc_auc(y: np.ndarray, out: np.ndarray) -> float:
+    """Area under the ROC curve; one-vs-rest macro average for more than two classes.
+
+    NaN when the split lacks a class (the area is undefined then).
+    """
+    proba = softmax(out)
+    if len(np.unique(y)) < proba.shape[1]:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return float(skm.roc_auc_score(y, proba[:, 1]))
+    return float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1])))
+
+
+@_classes("log_loss", greater=False)
+def log_loss(y: np.ndarray, out: np.ndarray) -> float:
+    """Cross-entropy of the predicted probabilities (lower is better)."""
+    return float(skm.log_loss(y, softmax(out), labels=np.arange(out.shape[1])))
+
+
+@_classes("ece", greater=False)
+def ece(y: np.ndarray, out: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: |accuracy - confidence| averaged over 15 confidence bins.
+
+    Written here because scikit-learn has reliability curves but no ECE; equal-width bins
+    over the top-class probability, weighted by bin size (Guo et al. 2017).
+    """
+    proba = softmax(out)
+    confidence = proba.max(1)
+    correct = proba.argmax(1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        in_bin = index == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(total)
+
+
+@_values("rmse")
+def rmse(y: np.ndarray, out: np.ndarray) -> float:
+    """Root mean squared error."""
+    return float(np.sqrt(skm.mean_squared_error(y, out[:, 0])))
+
+
+@_values("mae")
+def mae(y: np.ndarray, out: np.ndarray) -> float:
+    """Mean absolute error."""
+    return float(skm.mean_absolute_error(y, out[:, 0]))
+
+
+@_values("r2", greater=True)
+def r2(y: np.ndarray, out: np.ndarray) -> float:
+    """Coefficient of determination."""
+    return float(skm.r2_score(y, out[:, 0]))
+
+
+DEFAULT_METRICS = {
+    "classes": ("accuracy", "balanced_accuracy", "f1_macro", "log_loss", "ece"),
+    "values": ("rmse", "mae", "r2"),
+}
+
+
+def greater_is_better(metric: str) -> bool:
+    return bool(METRICS.entry(metric).meta["greater_is_better"])
+
+
+def check_metrics(names: Sequence[str], target_kind: str) -> list[str]:
+    """Resolve metric names for a target kind; unknown or mismatched names are errors."""
+    out = []
+    for name in names:
+        entry = METRICS.entry(name)
+        if entry.meta["target"] != target_kind:
+            fits = ", ".join(e.name for e in METRICS.entries() if e.meta["target"] == target_kind)
+            raise ConfigError(
+                f"metric {name!r} is for {entry.meta['target']} targets but the "
+                f"task has {target_kind}; use one of {fits}."
+            )
+        out.append(name)
+    return out
+
+
+def compute_metrics(y: np.ndarray, outputs: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    return {name: METRICS.get(name)(y, outputs) for name in names}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Raw model outputs for ``x`` in eval mode, batched, as a float32 NumPy array."""
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    was_training = model.training
+    model.eval()
+    x = torch.as_tensor(x)
+    outs = [
+        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+    ]
+    model.train(was_training)
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outs).numpy()
+
+
+def score(
+    model: nn.Module,
+    task: Any,
+    split: str = "test",
+    metrics: Sequence[str] | None = None,
+    *,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Metrics of ``model`` on one split of ``task`` (defaults: the task kind's standard set)."""
+    part = getattr(task, split)
+    names = check_metrics(metrics or DEFAULT_METRICS[task.target_kind], task.target_kind)
+    return compute_metrics(part.y, predict(model, part.x, batch_size=batch_size), names)
+
+
+def confusion_matrix(model: nn.Module, task: Any, split: str = "test") -> np.ndarray:
+    """Rows: true class, columns: predicted class (all task classes, in order)."""
+    part = getattr(task, split)
+    pred = predict(model, part.x).argmax(1)
+    return skm.confusion_matrix(part.y, pred, labels=np.arange(task.n_classes))
+
+
+def classification_report(model: nn.Module, task: Any, split: str = "test") -> dict[str, Any]:
+    """Per-class precision, recall, F1 and support (scikit-learn's report as a dict)."""
+    part = getattr(task, split)
+    pred = predict(model, part.x).argmax(1)
+    return skm.classification_report(
+        part.y,
+        pred,
+        labels=np.arange(task.n_classes),
+        target_names=list(task.class_names),
+        output_dict=True,
+        zero_division=0,
+    )

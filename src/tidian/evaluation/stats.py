@@ -1,0 +1,212 @@
+"""Confidence intervals over seeds and paired comparisons between candidates.
+
+With the usual handful of seeds (3–10) the t-interval is the honest default: it widens for
+small n where a normal interval would overclaim. The bootstrap (BCa, from SciPy) is offered
+for skewed per-seed scores; with so few seeds it tends to be too narrow, so it is an option,
+not the default. Paired comparisons difference the two candidates seed by seed (same seed →
+same split, same data order), which removes the between-seed variance both share.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+from tidian.exceptions import bad_value
+
+CI_METHODS = ("t", "bootstrap")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per-seed values with their mean, standard deviation and confidence interval."""
+
+    values: tuple[float, ...]
+    mean: float
+    std: float
+    low: float
+    high: float
+    confidence: float
+    method: str
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.half_width:.2g}"
+
+    def to_dict(self) -> dict:
+        return {
+            "values": list(self.values),
+            "mean": self.mean,
+            "std": self.std,
+            "low": self.low,
+            "high": self.high,
+            "confidence": self.confidence,
+            "method": self.method,
+        }
+
+
+def _check(confidence: float, method: str) -> None:
+    if not (isinstance(confidence, float | int) and 0 < confidence < 1):
+        raise bad_value("confidence", "a probability in (0, 1)", confidence)
+    if method not in CI_METHODS:
+        raise bad_value("ci method", f"one of {CI_METHODS}", method)
+
+
+def confidence_interval(
+    values: Sequence[float], confidence: float = 0.95, method: str = "t", *, seed: int = 0
+) -> tuple[float, float]:
+    """Interval for the mean of ``values``. A single value gives (nan, nan): no spread is known."""
+    _check(confidence, method)
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) < 2 or not np.isfinite(x).all():
+        return math.nan, math.nan
+    mean = float(x.mean())
+    if np.ptp(x) == 0:
+        return mean, mean
+    if method == "t":
+        half = sps.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+        return mean - float(half), mean + float(half)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # BCa warns on degenerate resamples; fall back below
+        res = sps.bootstrap(
+            (x,),
+            np.mean,
+            confidence_level=confidence,
+            method="BCa",
+            n_resamples=9999,
+            rng=np.random.default_rng(seed),
+        )
+        low, high = res.confidence_interval
+        if not (math.isfinite(low) and math.isfinite(high)):
+            res = sps.bootstrap(
+                (x,),
+                np.mean,
+                confidence_level=confidence,
+                method="percentile",
+                n_resamples=9999,
+                rng=np.random.default_rng(seed),
+            )
+            low, high = res.confidence_interval
+    return float(low), float(high)
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95, method: str = "t") -> Summary:
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        raise bad_value("values", "at least one score", list(values))
+    low, high = confidence_interval(x, confidence, method)
+    std = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+    return Summary(
+        tuple(float(v) for v in x), float(x.mean()), std, low, high, float(confidence), method
+    )
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate minus baseline, seed by seed: the mean difference, its CI and p-values.
+
+    ``improvement`` is the difference signed so that positive is better for this metric.
+    """
+
+    metric: str
+    greater_is_better: bool
+    differences: tuple[float, ...]
+    mean: float
+    low: float
+    high: float
+    confidence: float
+    p_ttest: float
+    p_wilcoxon: float
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def improvement(self) -> tuple[float, float, float]:
+        """(mean, low, high) of the gain, oriented so that positive means better."""
+        if self.greater_is_better:
+            return self.mean, self.low, self.high
+        return -self.mean, -self.high, -self.low
+
+    def superior(self, min_effect: float = 0.0) -> bool:
+        """The CI of the gain lies above ``min_effect``: the candidate is better, beyond noise."""
+        return math.isfinite(self.low) and self.improvement[1] > min_effect
+
+    def non_inferior(self, margin: float) -> bool:
+        """The CI of the gain lies above ``-margin``: any loss is within the margin."""
+        return math.isfinite(self.low) and self.improvement[1] > -margin
+
+    def to_dict(self) -> dict:
+        return {
+            "metric": self.metric,
+            "greater_is_better": self.greater_is_better,
+            "differences": list(self.differences),
+            "mean": self.mean,
+            "low": self.low,
+            "high": self.high,
+            "confidence": self.confidence,
+            "p_ttest": self.p_ttest,
+            "p_wilcoxon": self.p_wilcoxon,
+        }
+
+
+def paired_compare(
+    baseline: Sequence[float],
+    candidate: Sequence[float],
+    *,
+    metric: str = "",
+    greater_is_better: bool = True,
+    confidence: float = 0.95,
+    method: str = "t",
+) -> PairedComparison:
+    """Compare two candidates scored on the same seeds (position i of each = seed i)."""
+    a = np.asarray(baseline, dtype=np.float64)
+    b = np.asarray(candidate, dtype=np.float64)
+    if len(a) != len(b):
+        raise bad_value(
+            "paired scores",
+            "two sequences of the same length (one per seed)",
+            f"{len(a)} and {len(b)} values",
+        )
+    d = b - a
+    low, high = confidence_interval(d, confidence, method)
+    return PairedComparison(
+        metric,
+        greater_is_better,
+        tuple(float(v) for v in d),
+        float(d.mean()) if len(d) else math.nan,
+        low,
+        high,
+        float(confidence),
+        _p_ttest(d),
+        _p_wilcoxon(d),
+    )
+
+
+def _p_ttest(d: np.ndarray) -> float:
+    if len(d) < 2:
+        return math.nan
+    if np.ptp(d) == 0:  # zero variance: the t statistic is 0 or infinite
+        return 1.0 if d[0] == 0 else 0.0
+    return float(sps.ttest_1samp(d, 0.0).pvalue)
+
+
+def _p_wilcoxon(d: np.ndarray) -> float:
+    if len(d) < 2 or not np.any(d):
+        return math.nan if len(d) < 2 else 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-sample / ties warnings: p is still the right one
+        return float(sps.wilcoxon(d).pvalue)

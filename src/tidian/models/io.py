@@ -1,0 +1,90 @@
+"""Saving and loading models as safetensors weights plus a JSON spec — never pickle.
+
+A saved model is a folder::
+
+    model.safetensors   the state dict (parameters and buffers)
+    tidian.json         {"format": "tidian-model/1", "model": {name, options, signature} | null}
+
+Zoo models rebuild from the spec alone. A user's own module is saved the same way with
+``"model": null``; loading it needs the user's factory: ``load_model(path, factory=MyNet)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model as st_load_model
+from safetensors.torch import save_model as st_save_model
+from torch import nn
+
+from tidian.exceptions import ConfigError, DataError
+from tidian.models.zoo import SPEC_ATTR, ModelSpec, create_model, model_spec
+
+FORMAT = "tidian-model/1"
+WEIGHTS, SPEC = "model.safetensors", "tidian.json"
+
+
+def save_model(
+    model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` to folder ``path`` (created if needed); returns the folder."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = model_spec(model)
+    doc = {
+        "format": FORMAT,
+        "model": spec.to_dict() if spec else None,
+        "torch": torch.__version__,
+        "metadata": metadata or {},
+    }
+    # safetensors' save_model de-duplicates tied tensors that a plain state dict would reject.
+    st_save_model(model.cpu(), str(folder / WEIGHTS))
+    (folder / SPEC).write_text(json.dumps(doc, indent=2, sort_keys=True))
+    return folder
+
+
+def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = None) -> nn.Module:
+    """Rebuild a saved model: from its zoo spec, or by calling ``factory()`` for a user module."""
+    folder = Path(path)
+    spec_file, weights = folder / SPEC, folder / WEIGHTS
+    if not spec_file.exists() or not weights.exists():
+        raise DataError(
+            f"{str(folder)!r} is not a saved tidian model: it needs {SPEC} and "
+            f"{WEIGHTS} (written by tidian.save_model)."
+        )
+    try:
+        doc = json.loads(spec_file.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{str(spec_file)!r} is not valid JSON: {err}") from None
+    if doc.get("format") != FORMAT:
+        raise DataError(
+            f"{str(spec_file)!r} has format {doc.get('format')!r}; this tidian reads {FORMAT!r}."
+        )
+    if factory is not None:
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"factory must return a torch.nn.Module; got {type(model).__name__}.")
+    elif doc.get("model"):
+        spec = ModelSpec(**doc["model"])
+        model = create_model(spec.name, spec.signature, **spec.options)
+    else:
+        raise ConfigError(
+            f"{str(folder)!r} holds a user-defined model; pass the function that "
+            "builds it: load_model(path, factory=MyModel)."
+        )
+    try:
+        missing, unexpected = st_load_model(model, str(weights), strict=False)
+    except RuntimeError as err:
+        raise DataError(f"the weights in {str(weights)!r} do not fit the model: {err}") from None
+    if missing or unexpected:
+        raise DataError(
+            f"the weights in {str(weights)!r} do not fit the model: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+        )
+    if doc.get("model") and factory is None:
+        setattr(model, SPEC_ATTR, ModelSpec(**doc["model"]))
+    return model.eval()

@@ -1,0 +1,140 @@
+"""One generic registry, used for tasks, models, optimizers, losses, metrics and (later) stages.
+
+Things register themselves where they are defined::
+
+    MODELS = Registry("model", listing="tidian models")
+
+    @MODELS.register("mlp", inputs=("vector", "sequence", "image", "text"))
+    def mlp(task, *, hidden=(100, 100), ...): ...
+
+A lookup of an unknown name raises :class:`~tidian.exceptions.UnknownNameError` naming the
+close matches and the command that lists them all. Registries are filled at import time and
+only read afterwards, so reading them from several threads is safe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tidian.exceptions import ConfigError, UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered object with its name, one-line description and free-form metadata."""
+
+    name: str
+    obj: T
+    description: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword-only parameters of a registered callable and their defaults."""
+        if not callable(self.obj):
+            return {}
+        params = inspect.signature(self.obj).parameters.values()
+        return {
+            p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in params
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+
+
+class Registry(Generic[T]):
+    """Name → object, with close-match errors and pattern listing."""
+
+    def __init__(self, kind: str, listing: str | None = None) -> None:
+        self.kind = kind
+        self.listing = listing
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, *, description: str | None = None, **meta: Any):
+        """Decorator registering ``obj`` under ``name``; the docstring's first line describes it."""
+
+        def decorator(obj: T) -> T:
+            self.add(name, obj, description=description, **meta)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T, *, description: str | None = None, **meta: Any) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigError(f"a {self.kind} name must be a non-empty string; got {name!r}.")
+        if name in self._entries:
+            raise ConfigError(
+                f"{self.kind} {name!r} is already registered; pick another name for yours."
+            )
+        if description is None:
+            doc = inspect.getdoc(obj) or ""
+            description = doc.strip().splitlines()[0] if doc.strip() else ""
+        self._entries[name] = Entry(name, obj, description, dict(meta))
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise self.unknown(name) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def unknown(self, name: object) -> UnknownNameError:
+        close = difflib.get_close_matches(str(name), list(self._entries), n=3, cutoff=0.5)
+        # Prefix matches catch abbreviations difflib scores low ("cnn" → cnn1d, cnn2d).
+        close += [n for n in self._entries if n.startswith(str(name)) and n not in close]
+        message = f"unknown {self.kind} {name!r}"
+        if close:
+            message += f" (did you mean {', '.join(close[:3])}?)"
+        message += "."
+        if self.listing:
+            message += f" `{self.listing}` lists them all."
+        else:
+            message += f" Known: {', '.join(sorted(self._entries))}."
+        return UnknownNameError(message)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def entries(self, pattern: str = "*") -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"
+
+
+def check_options(where: str, func: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Reject options that ``func`` does not take, naming the ones it does."""
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return  # the callable takes free-form options and validates them itself
+    # Options are the keyword-only parameters; positional ones (the task, a path) are not.
+    kinds = {inspect.Parameter.KEYWORD_ONLY}
+    if not any(p.kind in kinds for p in params):
+        kinds.add(inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    accepted = {p.name for p in params if p.kind in kinds}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(accepted), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(
+            f"{where} does not take the option(s) {', '.join(hints)}. "
+            f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
+        )

@@ -1,0 +1,43 @@
+"""Tasks: built-in data sets and file loaders behind one call, :func:`load_task`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tidian.exceptions import ConfigError
+from tidian.registry import check_options
+from tidian.tasks.builtin import TASKS
+from tidian.tasks.loaders import array_task, read_idx
+from tidian.tasks.task import Split, Task
+
+__all__ = ["TASKS", "Split", "Task", "array_task", "load_task", "read_idx"]
+
+
+def load_task(name_or_path: str | Path | Task, **options: Any) -> Task:
+    """A built-in task by name (``tidian tasks`` lists them), or a task read from a file/folder.
+
+    >>> load_task("iris", seed=1)                                # doctest: +SKIP
+    >>> load_task("reviews.tsv", text="text", target="label")    # doctest: +SKIP
+    """
+    if isinstance(name_or_path, Task):
+        if options:
+            raise ConfigError("options cannot be applied to an already built Task.")
+        return name_or_path
+    if isinstance(name_or_path, str) and name_or_path in TASKS:
+        entry = TASKS.entry(name_or_path)
+        check_options(f"task {name_or_path!r}", entry.obj, options)
+        return entry.obj(**options)
+    path = Path(name_or_path)
+    if path.exists():
+        from tidian.tasks.loaders import load_file
+
+        return load_file(path, **options)
+    if isinstance(name_or_path, str) and not any(c in name_or_path for c in "/\\."):
+        raise TASKS.unknown(name_or_path)
+    from tidian.exceptions import DataError
+
+    raise DataError(
+        f"{str(name_or_path)!r} is neither a built-in task nor an existing file or folder. "
+        "`tidian tasks` lists the built-in tasks."
+    )

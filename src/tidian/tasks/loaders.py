@@ -1,0 +1,750 @@
+"""Tasks from files: CSV / TSV / Parquet / JSONL tables, text tables, NPZ, IDX and image folders.
+
+``load_task(path, **options)`` picks the reader from the file (suffix, magic bytes, or folder
+layout). Preprocessing statistics (means, medians, categories, vocabulary) come from the
+training split only, so validation and test scores are not contaminated.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import ConfigError, DataError, bad_value
+from tidian.registry import check_options
+from tidian.tasks import text as textlib
+from tidian.tasks.task import (
+    INPUT_KINDS,
+    Task,
+    check_finite,
+    encode_labels,
+    from_indices,
+    split_indices,
+)
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".txt", ".parquet", ".pq", ".jsonl", ".ndjson", ".json"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MISSING_POLICIES = ("error", "drop", "impute")
+_SPLIT_NAMES = {
+    "train": 0,
+    "training": 0,
+    "val": 1,
+    "valid": 1,
+    "validation": 1,
+    "dev": 1,
+    "test": 2,
+    "testing": 2,
+}
+
+
+def load_file(path: str | Path, **options: Any) -> Task:
+    """Load a task from a file or folder; see the module docstring for the formats."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no such file or folder: {str(path)!r}.")
+    if path.is_dir():
+        if _mnist_files(path):
+            return _checked(idx_folder_task, path, options)
+        return _checked(image_folder_task, path, options)
+    suffixes = [s.lower() for s in path.suffixes]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix == ".gz" and len(suffixes) > 1:
+        suffix = suffixes[-2]
+    if suffix == ".npz":
+        return _checked(npz_task, path, options)
+    if _is_idx(path):
+        return _checked(idx_task, path, options)
+    if suffix in TABLE_SUFFIXES:
+        if "text" in options:
+            return _checked(text_task, path, options)
+        return _checked(table_task, path, options)
+    raise DataError(
+        f"cannot tell the format of {str(path)!r}. tidian reads CSV/TSV/Parquet/JSONL tables "
+        "(with target=...; add text=... for a text column), NPZ (x/y arrays), IDX files "
+        "(MNIST format, plain or .gz) and folders of images with one subfolder per class."
+    )
+
+
+def _checked(loader, path: Path, options: dict[str, Any]) -> Task:
+    check_options(
+        f"loading {path.name!r} ({loader.__name__.replace('_task', '')})", loader, options
+    )
+    return loader(path, **options)
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | None = None):
+    """Read a table with pandas; every parse failure becomes a DataError naming the file."""
+    import pandas as pd
+
+    suffix = next((s for s in reversed([s.lower() for s in path.suffixes]) if s != ".gz"), "")
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            if columns is not None:
+                raise ConfigError(
+                    "columns= names the columns of a headerless text table; "
+                    "a Parquet file has its own column names."
+                )
+        elif suffix in (".jsonl", ".ndjson", ".json"):
+            frame = pd.read_json(path, lines=suffix != ".json")
+        else:
+            tab = suffix in (".tsv", ".tab", ".txt")
+            sep = sep if sep is not None else ("\t" if tab else ",")
+            header_kw: dict[str, Any] = {}
+            if columns is not None:
+                header_kw = {"header": None, "names": list(columns)}
+            # TSV text is not quoted: a stray quote in a sentence must not swallow lines.
+            quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+            frame = pd.read_csv(path, sep=sep, quoting=quoting, **header_kw)
+    except (ConfigError, DataError):
+        raise
+    except Exception as err:  # pandas/pyarrow raise many types for one cause: a bad file
+        raise DataError(
+            f"cannot read {str(path)!r} as a table: {type(err).__name__}: {err}"
+        ) from None
+    if frame.empty:
+        raise DataError(f"{str(path)!r} holds no rows.")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _require_column(frame, column: Any, role: str, path_name: str) -> str:
+    import difflib
+
+    if column is None:
+        raise ConfigError(
+            f"loading {path_name!r}: name the {role} column with {role}=...; "
+            f"columns are {list(frame.columns)}."
+        )
+    column = str(column)
+    if column not in frame.columns:
+        close = difflib.get_close_matches(column, list(frame.columns), n=3)
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise DataError(
+            f"loading {path_name!r}: no {role} column {column!r}{hint}. "
+            f"Columns are {list(frame.columns)}."
+        )
+    return column
+
+
+def table_task(
+    path: Path,
+    *,
+    target: str | None = None,
+    missing: str = "error",
+    categorical: Sequence[str] = (),
+    drop: Sequence[str] = (),
+    target_kind: str = "auto",
+    split_column: str | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    sep: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> Task:
+    """A tabular task from CSV / TSV / Parquet / JSONL: one target column, the rest features."""
+    frame = read_table(path, sep=sep, columns=columns)
+    options = {
+        "target": target,
+        "missing": missing,
+        "categorical": list(categorical),
+        "drop": list(drop),
+        "target_kind": target_kind,
+        "split_column": split_column,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
+    return tabular_task(path.stem, frame, source={"path": str(path), **options}, **options)
+
+
+def tabular_task(
+    name: str,
+    frame,
+    *,
+    target: str | None,
+    missing: str = "error",
+    categorical: Sequence[str] = (),
+    drop: Sequence[str] = (),
+    target_kind: str = "auto",
+    split_column: str | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    source: dict[str, Any] | None = None,
+) -> Task:
+    """A tabular task from a DataFrame: numeric columns standardised, categorical one-hot.
+
+    ``missing``: ``'error'`` (default) names the columns holding NaN/inf with their counts;
+    ``'drop'`` drops those rows; ``'impute'`` fills numeric gaps with the training median and
+    gives categorical gaps their own category (rows with a missing target are dropped).
+    """
+    import pandas as pd
+
+    if missing not in MISSING_POLICIES:
+        raise bad_value("missing", f"one of {MISSING_POLICIES}", missing)
+    target = _require_column(frame, target, "target", name)
+    for col in [*drop, *categorical, *([split_column] if split_column else [])]:
+        _require_column(frame, col, "named", name)
+    features = [c for c in frame.columns if c not in {target, split_column, *map(str, drop)}]
+    if not features:
+        raise DataError(f"loading {name!r}: no feature columns are left besides the target.")
+    cat_cols = [
+        c
+        for c in features
+        if c in set(map(str, categorical))
+        or not pd.api.types.is_numeric_dtype(frame[c])
+        or pd.api.types.is_bool_dtype(frame[c])
+    ]
+    num_cols = [c for c in features if c not in cat_cols]
+
+    frame = frame.copy()
+    if num_cols:
+        numeric = frame[num_cols].astype("float64")
+        frame[num_cols] = numeric.where(np.isfinite(numeric))  # inf counts as missing
+    bad_target = frame[target].isna()
+    if missing == "error":
+        counts = {c: int(n) for c, n in frame[features].isna().sum().items() if n}
+        if counts or bad_target.any():
+            parts = [f"{c!r} ({n})" for c, n in counts.items()]
+            if bad_target.any():
+                parts.append(f"target {target!r} ({int(bad_target.sum())})")
+            raise DataError(
+                f"loading {name!r}: missing or infinite values in {', '.join(parts)}. "
+                "Load with missing='drop' to drop those rows, or missing='impute' to fill them "
+                "(training median / a 'missing' category)."
+            )
+    keep = ~bad_target
+    if missing == "drop":
+        keep &= ~frame[features].isna().any(axis=1)
+    frame = frame[keep.to_numpy()].reset_index(drop=True)
+    if len(frame) == 0:
+        raise DataError(f"loading {name!r}: no rows are left after dropping missing values.")
+
+    kind = _target_kind(frame[target], target_kind)
+    if kind == "classes":
+        y, class_names = encode_labels(frame[target].astype(str).to_numpy())
+    else:
+        try:
+            y = frame[target].astype("float32").to_numpy()
+        except (TypeError, ValueError):
+            raise DataError(
+                f"loading {name!r}: target {target!r} is not numeric; use "
+                "target_kind='classes' for labels."
+            ) from None
+        class_names = None
+
+    if split_column:
+        parts = _given_splits(frame[split_column], name)
+    else:
+        parts = split_indices(
+            y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
+        )
+    train_rows = frame.iloc[parts[0]]
+    blocks, names = [], []
+    if num_cols:
+        values = frame[num_cols].to_numpy(dtype=np.float64)
+        median = np.nanmedian(train_rows[num_cols].to_numpy(dtype=np.float64), axis=0)
+        values = np.where(np.isnan(values), median, values)  # only non-empty under 'impute'
+        mean, std = values[parts[0]].mean(axis=0), values[parts[0]].std(axis=0)
+        std[std == 0] = 1.0
+        blocks.append((values - mean) / std)
+        names += num_cols
+    for col in cat_cols:
+        column = frame[col].astype("string").fillna("<missing>")
+        categories = sorted(column.iloc[parts[0]].unique())  # unseen in train → all zeros
+        blocks.append(np.stack([(column == c).to_numpy(dtype=np.float64) for c in categories], 1))
+        names += [f"{col}={c}" for c in categories]
+    x = np.concatenate(blocks, axis=1).astype(np.float32)
+    return from_indices(
+        name,
+        x,
+        y,
+        parts,
+        input_kind="vector",
+        target_kind=kind,
+        class_names=class_names,
+        feature_names=tuple(names),
+        source=source or {},
+    )
+
+
+def _target_kind(column, requested: str) -> str:
+    import pandas as pd
+
+    if requested in ("classes", "values"):
+        return requested
+    if requested != "auto":
+        raise bad_value("target_kind", "'auto', 'classes' or 'values'", requested)
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return "classes"
+    values = column.to_numpy(dtype=np.float64)
+    integral = np.all(np.mod(values, 1) == 0)
+    # Integer targets with few distinct values are labels; anything else is a quantity.
+    return "classes" if integral and len(np.unique(values)) <= 20 else "values"
+
+
+def _given_splits(column, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    labels = column.astype(str).str.strip().str.lower()
+    unknown = sorted(set(labels) - set(_SPLIT_NAMES))
+    if unknown:
+        raise DataError(
+            f"loading {name!r}: split column values must be train / val / test; "
+            f"found {unknown[:5]}."
+        )
+    codes = labels.map(_SPLIT_NAMES).to_numpy()
+    return tuple(np.flatnonzero(codes == k) for k in range(3))  # type: ignore[return-value]
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def text_task(
+    path: Path,
+    *,
+    text: str | None = None,
+    target: str | None = None,
+    missing: str = "error",
+    target_kind: str = "classes",
+    split_column: str | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    max_len: int = 64,
+    max_vocab: int = 20000,
+    min_freq: int = 1,
+    lowercase: bool = True,
+    sep: str | None = None,
+    columns: Sequence[str] | None = None,
+) -> Task:
+    """A text task: one text column, one label column; word vocabulary from the training split."""
+    if missing not in ("error", "drop"):
+        raise bad_value("missing", "'error' or 'drop' for a text task", missing)
+    if not (isinstance(max_len, int) and max_len >= 1):
+        raise bad_value("max_len", "a positive integer", max_len)
+    frame = read_table(path, sep=sep, columns=columns)
+    text = _require_column(frame, text, "text", path.name)
+    target = _require_column(frame, target, "target", path.name)
+    empty = frame[text].isna() | frame[target].isna()
+    if empty.any():
+        if missing == "error":
+            raise DataError(
+                f"loading {path.name!r}: {int(empty.sum())} rows have no text or no "
+                "label. Load with missing='drop' to drop them."
+            )
+        frame = frame[~empty.to_numpy()].reset_index(drop=True)
+    kind = _target_kind(frame[target], target_kind)
+    if kind == "classes":
+        y, class_names = encode_labels(frame[target].astype(str).to_numpy())
+    else:
+        y, class_names = frame[target].astype("float32").to_numpy(), None
+    parts = (
+        _given_splits(frame[split_column], path.name)
+        if split_column
+        else split_indices(
+            y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
+        )
+    )
+    tokens = [textlib.tokenize(str(t), lowercase=lowercase) for t in frame[text]]
+    vocab = textlib.build_vocab(
+        (tokens[i] for i in parts[0]), max_vocab=max_vocab, min_freq=min_freq
+    )
+    x = textlib.encode(tokens, vocab, max_len=max_len)
+    source = {
+        "path": str(path),
+        "text": text,
+        "target": target,
+        "max_len": max_len,
+        "max_vocab": max_vocab,
+        "min_freq": min_freq,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
+    return from_indices(
+        path.stem,
+        x,
+        y,
+        parts,
+        input_kind="text",
+        target_kind=kind,
+        class_names=class_names,
+        vocab=vocab,
+        source=source,
+    )
+
+
+# -- arrays -------------------------------------------------------------------------------------
+
+
+def npz_task(
+    path: Path,
+    *,
+    input_kind: str = "auto",
+    target_kind: str = "auto",
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    standardize: bool = False,
+) -> Task:
+    """Arrays ``x`` and ``y`` (split here), or ``x_train``/``y_train`` plus ``_val``/``_test``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as err:
+        raise DataError(f"cannot read {str(path)!r} as NPZ: {type(err).__name__}: {err}") from None
+    source = {
+        "path": str(path),
+        "input_kind": input_kind,
+        "target_kind": target_kind,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
+    if "x_train" in arrays:
+        given = []
+        for part in ("train", "val", "test"):
+            if f"x_{part}" in arrays:
+                given.append((arrays[f"x_{part}"], _array(arrays, f"y_{part}", path)))
+            else:
+                given.append(None)
+        if given[2] is None:
+            raise DataError(
+                f"{str(path)!r}: with x_train, also give x_test/y_test (and "
+                "optionally x_val/y_val); or give plain x and y to split here."
+            )
+        x = np.concatenate([g[0] for g in given if g is not None])
+        y = np.concatenate([g[1] for g in given if g is not None])
+        sizes = np.cumsum([0] + [len(g[1]) if g is not None else 0 for g in given])
+        for g in given:
+            if g is not None and len(g[0]) != len(g[1]):
+                raise DataError(f"{str(path)!r}: x has {len(g[0])} rows but y has {len(g[1])}.")
+        parts = tuple(np.arange(sizes[i], sizes[i + 1]) for i in range(3))
+        if given[1] is None and val_size:  # carve validation out of the given training rows
+            tr, va, _ = split_indices(
+                y[parts[0]],
+                classes=_is_classes(y, target_kind),
+                val_size=val_size,
+                test_size=0,
+                seed=seed,
+            )
+            parts = (parts[0][tr], parts[0][va], parts[2])
+    else:
+        x, y = _array(arrays, "x", path), _array(arrays, "y", path)
+        if len(x) != len(y):
+            raise DataError(
+                f"{str(path)!r}: x has {len(x)} rows but y has {len(y)}; "
+                "they must have the same length."
+            )
+        parts = None
+    return array_task(
+        path.stem,
+        x,
+        y,
+        parts=parts,
+        input_kind=input_kind,
+        target_kind=target_kind,
+        val_size=val_size,
+        test_size=test_size,
+        seed=seed,
+        standardize=standardize,
+        source=source,
+    )
+
+
+def _array(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    if key not in arrays:
+        raise DataError(
+            f"{str(path)!r} has no array {key!r}; it holds {sorted(arrays)}. "
+            "An NPZ task needs x and y (or x_train, y_train, x_test, y_test)."
+        )
+    return arrays[key]
+
+
+def _is_classes(y: np.ndarray, target_kind: str) -> bool:
+    import pandas as pd
+
+    return _target_kind(pd.Series(y), target_kind) == "classes"
+
+
+def array_task(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    parts=None,
+    input_kind: str = "auto",
+    target_kind: str = "auto",
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    standardize: bool = False,
+    class_names: Sequence[str] | None = None,
+    source: dict[str, Any] | None = None,
+) -> Task:
+    """A task from in-memory arrays (the path NPZ, IDX and image folders share)."""
+    if y.ndim != 1:
+        raise DataError(
+            f"{name!r}: y must be one-dimensional (one target per row); got shape {y.shape}."
+        )
+    kind = input_kind
+    if kind == "auto":
+        kind = {2: "vector", 3: "sequence", 4: "image"}.get(x.ndim, "")
+        if not kind:
+            raise DataError(
+                f"{name!r}: cannot infer the input kind of x with shape {x.shape}; "
+                f"pass input_kind= one of {INPUT_KINDS[:3]}."
+            )
+    elif kind not in INPUT_KINDS[:3]:
+        raise bad_value("input_kind", f"'auto' or one of {INPUT_KINDS[:3]}", input_kind)
+    if kind == "image" and x.ndim == 3:
+        x = x[:, None]  # (n, H, W) grey images → one channel
+    if kind == "sequence" and x.ndim == 2:
+        x = x[:, :, None]
+    try:
+        x = x.astype(np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{name!r}: x must be numeric; got dtype {x.dtype}.") from None
+    check_finite(x, where=name)
+    classes = _is_classes(y, target_kind)
+    if classes:
+        codes, names = encode_labels(y)
+        if class_names is not None:  # labels are already codes into given names
+            codes, names = y.astype(np.int64), tuple(class_names)
+        y = codes
+    else:
+        y, names = y.astype(np.float32), None
+    if parts is None:
+        parts = split_indices(y, classes=classes, val_size=val_size, test_size=test_size, seed=seed)
+    return from_indices(
+        name,
+        x,
+        y,
+        parts,
+        scale=standardize and kind == "vector",
+        input_kind=kind,
+        target_kind="classes" if classes else "values",
+        class_names=names,
+        source=source or {},
+    )
+
+
+# -- IDX (the MNIST file format) ----------------------------------------------------------------
+
+# Written here because the format is 20 lines and no maintained package reads it without
+# pulling a framework; the spec is the header "0 0 dtype ndim" then big-endian int32 dims.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _open(path: Path):
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _is_idx(path: Path) -> bool:
+    try:
+        with _open(path) as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return len(head) == 4 and head[:2] == b"\0\0" and head[2] in _IDX_DTYPES and 1 <= head[3] <= 4
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (plain or gzip) into a NumPy array."""
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except OSError as err:
+        raise DataError(f"cannot read {str(path)!r}: {err}") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{str(path)!r} is not an IDX file (bad magic number).")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    body = raw[4 + 4 * ndim :]
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(body) != expected:
+        raise DataError(
+            f"{str(path)!r} is truncated or corrupt: the header promises "
+            f"{expected} bytes of data, the file has {len(body)}."
+        )
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def idx_task(
+    path: Path,
+    *,
+    labels: str | None = None,
+    test_images: str | None = None,
+    test_labels: str | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Task:
+    """Images (and labels=...) in IDX files; a given test pair is used as the test split."""
+    if labels is None:
+        raise ConfigError(
+            f"loading {path.name!r}: an IDX image file needs its labels file: "
+            "load_task(images, labels='...-labels-idx1-ubyte.gz')."
+        )
+    x, y = read_idx(path), read_idx(labels)
+    if len(x) != len(y):
+        raise DataError(
+            f"{path.name!r} has {len(x)} images but {Path(labels).name!r} has "
+            f"{len(y)} labels; they must have the same length."
+        )
+    parts = None
+    if (test_images is None) != (test_labels is None):
+        raise ConfigError("give both test_images= and test_labels=, or neither.")
+    if test_images is not None:
+        xt, yt = read_idx(test_images), read_idx(test_labels)
+        if len(xt) != len(yt):
+            raise DataError(f"the test IDX files hold {len(xt)} images and {len(yt)} labels.")
+        tr, va, _ = split_indices(y, classes=True, val_size=val_size, test_size=0, seed=seed)
+        parts = (tr, va, np.arange(len(x), len(x) + len(xt)))
+        x, y = np.concatenate([x, xt]), np.concatenate([y, yt])
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    x = x.astype(np.float32) / scale
+    source = {
+        "path": str(path),
+        "labels": labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
+    return array_task(
+        path.name.split(".")[0],
+        x,
+        y.astype(np.int64),
+        parts=parts,
+        input_kind="image" if x.ndim >= 3 else "vector",
+        target_kind="classes",
+        val_size=val_size,
+        test_size=test_size,
+        seed=seed,
+        source=source,
+    )
+
+
+def _mnist_files(folder: Path) -> dict[str, Path] | None:
+    found = {}
+    for key, stem in (
+        ("images", "train-images"),
+        ("labels", "train-labels"),
+        ("test_images", "t10k-images"),
+        ("test_labels", "t10k-labels"),
+    ):
+        match = sorted(folder.glob(f"{stem}*idx*"))
+        if not match:
+            return None
+        found[key] = match[0]
+    return found
+
+
+def idx_folder_task(path: Path, *, val_size: float = 0.1, seed: int = 0) -> Task:
+    """A folder holding the four MNIST-style IDX files (train-/t10k- images and labels)."""
+    files = _mnist_files(path)
+    assert files is not None
+    return idx_task(
+        files["images"],
+        labels=str(files["labels"]),
+        test_images=str(files["test_images"]),
+        test_labels=str(files["test_labels"]),
+        val_size=val_size,
+        seed=seed,
+    )
+
+
+# -- image folders ------------------------------------------------------------------------------
+
+
+def image_folder_task(
+    path: Path,
+    *,
+    size: Sequence[int] | None = None,
+    mode: str = "auto",
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> Task:
+    """One subfolder per class holding images; read with Pillow, scaled to [0, 1].
+
+    ``size=(width, height)`` resizes every image; without it all images must share one size.
+    ``mode``: ``'L'`` (grey), ``'RGB'``, or ``'auto'`` (grey when every image is grey).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("auto", "L", "RGB"):
+        raise bad_value("mode", "'auto', 'L' or 'RGB'", mode)
+    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = [
+        (f, label)
+        for label, c in enumerate(classes)
+        for f in sorted((path / c).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DataError(
+            f"{str(path)!r} holds no images in class subfolders; an image folder "
+            f"task needs <folder>/<class>/<image> with suffixes {sorted(IMAGE_SUFFIXES)}."
+        )
+    images = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"cannot read image {str(f)!r}: {err}") from None
+    if mode == "auto":
+        mode = "L" if all(im.mode in ("L", "1", "I;16") for im in images) else "RGB"
+    target = tuple(size) if size is not None else images[0].size
+    arrays = []
+    for (f, _), im in zip(files, images):
+        im = im.convert(mode)
+        if im.size != target:
+            if size is None:
+                raise DataError(
+                    f"images differ in size: {files[0][0].name!r} is "
+                    f"{images[0].size}, {f.name!r} is {im.size}. "
+                    "Pass size=(width, height) to resize them all."
+                )
+            im = im.resize(target, Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.float32) / 255.0
+        arrays.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    x = np.stack(arrays)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    source = {
+        "path": str(path),
+        "size": list(target),
+        "mode": mode,
+        "val_size": val_size,
+        "test_size": test_size,
+        "seed": seed,
+    }
+    return array_task(
+        path.name,
+        x,
+        y,
+        input_kind="image",
+        target_kind="classes",
+        val_size=val_size,
+        test_size=test_size,
+        seed=seed,
+        class_names=classes,
+        source=source,
+    )

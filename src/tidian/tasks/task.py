@@ -1,0 +1,285 @@
+"""The Task: what to learn, on which splits, judged by which metric.
+
+A Task holds three splits as NumPy arrays (train / validation / test), the kind of its inputs
+and targets, and the names a person needs (classes, features, vocabulary). It is built once —
+by a built-in loader or a file loader — validated, and then only read: stages and trainers
+never modify a Task, so one Task can be shared by every candidate and every worker process.
+
+Array layouts, per input kind (``n`` samples):
+  vector    float32 (n, features)
+  sequence  float32 (n, length, channels)       — time first, channels last
+  image     float32 (n, channels, height, width)
+  text      int64   (n, length) token ids; 0 is padding, 1 is the unknown token
+Targets: int64 class codes 0..k-1 for ``classes``; float32 (n,) for ``values``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import DataError, bad_value
+
+INPUT_KINDS = ("vector", "sequence", "image", "text")
+TARGET_KINDS = ("classes", "values")
+_INPUT_NDIM = {"vector": 2, "sequence": 3, "image": 4, "text": 2}
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split: inputs ``x`` and targets ``y`` with the same number of rows."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A supervised learning problem with fixed splits. Immutable once built."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    input_kind: str
+    target_kind: str
+    class_names: tuple[str, ...] | None = None
+    metric: str = ""
+    feature_names: tuple[str, ...] | None = None
+    vocab: tuple[str, ...] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.input_kind not in INPUT_KINDS:
+            raise bad_value("input_kind", f"one of {INPUT_KINDS}", self.input_kind)
+        if self.target_kind not in TARGET_KINDS:
+            raise bad_value("target_kind", f"one of {TARGET_KINDS}", self.target_kind)
+        if not self.metric:
+            default = "accuracy" if self.target_kind == "classes" else "rmse"
+            object.__setattr__(self, "metric", default)
+        for split_name in ("train", "val", "test"):
+            self._check_split(split_name, getattr(self, split_name))
+        if len(self.train) == 0:
+            raise DataError(f"task {self.name!r}: the training split is empty.")
+        if self.target_kind == "classes":
+            if not self.class_names:
+                raise DataError(f"task {self.name!r}: a classification task needs class_names.")
+            present = np.unique(self.train.y)
+            if len(present) < 2:
+                raise DataError(
+                    f"task {self.name!r}: the training split has a single class "
+                    f"({self.class_names[int(present[0])]!r}); a classifier needs at least two. "
+                    "Check the target column, or use a regression target."
+                )
+        if self.input_kind == "text" and not self.vocab:
+            raise DataError(f"task {self.name!r}: a text task needs its vocabulary.")
+
+    def _check_split(self, split_name: str, split: Split) -> None:
+        where = f"task {self.name!r}, {split_name} split"
+        x, y = split.x, split.y
+        if len(x) != len(y):
+            raise DataError(
+                f"{where}: inputs have {len(x)} rows but targets have {len(y)}; "
+                "they must have the same length."
+            )
+        want = _INPUT_NDIM[self.input_kind]
+        if x.ndim != want:
+            raise DataError(
+                f"{where}: {self.input_kind} inputs must have {want} dimensions "
+                f"(samples first); got shape {x.shape}."
+            )
+        if self.input_kind == "text":
+            if x.dtype != np.int64:
+                raise DataError(f"{where}: text inputs must be int64 token ids; got {x.dtype}.")
+        else:
+            if x.dtype != np.float32:
+                raise DataError(f"{where}: inputs must be float32; got {x.dtype}.")
+            check_finite(x, where=where, names=self.feature_names)
+        if self.target_kind == "classes":
+            if y.dtype != np.int64:
+                raise DataError(f"{where}: class targets must be int64 codes; got {y.dtype}.")
+            if len(y) and (y.min() < 0 or y.max() >= len(self.class_names or ())):
+                raise DataError(
+                    f"{where}: class codes must lie in 0..{len(self.class_names or ()) - 1}."
+                )
+        else:
+            if y.dtype != np.float32 or y.ndim != 1:
+                raise DataError(f"{where}: regression targets must be float32 of shape (n,).")
+            if len(y) and not np.isfinite(y).all():
+                raise DataError(
+                    f"{where}: {int((~np.isfinite(y)).sum())} targets are NaN or infinite. "
+                    "Drop those rows (missing='drop' for file tasks)."
+                )
+
+    # -- what a model needs to know -----------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (without the batch dimension)."""
+        return tuple(int(d) for d in self.train.x.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names) if self.class_names else 0
+
+    @property
+    def n_outputs(self) -> int:
+        """Width of a model's output: one logit per class, or one value."""
+        return self.n_classes if self.target_kind == "classes" else 1
+
+    @property
+    def is_classification(self) -> bool:
+        return self.target_kind == "classes"
+
+    def signature(self) -> dict[str, Any]:
+        """What a model built for this task depends on; saved beside a model's weights."""
+        return {
+            "input_kind": self.input_kind,
+            "input_shape": list(self.input_shape),
+            "target_kind": self.target_kind,
+            "n_outputs": self.n_outputs,
+            "vocab_size": len(self.vocab) if self.vocab else None,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input": f"{self.input_kind} {'x'.join(map(str, self.input_shape))}",
+            "target": (
+                f"{self.n_classes} classes" if self.is_classification else "values (regression)"
+            ),
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+            "metric": self.metric,
+        }
+
+    def replace(self, **changes: Any) -> Task:
+        return dataclasses.replace(self, **changes)
+
+    def kfold(self, k: int = 5, *, seed: int = 0) -> Iterator[Task]:
+        """Yield k tasks whose validation splits are the folds of train+val; test stays fixed.
+
+        Folds are stratified for classification. Use it to select models on small data sets
+        where one validation split is too noisy.
+        """
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if not isinstance(k, int) or k < 2:
+            raise bad_value("k", "an integer >= 2", k)
+        x = np.concatenate([self.train.x, self.val.x])
+        y = np.concatenate([self.train.y, self.val.y])
+        if k > len(y):
+            raise bad_value("k", f"at most the number of train+val samples ({len(y)})", k)
+        if self.is_classification and np.bincount(y).min(initial=k) >= k:
+            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        else:
+            splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
+        for fold, (tr, va) in enumerate(splitter.split(x, y)):
+            yield self.replace(
+                name=f"{self.name}[fold {fold + 1}/{k}]",
+                train=Split(x[tr], y[tr]),
+                val=Split(x[va], y[va]),
+            )
+
+
+# -- helpers shared by the built-in tasks and the file loaders -----------------------------------
+
+
+def check_finite(x: np.ndarray, *, where: str, names: Sequence[str] | None = None) -> None:
+    """Raise a DataError naming the features that hold NaN or infinite values, with counts."""
+    if x.size == 0 or np.isfinite(x).all():
+        return
+    flat = x.reshape(len(x), -1)
+    nan = np.isnan(flat).sum(axis=0)
+    inf = np.isinf(flat).sum(axis=0)
+    bad = np.flatnonzero(nan + inf)
+    parts = []
+    for j in bad[:10]:
+        label = names[j] if names is not None and j < len(names) else f"feature {j}"
+        counts = ", ".join(
+            f"{n} {what}" for n, what in ((int(nan[j]), "NaN"), (int(inf[j]), "inf")) if n
+        )
+        parts.append(f"{label!r} ({counts})")
+    more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+    raise DataError(
+        f"{where}: features contain missing or infinite values: {'; '.join(parts)}{more}. "
+        "Clean them, or load with missing='impute' (median / most frequent) or missing='drop'."
+    )
+
+
+def encode_labels(y: np.ndarray | Sequence[Any]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class labels of any type → int64 codes 0..k-1 and the sorted class names."""
+    values = np.asarray(y)
+    classes, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), tuple(str(c) for c in classes)
+
+
+def split_indices(
+    y: np.ndarray,
+    *,
+    classes: bool,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shuffled train / validation / test row indices; stratified by class when ``classes``.
+
+    Sizes are fractions of all rows. A size of 0 gives an empty split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    for name, size in (("val_size", val_size), ("test_size", test_size)):
+        if not (isinstance(size, int | float) and 0 <= size < 1):
+            raise bad_value(name, "a fraction in [0, 1)", size)
+    if val_size + test_size >= 1:
+        raise bad_value("val_size + test_size", "below 1", val_size + test_size)
+    rows = np.arange(len(y))
+
+    def cut(idx: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+        if size == 0:
+            return idx, idx[:0]
+        stratify = y[idx] if classes else None
+        try:
+            keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
+        except ValueError as err:
+            raise DataError(
+                f"cannot make a stratified split of {len(idx)} rows into {size:.0%} held out: "
+                f"{err} Give more rows per class, or smaller val_size / test_size."
+            ) from None
+        return np.sort(keep), np.sort(held)
+
+    rest, test = cut(rows, test_size)
+    train, val = cut(rest, val_size / (1 - test_size) if val_size else 0.0)
+    return train, val, test
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Scale every column to zero mean, unit variance using statistics of ``train`` only."""
+    mean = train.mean(axis=0, keepdims=True)
+    std = train.std(axis=0, keepdims=True)
+    std[std == 0] = 1.0  # a constant column stays constant (0) instead of dividing by zero
+    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
+
+
+def from_indices(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    scale: bool = False,
+    **task_fields: Any,
+) -> Task:
+    """Build a Task from full arrays and (train, val, test) row indices."""
+    xs = [x[idx] for idx in parts]
+    if scale:
+        xs = standardize(*xs)
+    splits = [Split(np.ascontiguousarray(a), y[idx]) for a, idx in zip(xs, parts)]
+    return Task(name, *splits, **task_fields)

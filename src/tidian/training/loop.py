@@ -1,0 +1,183 @@
+"""``fit``: the one training loop. It reads top to bottom: lr, forward, loss, backward, clip,
+step, log — then validation, early stopping, and the restore of the best weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tidian.evaluation.metrics import compute_metrics, greater_is_better, predict
+from tidian.exceptions import ConfigError
+from tidian.training.config import TrainConfig
+from tidian.training.losses import make_loss
+from tidian.training.optim import Schedule, initialize, make_optimizer, penalized
+from tidian.training.steps import PlainStep
+
+Step = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class History:
+    """Per-epoch learning curves and how training ended."""
+
+    monitor: str | None
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_value: float | None = None
+    stopped_early: bool = False
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    def curve(self, key: str) -> list[float]:
+        """One column over epochs, e.g. ``curve("train_loss")`` or ``curve("val_accuracy")``."""
+        return [row[key] for row in self.epochs if key in row]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "stopped_early": self.stopped_early,
+            "seconds": self.seconds,
+            "device": self.device,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device is {name!r} but CUDA is not available here; use device='auto' or 'cpu'."
+        )
+    return device
+
+
+def fit(
+    model: nn.Module,
+    task: Any,
+    config: TrainConfig | dict[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    step: Step | None = None,
+) -> History:
+    """Train ``model`` in place on ``task.train``; validate on ``task.val`` after each epoch.
+
+    Deterministic on CPU for a given seed (data order, dropout and any re-initialisation all
+    come from ``seed``). With ``config.patience`` set, training stops after that many epochs
+    without progress on the monitored validation metric and the best epoch's weights are put
+    back. Returns the :class:`History`; the model is left in eval mode on its device.
+    """
+    config = TrainConfig.coerce(config)
+    device = resolve_device(config.device)
+    has_val = len(task.val) > 0
+    monitor = config.monitor or task.metric
+    if config.patience is not None and not has_val:
+        raise ConfigError(
+            "early stopping (train.patience) needs a validation split, and this "
+            "task has none; set patience to null or load the task with val_size > 0."
+        )
+    if config.schedule == "plateau" and not has_val:
+        raise ConfigError(
+            "schedule 'plateau' watches the validation metric, and this task has "
+            "no validation split; use another schedule or add one."
+        )
+    greater = greater_is_better(monitor) if has_val else True
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+
+    model.to(device)
+    initialize(model, config.init)
+    x = torch.as_tensor(task.train.x).to(device)
+    y = torch.as_tensor(task.train.y).to(device)
+    n = len(y)
+    step = step or PlainStep(make_loss(config, task.target_kind), config.l1, penalized(model))
+    val_loss = make_loss(config.replace(loss="auto"), task.target_kind) if has_val else None
+    optimizer = make_optimizer(model, config)
+    # A final batch of one sample breaks batch norm and adds a noisy step: fold it away.
+    steps_per_epoch = max(
+        1,
+        n // config.batch_size if n % config.batch_size == 1 else math.ceil(n / config.batch_size),
+    )
+    schedule = Schedule(optimizer, config, steps_per_epoch, greater)
+    amp_dtype = None
+    if config.amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+
+    history = History(monitor=monitor if has_val else None, device=str(device))
+    best_state, waited, start = None, 0, time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        tick = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = torch.zeros((), device=device)
+        for b in range(steps_per_epoch):
+            index = order[
+                b * config.batch_size : (b + 1) * config.batch_size
+                if b < steps_per_epoch - 1
+                else n
+            ]
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = step(model, x[index], y[index], index)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.after_batch()
+            total += loss.detach() * len(index)  # summed on device: no sync per step
+        row = {
+            "epoch": epoch,
+            "train_loss": float(total) / n,
+            "lr": lr,
+            "seconds": time.perf_counter() - tick,
+        }
+        if not math.isfinite(row["train_loss"]):
+            raise ConfigError(
+                f"training diverged at epoch {epoch} (loss {row['train_loss']}); "
+                "lower train.lr, set clip_grad_norm, or check the data scale."
+            )
+
+        monitored = None
+        if has_val:
+            out = predict(model, task.val.x, batch_size=config.eval_batch_size, device=device)
+            scores = compute_metrics(task.val.y, out, [monitor])
+            out_t = torch.from_numpy(out)
+            row["val_loss"] = float(val_loss(out_t, torch.as_tensor(task.val.y)))
+            row.update({f"val_{k}": v for k, v in scores.items()})
+            monitored = scores[monitor]
+            improved = history.best_value is None or (
+                monitored > history.best_value + config.min_delta
+                if greater
+                else monitored < history.best_value - config.min_delta
+            )
+            if improved:
+                history.best_epoch, history.best_value, waited = epoch, monitored, 0
+                if config.patience is not None and config.restore_best:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+        schedule.after_epoch(monitored)
+        history.epochs.append(row)
+        if config.patience is not None and waited >= config.patience:
+            history.stopped_early = True
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    model.eval()
+    return history
