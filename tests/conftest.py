@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny in-memory tasks of every input kind, so tests run in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tidian import Split, Task
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Generated data sets go to a temporary cache, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TIDIAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    torch.set_num_threads(1)  # small models: threads only add noise and overhead
+    yield
+    mp.undo()
+
+
+def _splits(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:
+    n = len(y)
+    a, b = int(n * 0.6), int(n * 0.8)
+    return Split(x[:a], y[:a]), Split(x[a:b], y[a:b]), Split(x[b:], y[b:])
+
+
+def make_task(kind: str, n: int = 60, classes: int = 3, seed: int = 0) -> Task:
+    """A learnable toy task: the class is encoded in the mean of the input's first feature."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    rng.shuffle(y)
+    vocab = None
+    if kind == "vector":
+        x = rng.normal(size=(n, 5)).astype(np.float32)
+        x[:, 0] += 3.0 * y
+    elif kind == "sequence":
+        x = rng.normal(size=(n, 12, 2)).astype(np.float32)
+        x[:, :, 0] += 2.0 * y[:, None]
+    elif kind == "image":
+        x = rng.normal(size=(n, 1, 6, 6)).astype(np.float32)
+        x[:, 0, :3] += 2.0 * y[:, None, None]
+    elif kind == "text":
+        vocab = ("<pad>", "<unk>", *(f"w{i}" for i in range(20)))
+        x = rng.integers(2, len(vocab), size=(n, 10)).astype(np.int64)
+        x[:, 0] = 2 + y  # the first token names the class
+        x[::4, 7:] = 0  # some padding
+    else:
+        raise ValueError(kind)
+    return Task(
+        f"tiny-{kind}",
+        *_splits(x, y.astype(np.int64)),
+        input_kind=kind,
+        target_kind="classes",
+        class_names=tuple(f"c{i}" for i in range(classes)),
+        vocab=vocab,
+    )
+
+
+def make_regression(n: int = 80, seed: int = 0) -> Task:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (100 + 30 * x[:, 0] - 10 * x[:, 1] + rng.normal(scale=1.0, size=n)).astype(np.float32)
+    return Task("tiny-regression", *_splits(x, y), input_kind="vector", target_kind="values")
+
+
+KINDS = ("vector", "sequence", "image", "text")
+
+
+@pytest.fixture(scope="session")
+def tiny_tasks() -> dict[str, Task]:
+    return {kind: make_task(kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def vector_task() -> Task:
+    return make_task("vector", n=150)
+
+
+@pytest.fixture(scope="session")
+def regression_task() -> Task:
+    return make_regression()
