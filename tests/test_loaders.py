@@ -16,12 +16,14 @@ from tidian.tasks import read_idx
 def _table(n=60, seed=0):
     rng = np.random.default_rng(seed)
     label = np.array(["cat", "dog", "eel"])[np.arange(n) % 3]
-    return pd.DataFrame({
-        "size": rng.normal(10, 3, n) + (np.arange(n) % 3),
-        "weight": rng.normal(100, 20, n),
-        "colour": np.array(["red", "green"])[np.arange(n) % 2],
-        "label": label,
-    })
+    return pd.DataFrame(
+        {
+            "size": rng.normal(10, 3, n) + (np.arange(n) % 3),
+            "weight": rng.normal(100, 20, n),
+            "colour": np.array(["red", "green"])[np.arange(n) % 2],
+            "label": label,
+        }
+    )
 
 
 def test_csv_standardises_with_train_stats_and_one_hot_encodes(tmp_path):
@@ -130,7 +132,8 @@ def test_npz_bad_inputs(tmp_path):
 def _write_idx(path, array, gz=False):
     codes = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}
     header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(
-        f">{array.ndim}i", *array.shape)
+        f">{array.ndim}i", *array.shape
+    )
     data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
     (gzip.open if gz else open)(path, "wb").write(data)
 
@@ -180,7 +183,7 @@ def test_png_folder(tmp_path):
     task = load_task(tmp_path / "shapes", seed=0)
     assert task.class_names == ("circle", "square")
     assert task.input_shape == (1, 6, 7)  # (channels, height, width)
-    assert 0 <= task.train.x.min() and task.train.x.max() <= 1
+    assert task.train.x.min() >= 0 and task.train.x.max() <= 1
     rgb = load_task(tmp_path / "shapes", mode="RGB", size=(4, 4))
     assert rgb.input_shape == (3, 4, 4)
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "shapes" / "circle" / "odd.png")

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import KINDS
 from torch import nn
 
 import tidian
+from conftest import KINDS
 from tidian import ConfigError, DataError, UnknownNameError, create_model, load_model, save_model
 
 CASES = [
@@ -97,16 +97,25 @@ def test_options_change_the_architecture(tiny_tasks):
     task = tiny_tasks["vector"]
     small = create_model("mlp", task, hidden=[4])
     assert tidian.count_parameters(small) == 5 * 4 + 4 + 4 * 3 + 3
-    deep = create_model("mlp", task, width=8, depth=3, norm="batch", dropout=0.1,
-                        residual=True, activation="gelu")
+    deep = create_model(
+        "mlp", task, width=8, depth=3, norm="batch", dropout=0.1, residual=True, activation="gelu"
+    )
     assert sum(isinstance(m, nn.BatchNorm1d) for m in deep.modules()) == 3
     assert sum(isinstance(m, nn.GELU) for m in deep.modules()) == 3
     assert deep.skips == [False, True, True]
-    cnn = create_model("cnn1d", tiny_tasks["sequence"], width=4, depth=2, kernel_size=[5, 3],
-                       stride=2, readout="flatten")
+    cnn = create_model(
+        "cnn1d",
+        tiny_tasks["sequence"],
+        width=4,
+        depth=2,
+        kernel_size=[5, 3],
+        stride=2,
+        readout="flatten",
+    )
     assert cnn(_batch(tiny_tasks["sequence"])).shape == (6, 3)
-    tf = create_model("transformer", tiny_tasks["text"], width=16, heads=2, pool="cls",
-                      positional="learned")
+    tf = create_model(
+        "transformer", tiny_tasks["text"], width=16, heads=2, pool="cls", positional="learned"
+    )
     assert tf(_batch(tiny_tasks["text"])).shape == (6, 3)
 
 
@@ -160,6 +169,7 @@ def test_load_model_errors(tmp_path, tiny_tasks):
 def test_register_model_extends_the_zoo(tiny_tasks):
     name = "test_tiny_linear"
     if name not in tidian.MODELS:
+
         @tidian.register_model(name, inputs=("vector",))
         def tiny(sig, *, bias: bool = True):
             """A bias-optional linear layer."""

@@ -105,8 +105,9 @@ def test_kfold_covers_train_and_val_once_and_keeps_test(vector_task):
 
 def _task(x, y, **kw):
     s = Split(x, y)
-    return Task("t", s, s, s, input_kind="vector", target_kind="classes",
-                class_names=("a", "b"), **kw)
+    return Task(
+        "t", s, s, s, input_kind="vector", target_kind="classes", class_names=("a", "b"), **kw
+    )
 
 
 def test_task_validation_errors():
@@ -126,7 +127,12 @@ def test_task_validation_errors():
 
 def test_task_summary_and_signature():
     task = load_task("iris")
-    assert task.signature() == {"input_kind": "vector", "input_shape": [4],
-                                "target_kind": "classes", "n_outputs": 3, "vocab_size": None}
+    assert task.signature() == {
+        "input_kind": "vector",
+        "input_shape": [4],
+        "target_kind": "classes",
+        "n_outputs": 3,
+        "vocab_size": None,
+    }
     assert task.summary()["train"] == len(task.train)
     assert "iris" in tidian.TASKS

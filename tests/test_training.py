@@ -26,8 +26,15 @@ def test_loss_falls_and_history_records_curves(vector_task):
 
 def test_early_stopping_restores_the_best_weights(vector_task):
     # A huge learning rate makes validation accuracy peak early and then fall apart.
-    config = TrainConfig(epochs=40, lr=0.5, optimizer="sgd", momentum=0.0, patience=3,
-                         monitor="log_loss", batch_size=8)
+    config = TrainConfig(
+        epochs=40,
+        lr=0.5,
+        optimizer="sgd",
+        momentum=0.0,
+        patience=3,
+        monitor="log_loss",
+        batch_size=8,
+    )
     model = _model(vector_task, hidden=[32])
     history = fit(model, vector_task, config)
     assert history.stopped_early
@@ -42,20 +49,31 @@ def test_early_stopping_restores_the_best_weights(vector_task):
 def test_every_optimizer_trains(optimizer, vector_task):
     lr = {"sgd": 0.1, "nesterov": 0.1, "rmsprop": 0.003}.get(optimizer, 0.01)
     model = _model(vector_task, hidden=[16])
-    history = fit(model, vector_task, {"optimizer": optimizer, "lr": lr, "epochs": 10,
-                                       "weight_decay": 1e-4, "batch_size": 16})
+    history = fit(
+        model,
+        vector_task,
+        {"optimizer": optimizer, "lr": lr, "epochs": 10, "weight_decay": 1e-4, "batch_size": 16},
+    )
     assert history.curve("train_loss")[-1] < history.curve("train_loss")[0]
 
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle", "plateau"])
 def test_every_schedule_runs_and_shapes_the_learning_rate(schedule, vector_task):
-    config = TrainConfig(schedule=schedule, lr=0.01, epochs=8, step_size=2, gamma=0.5,
-                         plateau_patience=0, warmup_epochs=1, batch_size=16)
+    config = TrainConfig(
+        schedule=schedule,
+        lr=0.01,
+        epochs=8,
+        step_size=2,
+        gamma=0.5,
+        plateau_patience=0,
+        warmup_epochs=1,
+        batch_size=16,
+    )
     history = fit(_model(vector_task, hidden=[8]), vector_task, config)
     lrs = history.curve("lr")
     assert len(lrs) == 8 and all(lr > 0 for lr in lrs)
     if schedule == "step":
-        assert lrs[-1] == pytest.approx(0.01 * 0.5 ** 3, rel=1e-6)  # epochs 7-8: 3 halvings
+        assert lrs[-1] == pytest.approx(0.01 * 0.5**3, rel=1e-6)  # epochs 7-8: 3 halvings
     if schedule == "cosine":
         assert lrs[-1] < 0.01 * 0.1 and lrs[1] > lrs[-1]
     if schedule == "constant":
@@ -133,10 +151,21 @@ def test_gradient_clipping_bounds_the_update(vector_task):
     def first_update(clip):
         model = _model(vector_task, hidden=[8])
         before = [p.detach().clone() for p in model.parameters()]
-        fit(model, vector_task, {"epochs": 1, "lr": 1.0, "optimizer": "sgd", "momentum": 0.0,
-                                 "batch_size": 1000, "clip_grad_norm": clip})
-        return math.sqrt(sum(float(((p - b) ** 2).sum())
-                             for p, b in zip(model.parameters(), before)))
+        fit(
+            model,
+            vector_task,
+            {
+                "epochs": 1,
+                "lr": 1.0,
+                "optimizer": "sgd",
+                "momentum": 0.0,
+                "batch_size": 1000,
+                "clip_grad_norm": clip,
+            },
+        )
+        return math.sqrt(
+            sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(model.parameters(), before))
+        )
 
     assert first_update(0.01) == pytest.approx(0.01, rel=1e-3)  # lr 1 × clipped norm 0.01
     assert first_update(None) > 0.05
@@ -155,7 +184,9 @@ def test_initialisations_change_weights(init, vector_task):
 
 
 def test_config_validation_messages():
-    with pytest.raises(ConfigError, match=r"train.optimizer must be one of .*adam.*got 'adm'.*adam"):
+    with pytest.raises(
+        ConfigError, match=r"train.optimizer must be one of .*adam.*got 'adm'.*adam"
+    ):
         TrainConfig(optimizer="adm")
     with pytest.raises(ConfigError, match="train.lr must be a number > 0"):
         TrainConfig(lr=0)
@@ -178,8 +209,11 @@ def test_patience_without_validation_split_is_an_error(vector_task):
 
 def test_divergence_is_reported(regression_task):
     with pytest.raises(ConfigError, match="diverged"):
-        fit(_model(regression_task), regression_task,
-            {"optimizer": "sgd", "lr": 1e6, "epochs": 5, "batch_size": 8})
+        fit(
+            _model(regression_task),
+            regression_task,
+            {"optimizer": "sgd", "lr": 1e6, "epochs": 5, "batch_size": 8},
+        )
 
 
 def test_cuda_request_without_cuda_is_clear(vector_task):

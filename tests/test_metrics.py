@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+import tidian
+from tidian import ConfigError, UnknownNameError
+from tidian.evaluation.metrics import METRICS, check_metrics, ece, softmax
+
+rng = np.random.default_rng(0)
+Y = rng.integers(0, 4, size=200)
+LOGITS = rng.normal(size=(200, 4)) + 2.0 * np.eye(4)[Y]
+PROBA = softmax(LOGITS)
+PRED = PROBA.argmax(1)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("accuracy", skm.accuracy_score(Y, PRED)),
+        ("balanced_accuracy", skm.balanced_accuracy_score(Y, PRED)),
+        ("f1_macro", skm.f1_score(Y, PRED, average="macro")),
+        ("precision_macro", skm.precision_score(Y, PRED, average="macro")),
+        ("recall_macro", skm.recall_score(Y, PRED, average="macro")),
+        ("roc_auc", skm.roc_auc_score(Y, PROBA, multi_class="ovr")),
+        ("log_loss", skm.log_loss(Y, PROBA)),
+    ],
+)
+def test_classification_metrics_agree_with_sklearn(name, expected):
+    assert METRICS.get(name)(Y, LOGITS) == pytest.approx(expected, rel=1e-9)
+
+
+def test_binary_roc_auc_uses_the_positive_class():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    logits = np.stack([np.zeros(6), np.array([-1.0, 0.2, 0.5, 2.0, 0.1, -0.3])], 1)
+    expected = skm.roc_auc_score(y, softmax(logits)[:, 1])
+    assert METRICS.get("roc_auc")(y, logits) == pytest.approx(expected)
+    assert np.isnan(METRICS.get("roc_auc")(np.zeros(6, int), logits))  # one class: undefined
+
+
+def test_regression_metrics_agree_with_sklearn():
+    y = rng.normal(size=50)
+    out = (y + rng.normal(scale=0.3, size=50))[:, None]
+    assert METRICS.get("rmse")(y, out) == pytest.approx(np.sqrt(skm.mean_squared_error(y, out)))
+    assert METRICS.get("mae")(y, out) == pytest.approx(skm.mean_absolute_error(y, out))
+    assert METRICS.get("r2")(y, out) == pytest.approx(skm.r2_score(y, out))
+
+
+def test_ece_on_known_data():
+    # Two bins with confidence 0.9 (accuracy 0.5) and 0.6 (accuracy 1.0), equal weight:
+    # ECE = 0.5 * |0.5 - 0.9| + 0.5 * |1.0 - 0.6| = 0.4
+    p_hi, p_lo = np.log([0.9, 0.1]), np.log([0.6, 0.4])
+    logits = np.array([p_hi, p_hi, p_lo, p_lo])
+    y = np.array([0, 1, 0, 0])
+    assert ece(y, logits) == pytest.approx(0.4)
+    # perfectly confident and right: zero
+    assert ece(np.array([0, 1]), np.array([[50.0, 0.0], [0.0, 50.0]])) == pytest.approx(0.0)
+
+
+def test_metric_name_and_kind_checks():
+    with pytest.raises(UnknownNameError, match="accuracy"):
+        check_metrics(["acuracy"], "classes")
+    with pytest.raises(ConfigError, match="metric 'rmse' is for values"):
+        check_metrics(["rmse"], "classes")
+
+
+def test_confusion_matrix_and_report(vector_task):
+    torch.manual_seed(0)
+    model = tidian.create_model("mlp", vector_task, hidden=[16])
+    tidian.fit(model, vector_task, {"epochs": 20, "lr": 0.01, "batch_size": 16})
+    cm = tidian.confusion_matrix(model, vector_task)
+    assert cm.shape == (3, 3) and cm.sum() == len(vector_task.test)
+    acc = tidian.score(model, vector_task, metrics=["accuracy"])["accuracy"]
+    assert np.trace(cm) / cm.sum() == pytest.approx(acc)
+    report = tidian.classification_report(model, vector_task)
+    assert set(report) >= {"c0", "c1", "c2", "macro avg"}
+    assert report["c0"]["support"] == int((vector_task.test.y == 0).sum())

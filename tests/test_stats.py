@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tidian import ConfigError, confidence_interval, paired_compare, summarize
+
+
+def test_t_interval_on_known_data():
+    # mean 3, sample sd sqrt(2.5), t(0.975, 4) = 2.7764451…
+    low, high = confidence_interval([1, 2, 3, 4, 5], 0.95)
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert low == pytest.approx(3 - half, rel=1e-12)
+    assert high == pytest.approx(3 + half, rel=1e-12)
+    low90, high90 = confidence_interval([1, 2, 3, 4, 5], 0.90)
+    assert high90 - low90 < high - low
+
+
+def test_t_interval_covers_the_mean_at_the_stated_rate():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(2000):
+        low, high = confidence_interval(rng.normal(1.0, 2.0, size=5), 0.95)
+        hits += low <= 1.0 <= high
+    assert 0.93 < hits / 2000 < 0.97
+
+
+def test_degenerate_samples():
+    assert all(math.isnan(v) for v in confidence_interval([0.7]))
+    assert confidence_interval([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    s = summarize([0.5])
+    assert s.mean == 0.5 and math.isnan(s.std) and s.n == 1
+
+
+def test_bootstrap_interval_contains_the_mean_and_is_seeded():
+    values = [0.81, 0.84, 0.79, 0.88, 0.83, 0.80, 0.86, 0.82]
+    low, high = confidence_interval(values, method="bootstrap")
+    assert low < np.mean(values) < high
+    assert (low, high) == confidence_interval(values, method="bootstrap")
+    with pytest.raises(ConfigError, match="ci method"):
+        confidence_interval(values, method="jackknife")
+    with pytest.raises(ConfigError, match="confidence"):
+        confidence_interval(values, confidence=95)
+
+
+def test_paired_comparison_matches_scipy_and_orients_gains():
+    base = [0.80, 0.82, 0.79, 0.85, 0.81]
+    cand = [0.83, 0.84, 0.80, 0.88, 0.85]
+    cmp = paired_compare(base, cand, metric="accuracy", greater_is_better=True)
+    d = np.subtract(cand, base)
+    assert cmp.mean == pytest.approx(d.mean())
+    assert cmp.p_ttest == pytest.approx(sps.ttest_rel(cand, base).pvalue)
+    assert cmp.p_wilcoxon == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert cmp.low > 0 and cmp.superior() and cmp.non_inferior(0.01)
+    # the same numbers as a loss (lower is better): the candidate is worse
+    loss = paired_compare(base, cand, metric="log_loss", greater_is_better=False)
+    gain, low, high = loss.improvement
+    assert gain == pytest.approx(-d.mean()) and high < 0
+    assert not loss.superior() and not loss.non_inferior(0.01) and loss.non_inferior(0.1)
+
+
+def test_paired_comparison_edge_cases():
+    same = paired_compare([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same.mean == 0 and same.p_ttest == 1.0 and same.p_wilcoxon == 1.0
+    assert not same.superior()
+    with pytest.raises(ConfigError, match="same length"):
+        paired_compare([1, 2], [1, 2, 3])
