@@ -77,7 +77,7 @@ def test_evaluate_table_output(capsys):
     ],
 )
 def test_bad_input_exits_2_with_one_message(capsys, argv, message):
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 2
     assert message in " ".join(err.split())
     assert "Traceback" not in err

@@ -55,7 +55,7 @@ def test_paired_comparison_matches_scipy_and_orients_gains():
     assert cmp.low > 0 and cmp.superior() and cmp.non_inferior(0.01)
     # the same numbers as a loss (lower is better): the candidate is worse
     loss = paired_compare(base, cand, metric="log_loss", greater_is_better=False)
-    gain, low, high = loss.improvement
+    gain, _low, high = loss.improvement
     assert gain == pytest.approx(-d.mean()) and high < 0
     assert not loss.superior() and not loss.non_inferior(0.01) and loss.non_inferior(0.1)
 
