@@ -3,6 +3,7 @@ step, log — then validation, early stopping, and the restore of the best weigh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -103,32 +104,32 @@ def fit(
     step = step or PlainStep(make_loss(config, task.target_kind), config.l1, penalized(model))
     val_loss = make_loss(config.replace(loss="auto"), task.target_kind) if has_val else None
     optimizer = make_optimizer(model, config)
-    # A final batch of one sample breaks batch norm and adds a noisy step: fold it away.
-    steps_per_epoch = max(
-        1,
-        n // config.batch_size if n % config.batch_size == 1 else math.ceil(n / config.batch_size),
-    )
-    schedule = Schedule(optimizer, config, steps_per_epoch, greater)
+    # Batch boundaries; a final batch of one sample breaks batch norm and adds a noisy step,
+    # so it is folded into the batch before it.
+    starts = list(range(0, n, config.batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    bounds = list(zip(starts, [*starts[1:], n]))
+    schedule = Schedule(optimizer, config, len(bounds), greater)
     amp_dtype = None
     if config.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
+                else contextlib.nullcontext())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)  # fp16 only
+    sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float32)
 
     history = History(monitor=monitor if has_val else None, device=str(device))
-    best_state, waited, start = None, 0, time.perf_counter()
+    best_state, waited, start_time = None, 0, time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
         tick = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
-        total = torch.zeros((), device=device)
-        for b in range(steps_per_epoch):
-            index = order[
-                b * config.batch_size : (b + 1) * config.batch_size
-                if b < steps_per_epoch - 1
-                else n
-            ]
+        losses = []
+        for start, stop in bounds:
+            index = order[start:stop]
             lr = optimizer.param_groups[0]["lr"]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast:
                 loss = step(model, x[index], y[index], index)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -138,10 +139,10 @@ def fit(
             scaler.step(optimizer)
             scaler.update()
             schedule.after_batch()
-            total += loss.detach() * len(index)  # summed on device: no sync per step
+            losses.append(loss.detach())  # kept on the device: no sync per step
         row = {
             "epoch": epoch,
-            "train_loss": float(total) / n,
+            "train_loss": float(torch.stack(losses).float().cpu() @ sizes) / n,
             "lr": lr,
             "seconds": time.perf_counter() - tick,
         }
@@ -178,6 +179,6 @@ def fit(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    history.seconds = time.perf_counter() - start
+    history.seconds = time.perf_counter() - start_time
     model.eval()
     return history

@@ -55,14 +55,15 @@ def penalized(model: nn.Module) -> list[nn.Parameter]:
 
 
 def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
-    decay = {id(p) for p in penalized(model)}
     params = [p for p in model.parameters() if p.requires_grad]
+    if not config.weight_decay:  # one group: each group costs an optimizer pass per step
+        return OPTIMIZERS.get(config.optimizer)([{"params": params, "weight_decay": 0.0}], config)
+    decay = {id(p) for p in penalized(model)}
     groups = [
         {"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
         {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
     ]
-    groups = [g for g in groups if g["params"]]
-    return OPTIMIZERS.get(config.optimizer)(groups, config)
+    return OPTIMIZERS.get(config.optimizer)([g for g in groups if g["params"]], config)
 
 
 class Schedule:
@@ -116,6 +117,8 @@ class Schedule:
 
     def after_batch(self) -> None:
         self.step_count += 1
+        if self.kind == "constant" and not self.warmup:
+            return  # nothing to change; skipping the scheduler call saves time on tiny models
         if self.plateau is None or self.step_count <= self.warmup:
             self.scheduler.step()
 
