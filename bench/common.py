@@ -12,8 +12,10 @@ from rich.table import Table
 
 def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{platform.processor() or platform.machine()}, {cores} cores, torch "
-            f"{torch.__version__}, python {platform.python_version()}")
+    return (
+        f"{platform.processor() or platform.machine()}, {cores} cores, torch "
+        f"{torch.__version__}, python {platform.python_version()}"
+    )
 
 
 def print_table(title: str, headers: list[str], rows: list[list[str]], note: str = "") -> None:
@@ -22,7 +24,7 @@ def print_table(title: str, headers: list[str], rows: list[list[str]], note: str
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    console = Console()
+    console = Console(width=140)
     console.print(table)
     console.print(f"machine: {machine()}")
     if note:

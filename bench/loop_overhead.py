@@ -14,9 +14,9 @@ import statistics
 import time
 
 import torch
-from common import print_table
 
 import tidian
+from common import print_table
 
 
 def hand_loop(model, x, y, epochs, batch_size, seed):
@@ -48,7 +48,7 @@ def main() -> None:
     samples = len(y) * args.epochs
     rates = {"tidian.fit": [], "hand loop": []}
     for r in range(args.repeats + 1):  # the first round warms both up and is discarded
-        for name in (["tidian.fit", "hand loop"] if r % 2 else ["hand loop", "tidian.fit"]):
+        for name in ["tidian.fit", "hand loop"] if r % 2 else ["hand loop", "tidian.fit"]:
             torch.manual_seed(r)
             model = tidian.create_model(args.model, task)
             start = time.perf_counter()
@@ -63,13 +63,19 @@ def main() -> None:
     ratios = [f / h for f, h in zip(rates["tidian.fit"], rates["hand loop"])]
     rows = [
         ["hand loop", f"{hand_rate:,.0f}", "1.000", ""],
-        ["tidian.fit", f"{fit_rate:,.0f}", f"{fit_rate / hand_rate:.3f}",
-         f"{min(ratios):.3f}–{max(ratios):.3f}"],
+        [
+            "tidian.fit",
+            f"{fit_rate:,.0f}",
+            f"{fit_rate / hand_rate:.3f}",
+            f"{min(ratios):.3f}–{max(ratios):.3f}",
+        ],
     ]
     print_table(
         f"Training throughput, {args.model} on mnist1d ({len(y)} rows, {args.epochs} epochs, "
         f"batch {args.batch_size}, 1 thread, median of {args.repeats})",
-        ["loop", "samples/s", "ratio (target >= 0.95)", "per-repeat ratios"], rows)
+        ["loop", "samples/s", "ratio (target >= 0.95)", "per-repeat ratios"],
+        rows,
+    )
 
 
 if __name__ == "__main__":
