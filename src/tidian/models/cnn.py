@@ -91,6 +91,8 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("readout", readout, READOUTS)
+        width, depth = check_positive_int("width", width), check_positive_int("depth", depth)
+        stride, dropout = check_positive_int("stride", stride), check_dropout(dropout)
         self.dims, self.readout = dims, readout
         self.input = SequenceInput(sig, embed_dim) if dims == 1 else None
         cin = self.input.channels if self.input is not None else sig.input_shape[0]
@@ -151,13 +153,13 @@ def cnn1d(
     return CNN(
         sig,
         1,
-        width=check_positive_int("width", width),
-        depth=check_positive_int("depth", depth),
+        width=width,
+        depth=depth,
         kernel_size=kernel_size,
-        stride=check_positive_int("stride", stride),
+        stride=stride,
         pool=bool(pool),
         readout=readout,
-        dropout=check_dropout(dropout),
+        dropout=dropout,
         norm=norm,
         act=activation,
         residual=bool(residual),
@@ -184,13 +186,13 @@ def cnn2d(
     return CNN(
         sig,
         2,
-        width=check_positive_int("width", width),
-        depth=check_positive_int("depth", depth),
+        width=width,
+        depth=depth,
         kernel_size=kernel_size,
-        stride=check_positive_int("stride", stride),
+        stride=stride,
         pool=bool(pool),
         readout=readout,
-        dropout=check_dropout(dropout),
+        dropout=dropout,
         norm=norm,
         act=activation,
         residual=bool(residual),

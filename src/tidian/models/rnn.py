@@ -49,6 +49,8 @@ class RNN(nn.Module):
         super().__init__()
         check_choice("readout", readout, READOUTS)
         check_choice("norm", norm, ("none", "layer", "batch"))
+        hidden, depth = check_positive_int("hidden", hidden), check_positive_int("depth", depth)
+        dropout = check_dropout(dropout)
         self.input = SequenceInput(sig, embed_dim)
         self.readout, self.residual, self.bidirectional = readout, residual, bidirectional
         directions = 2 if bidirectional else 1
@@ -91,65 +93,42 @@ class RNN(nn.Module):
         return torch.cat([last[:, :half], h[:, 0, half:]], dim=1)
 
 
-def _build(
-    sig: Signature,
-    cell: type[nn.Module],
-    hidden: int,
-    depth: int,
-    bidirectional: bool,
-    readout: str,
-    dropout: float,
-    norm: str,
-    residual: bool,
-    embed_dim: int,
-) -> nn.Module:
-    return RNN(
-        sig,
-        cell,
-        hidden=check_positive_int("hidden", hidden),
-        depth=check_positive_int("depth", depth),
-        bidirectional=bool(bidirectional),
-        readout=readout,
-        dropout=check_dropout(dropout),
-        norm=norm,
-        residual=bool(residual),
-        embed_dim=embed_dim,
+def _register(name: str, cell: type[nn.Module]) -> None:
+    def build(
+        sig: Signature,
+        *,
+        hidden: int = 64,
+        depth: int = 1,
+        bidirectional: bool = False,
+        readout: str = "last",
+        dropout: float = 0.0,
+        norm: str = "none",
+        residual: bool = False,
+        embed_dim: int = 64,
+    ) -> nn.Module:
+        return RNN(
+            sig,
+            cell,
+            hidden=hidden,
+            depth=depth,
+            bidirectional=bool(bidirectional),
+            readout=readout,
+            dropout=dropout,
+            norm=norm,
+            residual=bool(residual),
+            embed_dim=embed_dim,
+        )
+
+    build.__name__ = name
+    MODELS.add(
+        name,
+        build,
+        inputs=RNN_INPUTS,
+        instead="another model",
+        description=f"{name.upper()}; a vector is a 1-channel sequence, an image a "
+        "sequence of rows.",
     )
 
 
-@MODELS.register("gru", inputs=RNN_INPUTS)
-def gru(
-    sig: Signature,
-    *,
-    hidden: int = 64,
-    depth: int = 1,
-    bidirectional: bool = False,
-    readout: str = "last",
-    dropout: float = 0.0,
-    norm: str = "none",
-    residual: bool = False,
-    embed_dim: int = 64,
-) -> nn.Module:
-    """GRU; a vector is a 1-channel sequence, an image a sequence of rows."""
-    return _build(
-        sig, nn.GRU, hidden, depth, bidirectional, readout, dropout, norm, residual, embed_dim
-    )
-
-
-@MODELS.register("lstm", inputs=RNN_INPUTS)
-def lstm(
-    sig: Signature,
-    *,
-    hidden: int = 64,
-    depth: int = 1,
-    bidirectional: bool = False,
-    readout: str = "last",
-    dropout: float = 0.0,
-    norm: str = "none",
-    residual: bool = False,
-    embed_dim: int = 64,
-) -> nn.Module:
-    """LSTM; a vector is a 1-channel sequence, an image a sequence of rows."""
-    return _build(
-        sig, nn.LSTM, hidden, depth, bidirectional, readout, dropout, norm, residual, embed_dim
-    )
+_register("gru", nn.GRU)
+_register("lstm", nn.LSTM)

@@ -89,70 +89,56 @@ def mnist1d(*, val_size: float = 0.1, seed: int = 0, **generation: Any) -> Task:
     )
 
 
-def _sklearn_task(
-    name: str,
-    bunch: Any,
-    *,
-    kind: str,
-    val_size: float,
-    test_size: float,
-    seed: int,
-    options: dict[str, Any],
-) -> Task:
-    x = np.asarray(bunch.data, dtype=np.float32)
-    y, _ = encode_labels(bunch.target)
-    class_names = tuple(str(c) for c in bunch.target_names)
-    parts = split_indices(y, classes=True, val_size=val_size, test_size=test_size, seed=seed)
-    if kind == "image":
-        x = x.reshape(len(x), 1, 8, 8) / 16.0  # digits: 8x8 grey levels 0..16
-    return from_indices(
-        name,
-        x,
-        y,
-        parts,
-        scale=kind == "vector",
-        input_kind=kind,
-        target_kind="classes",
-        class_names=class_names,
-        feature_names=tuple(bunch.feature_names) if kind == "vector" else None,
-        source={"task": name, **options},
-    )
+def _register_sklearn(name: str, loader: str, kind: str, description: str) -> None:
+    """Register one of scikit-learn's bundled data sets as a task with seeded splits."""
+
+    def build(*, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0) -> Task:
+        from sklearn import datasets
+
+        bunch = getattr(datasets, loader)()
+        x = np.asarray(bunch.data, dtype=np.float32)
+        if kind == "image":
+            x = x.reshape(len(x), 1, 8, 8) / 16.0  # digits: 8x8 grey levels 0..16
+        y, _ = encode_labels(bunch.target)
+        parts = split_indices(y, classes=True, val_size=val_size, test_size=test_size, seed=seed)
+        return from_indices(
+            name,
+            x,
+            y,
+            parts,
+            scale=kind == "vector",
+            input_kind=kind,
+            target_kind="classes",
+            class_names=tuple(str(c) for c in bunch.target_names),
+            feature_names=tuple(bunch.feature_names) if kind == "vector" else None,
+            source={"task": name, "val_size": val_size, "test_size": test_size, "seed": seed},
+        )
+
+    build.__name__ = name
+    TASKS.add(name, build, description=description, input_kind=kind, target_kind="classes")
 
 
-@TASKS.register("digits", input_kind="image", target_kind="classes")
-def digits(*, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0) -> Task:
-    """scikit-learn's handwritten digits: 1797 images of 8x8 pixels, 10 classes."""
-    from sklearn.datasets import load_digits
-
-    opts = {"val_size": val_size, "test_size": test_size, "seed": seed}
-    return _sklearn_task("digits", load_digits(), kind="image", options=opts, **opts)
-
-
-@TASKS.register("breast_cancer", input_kind="vector", target_kind="classes")
-def breast_cancer(*, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0) -> Task:
-    """Wisconsin breast cancer: 569 samples, 30 features, 2 classes (standardised)."""
-    from sklearn.datasets import load_breast_cancer
-
-    opts = {"val_size": val_size, "test_size": test_size, "seed": seed}
-    return _sklearn_task("breast_cancer", load_breast_cancer(), kind="vector", options=opts, **opts)
-
-
-@TASKS.register("wine", input_kind="vector", target_kind="classes")
-def wine(*, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0) -> Task:
-    """Wine recognition: 178 samples, 13 features, 3 classes (standardised)."""
-    from sklearn.datasets import load_wine
-
-    opts = {"val_size": val_size, "test_size": test_size, "seed": seed}
-    return _sklearn_task("wine", load_wine(), kind="vector", options=opts, **opts)
-
-
-@TASKS.register("iris", input_kind="vector", target_kind="classes")
-def iris(*, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0) -> Task:
-    """Iris: 150 samples, 4 features, 3 classes (standardised)."""
-    from sklearn.datasets import load_iris
-
-    opts = {"val_size": val_size, "test_size": test_size, "seed": seed}
-    return _sklearn_task("iris", load_iris(), kind="vector", options=opts, **opts)
+_register_sklearn(
+    "digits",
+    "load_digits",
+    "image",
+    "scikit-learn's handwritten digits: 1797 images of 8x8 pixels, 10 classes.",
+)
+_register_sklearn(
+    "breast_cancer",
+    "load_breast_cancer",
+    "vector",
+    "Wisconsin breast cancer: 569 samples, 30 features, 2 classes (standardised).",
+)
+_register_sklearn(
+    "wine",
+    "load_wine",
+    "vector",
+    "Wine recognition: 178 samples, 13 features, 3 classes (standardised).",
+)
+_register_sklearn(
+    "iris", "load_iris", "vector", "Iris: 150 samples, 4 features, 3 classes (standardised)."
+)
 
 
 @TASKS.register("penguins", input_kind="vector", target_kind="classes")

@@ -114,8 +114,11 @@ def fit(
     amp_dtype = None
     if config.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    autocast = (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)  # fp16 only
     sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float32)
 
