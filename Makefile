@@ -29,4 +29,5 @@ lint: setup
 bench: setup
 	$(PY) bench/loop_overhead.py
 	$(PY) bench/digits.py
+	$(PY) bench/seed_parallel.py
 	$(PY) bench/mnist1d_paper.py

@@ -53,3 +53,12 @@ def test_check_options_names_the_accepted_ones():
     assert "'widht' (did you mean 'width'?)" in str(err.value)
     assert "depth, width" in str(err.value)
     assert "task" not in str(err.value).split("It takes:")[1]
+
+
+def test_optional_dependency_error_names_the_extra():
+    from tidian import DependencyError
+    from tidian.exceptions import require
+
+    assert require("json", "dev", "reading JSON").dumps([1]) == "[1]"
+    with pytest.raises(DependencyError, match=r"pip install 'tidian\[onnx\]'"):
+        require("tidian_missing_module", "onnx", "ONNX export")
