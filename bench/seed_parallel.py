@@ -14,9 +14,9 @@ import statistics
 import time
 
 import torch
-from common import print_table
 
 import tidian
+from common import print_table
 
 
 def main() -> None:
