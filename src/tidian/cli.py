@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -130,15 +131,15 @@ def evaluate_cmd(
     config = tidian.TrainConfig.from_dict(
         {"epochs": epochs, **_pairs(train, "--train")}, where="--train"
     )
-    recipe = {"name": model, **_pairs(option, "--option")}
-    tidian.create_model(model, loaded, **recipe_options(recipe))  # fail fast on bad options
+    options = _pairs(option, "--option")
+    fitted = tidian.create_model(model, loaded, **options)  # fails fast on bad options
     with (
         console.status(f"training {model} on {loaded.name} over {seeds} seeds…", spinner="dots")
         if not as_json
-        else _null()
+        else contextlib.nullcontext()
     ):
         result = tidian.evaluate(
-            recipe,
+            {"name": model, **options},
             loaded,
             config,
             seeds=seeds,
@@ -147,7 +148,6 @@ def evaluate_cmd(
             keep_models=True,
         )
     run = result.runs[0]
-    fitted = tidian.create_model(model, loaded, **recipe_options(recipe))
     fitted.load_state_dict(run.state)
     cost = tidian.measure_cost(fitted, loaded)
     if as_json:
@@ -201,18 +201,6 @@ def evaluate_cmd(
     console.print(costs)
     secs = [r.seconds for r in result.runs]
     console.print(f"training time per seed: {min(secs):.1f}–{max(secs):.1f} s")
-
-
-def recipe_options(recipe: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in recipe.items() if k != "name"}
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -267,8 +266,4 @@ def compare(
     )
 
 
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-__all__ = ["Evaluation", "SeedRun", "compare", "cpu_count", "evaluate"]
+__all__ = ["Evaluation", "SeedRun", "compare", "evaluate"]

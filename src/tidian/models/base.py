@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value
+from tidian.registry import Registry
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -205,6 +206,5 @@ class Head(nn.Module):
         return out
 
 
-from tidian.registry import Registry  # noqa: E402  (registry of the zoo, filled by the family modules)
-
+# The zoo, filled by the family modules (mlp, cnn, rnn, transformer) as they are imported.
 MODELS: Registry[Any] = Registry("model", listing="tidian models")
