@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -201,6 +202,247 @@ def evaluate_cmd(
     console.print(costs)
     secs = [r.seconds for r in result.runs]
     console.print(f"training time per seed: {min(secs):.1f}–{max(secs):.1f} s")
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="Store URL (default: $TIDIAN_STORE or sqlite:///tidian.db)."),
+]
+recipe_app = typer.Typer(help="Validate recipes and print their JSON Schema.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("check")
+def recipe_check(path: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+    """Validate a recipe against the registries; print its stages."""
+    from tidian.recipe import load_recipe
+
+    recipe = load_recipe(path)
+    console.print(
+        f"[green]ok[/] {path}: task {recipe.task!r}, baseline "
+        f"{recipe.model['name']}, {len(recipe.seed_list())} seeds, stages: "
+        f"{', '.join(name for name, _ in recipe.stage_entries()) or 'none'}"
+    )
+
+
+@recipe_app.command("schema")
+def recipe_schema_cmd() -> None:
+    """Print the JSON Schema of recipes (for editor completion)."""
+    from tidian.recipe import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+
+
+class _Progress:
+    """Rich progress bars: one for the stage's candidates, one for the current one's seeds."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.stage_bar = None
+        self.seed_bar = None
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        p = self.progress
+        if kind == "stage_started":
+            if self.stage_bar is not None:
+                p.remove_task(self.stage_bar)
+            self.stage_bar = p.add_task(
+                f"stage {data['position']}: {data['name']}", total=data["candidates"]
+            )
+        elif kind == "candidate_started":
+            if self.seed_bar is not None:
+                p.remove_task(self.seed_bar)
+            label = data["candidate"]["label"]
+            self.seed_bar = p.add_task(
+                f"  {label[:50]} (seeds)", total=data["seeds"], completed=data["done"]
+            )
+        elif kind == "seed_done" and self.seed_bar is not None:
+            p.advance(self.seed_bar)
+        elif kind in ("candidate_done", "candidate_cached") and self.stage_bar is not None:
+            p.advance(self.stage_bar)
+
+
+def _quality_text(row: dict[str, Any] | None) -> str:
+    q = (row or {}).get("quality") or {}
+    if q.get("mean") is None:
+        return "—"
+    return f"{q['mean']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]"
+
+
+def _print_run(res) -> None:
+    base, best = res.baseline, res.incumbent
+    table = Table(title=f"run {res.run_id} — {res.status}")
+    for col in ("", "quality (mean [95% CI])", "params", "bytes", "latency ms"):
+        table.add_column(col, justify="left" if not col else "right")
+    for name, row in (("baseline", base), ("final", best)):
+        cost = (row or {}).get("cost") or {}
+        table.add_row(
+            f"{name}: {row['label'] if row else '—'}",
+            _quality_text(row),
+            f"{cost.get('params', 0):,}",
+            f"{cost.get('size_bytes', 0):,}",
+            f"{cost.get('latency_ms', float('nan')):.4f}",
+        )
+    console.print(table)
+    decisions = Table(title="candidates and decisions")
+    for col in ("id", "stage", "candidate", "quality", "decision"):
+        decisions.add_column(col)
+    for row in res.candidates:
+        decisions.add_row(
+            str(row["id"]),
+            row["stage"],
+            row["label"],
+            _quality_text(row),
+            row["reason"] or row["status"],
+        )
+    console.print(decisions)
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML; default: built-in.")] = None,
+    store: StoreOpt = None,
+    resume: Annotated[str | None, typer.Option(help="Continue this interrupted run.")] = None,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
+    ] = 1,
+) -> None:
+    """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    import tidian.pipeline as pipeline
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        try:
+            res = pipeline.run(
+                recipe, store=store, resume=resume, jobs=jobs, events=_Progress(progress)
+            )
+        except KeyboardInterrupt:
+            console.print(
+                "[yellow]interrupted[/]: `tidian runs` shows the run; "
+                "`tidian run --resume RUN_ID` continues it."
+            )
+            raise typer.Exit(130) from None
+    _print_run(res)
+    console.print(f"store: {res.store}; `tidian show {res.run_id}` for details.")
+
+
+@app.command("runs")
+def runs_cmd(
+    store: StoreOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """List the runs in the store."""
+    from tidian.store import Store
+
+    rows = Store(store).runs()
+    docs = [
+        {
+            "run_id": r["id"],
+            "status": r["status"],
+            "created": r["created"].isoformat(),
+            "recipe": r["recipe"],
+            "incumbent": r["incumbent_id"],
+        }
+        for r in rows
+    ]
+    if as_json:
+        print(json.dumps(docs, indent=2))
+        return
+    table = Table(title="runs")
+    for col in ("run", "status", "created", "task", "baseline", "stages"):
+        table.add_column(col)
+    for d in docs:
+        rec = d["recipe"]
+        table.add_row(
+            d["run_id"],
+            d["status"],
+            d["created"][:19],
+            str(rec.get("task")),
+            rec["model"]["name"],
+            ", ".join(next(iter(s)) for s in rec.get("stages", [])),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    run_id: str, store: StoreOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
+) -> None:
+    """Candidates, lineage and decisions of one run."""
+    import tidian.pipeline as pipeline
+    from tidian.store import Store
+
+    res = pipeline.result(Store(store), run_id)
+    if as_json:
+        print(json.dumps(res.to_dict(), indent=2, default=str))
+        return
+    _print_run(res)
+    console.print(f"Pareto set (quality, latency, params): {res.pareto}")
+
+
+@app.command("compare")
+def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> None:
+    """Paired difference (B − A) with its CI, from two candidates of the same run."""
+    from tidian.evaluation.metrics import greater_is_better
+    from tidian.evaluation.stats import paired_compare
+    from tidian.store import Store
+
+    ledger = Store(store)
+    a, b = ledger.get_candidate(candidate_a), ledger.get_candidate(candidate_b)
+    if a["run_id"] != b["run_id"] or not a["quality"] or not b["quality"]:
+        raise ConfigError("compare needs two finished candidates of the same run (same seeds).")
+    metric = a["quality"]["metric"]
+    cmp = paired_compare(
+        a["quality"]["per_seed"],
+        b["quality"]["per_seed"],
+        metric=metric,
+        greater_is_better=greater_is_better(metric),
+    )
+    console.print(
+        f"{metric}: {b['label']} − {a['label']} = {cmp.mean:+.4f} "
+        f"[{cmp.low:+.4f}, {cmp.high:+.4f}] (95% CI, n={cmp.n}); paired t "
+        f"p={cmp.p_ttest:.3g}, Wilcoxon p={cmp.p_wilcoxon:.3g}"
+    )
+
+
+@app.command("export")
+def export_cmd(
+    run_id: str,
+    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    candidate: Annotated[str, typer.Option(help="'best' or a candidate id.")] = "best",
+    store: StoreOpt = None,
+) -> None:
+    """Write a candidate's weights (safetensors) and spec (JSON) to a folder."""
+    import shutil
+
+    from tidian.store import Store
+
+    ledger = Store(store)
+    run = ledger.run(run_id)
+    cid = run["incumbent_id"] if candidate == "best" else int(candidate)
+    row = ledger.get_candidate(cid)
+    if row["run_id"] != run_id or not row["artifact"]:
+        raise ConfigError(f"candidate {cid} of run {run_id} has no saved weights.")
+    shutil.copytree(row["artifact"], out, dirs_exist_ok=True)
+    console.print(f"wrote candidate {cid} ({row['label']}) to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

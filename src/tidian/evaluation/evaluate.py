@@ -8,10 +8,8 @@ and data orders, which is what makes paired comparisons (:func:`compare`) meanin
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,21 +165,6 @@ def run_seed(
     return SeedRun(seed, scores, history, time.perf_counter() - start, state)
 
 
-# Worker processes hold the task and the recipe once (sent at start), then take seeds.
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(make, task, config, metrics, keep_model) -> None:
-    # One thread per process: on few cores, k single-threaded trainings beat one k-threaded.
-    torch.set_num_threads(1)
-    _WORKER.update(make=make, task=task, config=config, metrics=metrics, keep_model=keep_model)
-
-
-def _work(seed: int) -> SeedRun:
-    w = _WORKER
-    return run_seed(w["make"], w["task"], w["config"], seed, w["metrics"], w["keep_model"])
-
-
 def evaluate(
     model: ModelRecipe,
     task: Any,
@@ -218,19 +201,16 @@ def evaluate(
     )
     if not isinstance(n_jobs, int) or n_jobs < 1:
         raise bad_value("n_jobs", "a positive integer", n_jobs)
-    n_jobs = min(n_jobs, len(seed_list))
-    if n_jobs == 1:
-        runs = [run_seed(make, task, config, s, names, keep_models) for s in seed_list]
-    else:
-        # 'spawn': forking a process that already ran torch's thread pools can deadlock.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            n_jobs,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(make, task, config, names, keep_models),
-        ) as pool:
-            runs = list(pool.map(_work, seed_list))
+    from tidian.executors import LocalExecutor
+
+    with LocalExecutor(min(n_jobs, len(seed_list))) as executor:
+        done = {
+            r.seed: r
+            for r in executor.run_seeds(
+                make, task, config, seed_list, names, lambda seed: keep_models
+            )
+        }
+    runs = [done[s] for s in seed_list]
     evaluation = Evaluation(
         label if name is None else name, task.name, metric, seed_list, runs, confidence, ci, config
     )

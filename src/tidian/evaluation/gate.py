@@ -1,0 +1,157 @@
+"""The gate: does a candidate really beat (or, for cost stages, not lose to) the incumbent?
+
+Scores are paired by seed (same seed → same split and data order for both). For each
+candidate the gain d_i = candidate_i − incumbent_i (sign-flipped for lower-is-better
+metrics) is tested one-sided with a paired t-test:
+
+* superiority (quality stages):  H0: mean gain ≤ min_effect
+* non-inferiority (cost stages): H0: mean gain ≤ −margin
+
+at level α = (1 − confidence) / 2, so that with a single candidate "accepted" is exactly "the
+lower end of the two-sided CI of the gain lies above the threshold". With several candidates
+in one stage the p-values get Holm's step-down correction, which keeps the chance of accepting
+any candidate that is really no better at α.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+from tidian.evaluation.stats import paired_compare
+from tidian.exceptions import bad_value
+
+TESTS = ("superiority", "non_inferiority")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict on one candidate, with the numbers behind it and a one-line reason."""
+
+    accepted: bool
+    test: str
+    metric: str
+    gain: float  # mean gain, positive = better
+    low: float  # two-sided CI of the gain at the run's confidence
+    high: float
+    threshold: float
+    p_value: float
+    p_adjusted: float
+    alpha: float
+    n: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _one_sided_p(gains: np.ndarray, threshold: float) -> float:
+    d = gains - threshold
+    if len(d) < 2:
+        return 1.0
+    if np.ptp(d) == 0:  # no spread: the sign decides
+        return 0.0 if d[0] > 0 else 1.0
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return float(sps.t.sf(t, len(d) - 1))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values (monotone, capped at 1)."""
+    m = len(p_values)
+    order = np.argsort(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def gate(
+    incumbent: Sequence[float],
+    candidates: Mapping[str, Sequence[float]],
+    *,
+    metric: str,
+    greater_is_better: bool,
+    test: str = "superiority",
+    confidence: float = 0.95,
+    min_effect: float = 0.0,
+    margin: float = 0.01,
+) -> dict[str, Decision]:
+    """Decide every candidate of one stage against the incumbent (per-seed, same seeds)."""
+    if test not in TESTS:
+        raise bad_value("test", f"one of {TESTS}", test)
+    alpha = (1 - confidence) / 2
+    threshold = min_effect if test == "superiority" else -margin
+    sign = 1.0 if greater_is_better else -1.0
+    names = list(candidates)
+    comparisons, p_values = {}, []
+    for name in names:
+        cmp = paired_compare(
+            incumbent,
+            candidates[name],
+            metric=metric,
+            greater_is_better=greater_is_better,
+            confidence=confidence,
+        )
+        comparisons[name] = cmp
+        p_values.append(_one_sided_p(sign * np.asarray(cmp.differences), threshold))
+    adjusted = holm(p_values) if names else []
+    decisions = {}
+    for name, p, p_adj in zip(names, p_values, adjusted):
+        gain, low, high = comparisons[name].improvement
+        accepted = p_adj < alpha
+        what = "gain" if test == "superiority" else "change"
+        bound = f"{what} {gain:+.4g} [{low:+.4g}, {high:+.4g}] {metric}"
+        holm_note = f"Holm p={p_adj:.3g}" if len(names) > 1 else f"p={p:.3g}"
+        if test == "superiority":
+            verdict = (
+                "better beyond noise"
+                if accepted
+                else "not shown to be better"
+                if gain > threshold
+                else "no better"
+            )
+            rule = f"needs > {threshold:+.4g}" if threshold else "needs > 0"
+        else:
+            verdict = "within the margin" if accepted else "may lose more than the margin"
+            rule = f"margin {margin:.4g}"
+        reason = (
+            f"{'accepted' if accepted else 'rejected'}: {verdict}; {bound}, {rule}, "
+            f"{holm_note} vs α={alpha:.3g}"
+        )
+        decisions[name] = Decision(
+            accepted,
+            test,
+            metric,
+            gain,
+            low,
+            high,
+            threshold,
+            p,
+            p_adj,
+            alpha,
+            comparisons[name].n,
+            reason,
+        )
+    return decisions
+
+
+def pareto_front(points: Mapping[str, Sequence[float]]) -> list[str]:
+    """Names of the points no other point dominates; every objective is to be minimised."""
+    names = list(points)
+    front = []
+    for a in names:
+        pa = points[a]
+        dominated = any(
+            all(x <= y for x, y in zip(points[b], pa)) and any(x < y for x, y in zip(points[b], pa))
+            for b in names
+            if b != a
+        )
+        if not dominated:
+            front.append(a)
+    return front

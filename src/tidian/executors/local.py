@@ -1,0 +1,87 @@
+"""Executors: where training jobs (one seed of one candidate) run.
+
+Stages and the pipeline ask an executor for seeds; they never start processes themselves,
+so a cluster executor can be added behind the same two methods.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Any
+
+import torch
+
+from tidian.exceptions import bad_value
+
+
+def _pin_one_thread() -> None:
+    # One thread per process: on few cores, k single-threaded trainings beat one k-threaded
+    # one once each training lasts long enough to amortise the worker's start-up.
+    torch.set_num_threads(1)
+
+
+def _run_seed(*args: Any):
+    from tidian.evaluation.evaluate import run_seed
+
+    return run_seed(*args)
+
+
+class LocalExecutor:
+    """Runs seeds in this process (``jobs=1``) or in ``jobs`` worker processes.
+
+    The worker pool starts on first use and is reused until :meth:`close` (or the ``with``
+    block ends), so a pipeline pays the workers' start-up once, not per candidate.
+    """
+
+    def __init__(self, jobs: int = 1) -> None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise bad_value("jobs", "a positive integer", jobs)
+        self.jobs = jobs
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run_seeds(
+        self,
+        make: Callable[[Any], Any],
+        task: Any,
+        config: Any,
+        seeds: Sequence[int],
+        metrics: Sequence[str],
+        keep_model: Callable[[int], bool] = lambda seed: False,
+    ) -> Iterator[Any]:
+        """Yield a SeedRun per seed as each finishes (any order with several workers)."""
+        from tidian.evaluation.evaluate import run_seed
+
+        if self.jobs == 1 or len(seeds) == 1:
+            for seed in seeds:
+                yield run_seed(make, task, config, seed, metrics, keep_model(seed))
+            return
+        if self._pool is None:
+            # 'spawn': forking a process that already ran torch's thread pools can deadlock.
+            self._pool = ProcessPoolExecutor(
+                self.jobs,
+                initializer=_pin_one_thread,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        futures: list[Future] = [
+            self._pool.submit(_run_seed, make, task, config, s, list(metrics), keep_model(s))
+            for s in seeds
+        ]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

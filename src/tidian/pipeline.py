@@ -1,0 +1,387 @@
+"""The upgrade pipeline: baseline, then each stage's candidates, gated, all in the ledger.
+
+For every candidate: train it on the run's seeds (through the executor), record each seed as
+it finishes, save the first seed's weights, measure its cost, then gate the stage's
+candidates against the incumbent on the test split. Among accepted candidates the one with
+the best *validation* mean becomes the incumbent — selection on validation, claims on test.
+
+Resume re-plays the recipe: stages are deterministic, so each proposal maps to the same
+ledger row; finished candidates and finished seeds are read back, not redone.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tidian.evaluation.cost import measure_cost
+from tidian.evaluation.evaluate import ZooFactory
+from tidian.evaluation.gate import gate, pareto_front
+from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
+from tidian.evaluation.stats import summarize
+from tidian.exceptions import ConfigError, DataError
+from tidian.executors import LocalExecutor
+from tidian.models.io import load_model, save_model
+from tidian.recipe import Recipe, load_recipe, validate_recipe
+from tidian.stages import STAGES, Context, Proposal
+from tidian.store import Store
+from tidian.tasks import load_task
+from tidian.training.config import TrainConfig
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a run produced, read back from the ledger."""
+
+    run_id: str
+    status: str
+    incumbent: dict[str, Any] | None
+    baseline: dict[str, Any] | None
+    candidates: list[dict[str, Any]]
+    pareto: list[int]
+    store: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "incumbent": self.incumbent["id"] if self.incumbent else None,
+            "pareto": self.pareto,
+            "candidates": [candidate_summary(c) for c in self.candidates],
+        }
+
+
+def candidate_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The stable JSON shape of a candidate (``tidian show --json``)."""
+    quality = row.get("quality") or {}
+    cost = row.get("cost") or {}
+    return {
+        "id": row["id"],
+        "parent": row["parent_id"],
+        "stage": row["stage"],
+        "label": row["label"],
+        "model": row["model"],
+        "changes": row["changes"],
+        "status": row["status"],
+        "decision": row["decision"],
+        "reason": row["reason"],
+        "quality": {
+            k: quality.get(k)
+            for k in ("metric", "mean", "ci_low", "ci_high", "per_seed", "val_mean")
+        },
+        "cost": {
+            "params": cost.get("params"),
+            "bytes": cost.get("size_bytes"),
+            "latency_ms": cost.get("latency_ms"),
+            "macs": cost.get("macs"),
+        },
+        "gate": row.get("gate"),
+    }
+
+
+def _task_of(recipe: Recipe):
+    task = recipe.task
+    if isinstance(task, str):
+        return load_task(task)
+    options = dict(task)
+    target = options.pop("name", None) or options.pop("path")
+    return load_task(target, **options)
+
+
+class _Run:
+    """One execution (or resumption) of a recipe against a store."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        store: Store,
+        run_id: str,
+        executor: LocalExecutor,
+        events: Events | None,
+    ) -> None:
+        self.recipe, self.store, self.run_id = recipe, store, run_id
+        self.executor = executor
+        self.emit = events or (lambda kind, data: None)
+        self.task = _task_of(recipe)
+        self.metric = recipe.evaluate.metric or self.task.metric
+        check_metrics([self.metric], self.task.target_kind)
+        self.metrics = list(dict.fromkeys([self.metric, *DEFAULT_METRICS[self.task.target_kind]]))
+        self.greater = greater_is_better(self.metric)
+        self.seeds = recipe.seed_list()
+        self.directory = Path(store.run(run_id)["directory"])
+
+    # -- one candidate ---------------------------------------------------------------------------
+    def evaluate(
+        self, position: int, stage: str, proposal: Proposal, parent: int | None
+    ) -> dict[str, Any]:
+        row = self.store.candidate(
+            self.run_id,
+            position,
+            stage,
+            proposal.label,
+            parent,
+            proposal.model,
+            proposal.train,
+            proposal.changes,
+        )
+        if row["status"] == "done":
+            self.emit("candidate_cached", {"candidate": row})
+            return row
+        cid = row["id"]
+        done = self.store.seed_results(cid)
+        missing = [s for s in self.seeds if s not in done]
+        model = dict(proposal.model)
+        make = ZooFactory(model.pop("name"), model)
+        config = TrainConfig.from_dict(proposal.train)
+        artifact = self.directory / f"candidate-{cid}"
+        self.emit(
+            "candidate_started", {"candidate": row, "seeds": len(self.seeds), "done": len(done)}
+        )
+        first = self.seeds[0]
+        for result in self.executor.run_seeds(
+            make, self.task, config, missing, self.metrics, keep_model=lambda seed: seed == first
+        ):
+            if result.seed == first:
+                # Weights first, then the row that says the seed is done: a crash between the
+                # two leaves a folder that the resumed run simply overwrites.
+                module = make(self.task)
+                module.load_state_dict(result.state)
+                tmp = artifact.with_name(artifact.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                save_model(
+                    module, tmp, metadata={"run": self.run_id, "candidate": cid, "seed": first}
+                )
+                shutil.rmtree(artifact, ignore_errors=True)
+                tmp.rename(artifact)
+            self.store.add_seed_result(
+                cid, result.seed, result.scores, result.history.to_dict(), result.seconds
+            )
+            self.emit("seed_done", {"candidate": row, "seed": result.seed})
+        results = self.store.seed_results(cid)
+        quality = self._quality(results)
+        cost = measure_cost(load_model(artifact), self.task, repeats=100).to_dict()
+        self.store.update_candidate(
+            cid, status="done", quality=quality, cost=cost, artifact=str(artifact)
+        )
+        row = self.store.get_candidate(cid)
+        self.emit("candidate_done", {"candidate": row})
+        return row
+
+    def _quality(self, results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        conf, ci = self.recipe.evaluate.confidence, self.recipe.evaluate.ci
+        summary = {}
+        for split in ("val", "test"):
+            if all(split in results[s]["scores"] for s in self.seeds):
+                summary[split] = {
+                    m: summarize(
+                        [results[s]["scores"][split][m] for s in self.seeds], conf, ci
+                    ).to_dict()
+                    for m in self.metrics
+                }
+        test = summary["test"][self.metric]
+        val = summary.get("val", {}).get(self.metric)
+        return {
+            "metric": self.metric,
+            "mean": test["mean"],
+            "ci_low": test["low"],
+            "ci_high": test["high"],
+            "per_seed": test["values"],
+            "val_mean": val["mean"] if val else None,
+            "summary": summary,
+        }
+
+    # -- the whole run ---------------------------------------------------------------------------
+    def execute(self) -> None:
+        base = Proposal(
+            "baseline", dict(self.recipe.model), TrainConfig.from_dict(self.recipe.train).to_dict()
+        )
+        self.store.stage(self.run_id, 0, "baseline", {}, None)
+        self.emit("stage_started", {"position": 0, "name": "baseline", "candidates": 1})
+        incumbent = self.evaluate(0, "baseline", base, None)
+        self.store.update_candidate(
+            incumbent["id"], decision="baseline", reason="the recipe's baseline"
+        )
+        self.store.finish_stage(self.run_id, 0, incumbent["id"])
+        self.store.update_run(self.run_id, incumbent_id=incumbent["id"])
+        proposal = base
+        for position, (name, config) in enumerate(self.recipe.stage_entries(), start=1):
+            entry = STAGES.entry(name)
+            stage = entry.obj(config)
+            ctx = Context(
+                self.task,
+                self.metric,
+                tuple(self.seeds),
+                tuple(
+                    {
+                        "label": c["label"],
+                        "stage": c["stage"],
+                        "mean": (c["quality"] or {}).get("mean"),
+                    }
+                    for c in self.store.candidates(self.run_id)
+                    if c["status"] == "done"
+                ),
+            )
+            proposals = stage.run(proposal, ctx)
+            if len({p.label for p in proposals}) != len(proposals):
+                raise ConfigError(
+                    f"stages[{position - 1}].{name}: two candidates are the same; "
+                    "remove the duplicate."
+                )
+            self.store.stage(self.run_id, position, name, _plain(config), incumbent["id"])
+            self.emit(
+                "stage_started", {"position": position, "name": name, "candidates": len(proposals)}
+            )
+            rows = [self.evaluate(position, name, p, incumbent["id"]) for p in proposals]
+            winner = self._decide(entry.meta.get("kind", "quality"), incumbent, rows)
+            if winner is not None:
+                incumbent = winner
+                proposal = next(p for p, r in zip(proposals, rows) if r["id"] == winner["id"])
+            self.store.finish_stage(self.run_id, position, incumbent["id"])
+            self.store.update_run(self.run_id, incumbent_id=incumbent["id"])
+            self.emit("stage_done", {"position": position, "name": name, "incumbent": incumbent})
+        self.store.update_run(self.run_id, pareto=self._pareto(), status="finished")
+
+    def _violations(self, row: dict[str, Any]) -> list[str]:
+        limits = self.recipe.constraints
+        if limits is None:
+            return []
+        cost, out = row["cost"], []
+        for limit, key, unit in (
+            ("max_latency_ms", "latency_ms", " ms"),
+            ("max_params", "params", ""),
+            ("max_bytes", "size_bytes", " B"),
+        ):
+            bound = getattr(limits, limit)
+            if bound is not None and cost[key] > bound:
+                out.append(f"{key} {cost[key]:.4g}{unit} > {limit} {bound}")
+        return out
+
+    def _decide(
+        self, kind: str, incumbent: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        spec = self.recipe.evaluate
+        base_scores = incumbent["quality"]["per_seed"]
+        decisions = gate(
+            base_scores,
+            {str(r["id"]): r["quality"]["per_seed"] for r in rows},
+            metric=self.metric,
+            greater_is_better=self.greater,
+            test="superiority" if kind == "quality" else "non_inferiority",
+            confidence=spec.confidence,
+            min_effect=spec.min_effect,
+            margin=spec.margin,
+        )
+        accepted = []
+        for row in rows:
+            decision = decisions[str(row["id"])]
+            reason, ok = decision.reason, decision.accepted
+            broken = self._violations(row)
+            if ok and broken:
+                ok, reason = (
+                    False,
+                    f"rejected: violates constraints ({'; '.join(broken)}); "
+                    f"{decision.reason.split(': ', 1)[1]}",
+                )
+            self.store.update_candidate(
+                row["id"],
+                decision="accepted" if ok else "rejected",
+                reason=reason,
+                gate=decision.to_dict(),
+            )
+            if ok:
+                accepted.append(row)
+        if not accepted:
+            return None
+        sign = 1 if self.greater else -1
+
+        def validation(row: dict[str, Any]) -> float:
+            val = row["quality"].get("val_mean")
+            return sign * (val if val is not None else row["quality"]["mean"])
+
+        return max(accepted, key=validation)
+
+    def _pareto(self) -> list[int]:
+        """Candidates on the front of (quality, latency, parameters) that meet the constraints."""
+        sign = -1 if self.greater else 1
+        points = {}
+        for row in self.store.candidates(self.run_id):
+            if row["status"] == "done" and not self._violations(row):
+                points[row["id"]] = (
+                    sign * row["quality"]["mean"],
+                    row["cost"]["latency_ms"],
+                    row["cost"]["params"],
+                )
+        return sorted(pareto_front(points))
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
+def run(
+    recipe: str | Path | dict[str, Any] | Recipe | None = None,
+    *,
+    store: Store | str | None = None,
+    resume: str | None = None,
+    jobs: int = 1,
+    events: Events | None = None,
+) -> RunResult:
+    """Run a recipe (or resume run ``resume``) and return what the ledger holds at the end.
+
+    ``recipe`` may be a YAML path, a mapping or a Recipe; None runs the built-in default.
+    On Ctrl-C the run is marked ``interrupted``; on an error, ``failed`` with the message;
+    either way ``resume=RUN_ID`` continues without redoing finished seeds or candidates.
+    """
+    from tidian.recipe import DEFAULT_RECIPE
+
+    ledger = store if isinstance(store, Store) else Store(store)
+    if resume is not None:
+        if recipe is not None:
+            raise ConfigError(
+                "give either a recipe or resume=RUN_ID, not both: a resumed run "
+                "uses the recipe it started with."
+            )
+        row = ledger.run(resume)
+        if row["status"] == "finished":
+            raise DataError(f"run {resume!r} already finished; start a new run instead.")
+        parsed = validate_recipe(row["recipe"])
+        run_id = resume
+        ledger.update_run(run_id, status="running", error=None)
+    else:
+        parsed = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
+        run_id = None
+    with LocalExecutor(jobs) as executor:
+        if run_id is None:
+            run_id = ledger.create_run(parsed.to_dict())
+        try:
+            _Run(parsed, ledger, run_id, executor, events).execute()
+        except KeyboardInterrupt:
+            ledger.update_run(run_id, status="interrupted")
+            raise
+        except BaseException as err:
+            ledger.update_run(run_id, status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+    return result(ledger, run_id)
+
+
+def result(store: Store, run_id: str) -> RunResult:
+    row = store.run(run_id)
+    candidates = store.candidates(run_id)
+    by_id = {c["id"]: c for c in candidates}
+    baseline = next((c for c in candidates if c["stage"] == "baseline"), None)
+    return RunResult(
+        run_id,
+        row["status"],
+        by_id.get(row["incumbent_id"]),
+        baseline,
+        candidates,
+        row["pareto"] or [],
+        store.url,
+    )

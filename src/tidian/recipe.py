@@ -1,0 +1,304 @@
+"""Recipes: YAML data naming a task, a baseline model, training, evaluation and stages.
+
+A recipe can only *name* registered things (tasks, models, optimizers, losses, metrics,
+stages); loading one never imports or runs code. Every error names its place in the file,
+e.g. ``stages[1].architecture.candidates[0].name: unknown model 'cnn' (did you mean cnn1d,
+cnn2d?)``. The schema (``recipe_schema()``, ``tidian recipe schema``) comes from the same
+pydantic models that validate, so editor completion and validation cannot disagree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from tidian.evaluation.metrics import METRICS
+from tidian.exceptions import ConfigError, TidianError
+from tidian.models.base import MODELS
+from tidian.registry import check_options
+from tidian.stages import STAGES
+from tidian.tasks import TASKS
+from tidian.training.config import TrainConfig
+
+
+class RecipeError(ConfigError):
+    """A recipe is malformed; the message starts with the place in the recipe."""
+
+
+class EvaluateSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str | None = Field(None, description="Gate metric; default: the task's metric.")
+    seeds: int | list[int] = Field(5, description="Number of seeds (0..k-1) or explicit seeds.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of intervals.")
+    ci: str = Field("t", pattern="^(t|bootstrap)$", description="t-interval or bootstrap.")
+    min_effect: float = Field(0.0, ge=0, description="Gain a quality stage must show beyond.")
+    margin: float = Field(0.01, ge=0, description="Loss a cost stage may show (non-inferiority).")
+
+
+class Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_params: int | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+
+
+class Recipe(BaseModel):
+    """The whole recipe. Stage entries are one-key mappings ``{stage_name: config}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: str | dict[str, Any] = Field(
+        "mnist1d", description="Built-in name, {name: ...} or {path: ...}."
+    )
+    model: dict[str, Any] = Field(description="The baseline: {name: <zoo model>, **options}.")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig options.")
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    constraints: Constraints | None = None
+    stages: list[dict[str, dict[str, Any]]] = Field(default_factory=list)
+
+    # -- derived views used by the pipeline -----------------------------------------------------
+    def seed_list(self) -> list[int]:
+        seeds = self.evaluate.seeds
+        return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+    def stage_entries(self) -> list[tuple[str, Any]]:
+        """(name, validated config object) for each stage, in order."""
+        out = []
+        for i, entry in enumerate(self.stages):
+            ((name, raw),) = entry.items()
+            out.append((name, _stage_config(name, raw, i)))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "recipe"
+
+
+def _pydantic_message(err: dict[str, Any], fields: list[str]) -> str:
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key {key!r}{hint}; allowed: {', '.join(fields)}"
+    return f"{err['msg']}; got {err.get('input')!r}"
+
+
+def _raise_validation(error: ValidationError, prefix: tuple[Any, ...], fields_of) -> None:
+    lines = []
+    for err in error.errors():
+        loc = prefix + tuple(err["loc"])
+        lines.append(f"{_where(loc)}: {_pydantic_message(err, fields_of(err['loc'][:-1]))}")
+    raise RecipeError("\n".join(lines))
+
+
+def _stage_config(name: str, raw: Any, index: int) -> Any:
+    where = f"stages[{index}].{name}"
+    if name not in STAGES:
+        raise RecipeError(f"stages[{index}]: {STAGES.unknown(name)}")
+    cls = STAGES.entry(name).meta["config"]
+    fields = list(cls.__dataclass_fields__)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: a stage's config must be a mapping; got {raw!r}.")
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecipeError(
+            f"{where}: unknown option {unknown[0]!r}{hint}; allowed: {', '.join(fields)}."
+        )
+    try:
+        config = TypeAdapter(cls).validate_python(raw)
+    except ValidationError as err:
+        _raise_validation(err, ("stages", index, name), lambda _: fields)
+    _check_stage_names(config, where)
+    return config
+
+
+def _check_model(spec: Any, where: str) -> None:
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RecipeError(
+            f"{where}: a model is a mapping with a 'name' (a zoo model) and its "
+            f"options; got {spec!r}."
+        )
+    try:
+        entry = MODELS.entry(spec["name"])
+    except TidianError as err:
+        raise RecipeError(f"{where}.name: {err}") from None
+    try:
+        check_options(
+            f"model {spec['name']!r}", entry.obj, {k: v for k, v in spec.items() if k != "name"}
+        )
+    except TidianError as err:
+        raise RecipeError(f"{where}: {err}") from None
+
+
+def _check_train(train: Any, where: str) -> None:
+    try:
+        TrainConfig.from_dict(train, where=where)
+    except TidianError as err:
+        message = str(err)
+        if message.startswith("train."):  # TrainConfig names its fields train.<field>
+            message = f"{where}.{message[len('train.') :]}"
+        elif not message.startswith(where):
+            message = f"{where}: {message}"
+        raise RecipeError(message) from None
+
+
+def _check_stage_names(config: Any, where: str) -> None:
+    """Resolve the registry names a built-in stage config holds (models, train options)."""
+    for i, item in enumerate(getattr(config, "candidates", []) or []):
+        if "name" in item:
+            _check_model(item, f"{where}.candidates[{i}]")
+        else:
+            _check_train(item, f"{where}.candidates[{i}]")
+    if isinstance(getattr(config, "train", None), dict):
+        _check_train(config.train, f"{where}.train")
+
+
+def validate_recipe(data: Any) -> Recipe:
+    """A recipe from a mapping (or a Recipe), fully checked against the registries."""
+    if isinstance(data, Recipe):
+        data = data.model_dump()
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"recipe: must be a mapping of keys (task, model, train, evaluate, "
+            f"constraints, stages); got {type(data).__name__}."
+        )
+    fields = list(Recipe.model_fields)
+    nested = {
+        ("evaluate",): list(EvaluateSpec.model_fields),
+        ("constraints",): list(Constraints.model_fields),
+    }
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        _raise_validation(err, (), lambda loc: nested.get(tuple(loc), fields))
+    task = recipe.task
+    if isinstance(task, str):
+        if task not in TASKS and not Path(task).suffix:
+            raise RecipeError(f"task: {TASKS.unknown(task)}")
+    elif "name" in task:
+        if task["name"] not in TASKS:
+            raise RecipeError(f"task.name: {TASKS.unknown(task['name'])}")
+    elif "path" not in task:
+        raise RecipeError("task: a mapping needs 'name' (a built-in task) or 'path' (a file).")
+    _check_model(recipe.model, "model")
+    _check_train(recipe.train, "train")
+    if recipe.evaluate.metric is not None and recipe.evaluate.metric not in METRICS:
+        raise RecipeError(f"evaluate.metric: {METRICS.unknown(recipe.evaluate.metric)}")
+    seeds = recipe.seed_list()
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise RecipeError(
+            f"evaluate.seeds: must be a positive count or distinct integers; "
+            f"got {recipe.evaluate.seeds!r}."
+        )
+    if len(seeds) < 2:
+        raise RecipeError("evaluate.seeds: the gate needs at least 2 seeds to estimate noise.")
+    for i, entry in enumerate(recipe.stages):
+        if len(entry) != 1:
+            raise RecipeError(
+                f"stages[{i}]: a stage entry is a one-key mapping "
+                f"{{stage_name: config}}; got keys {list(entry)}."
+            )
+        ((name, raw),) = entry.items()
+        if name == "baseline":
+            raise RecipeError(
+                f"stages[{i}]: 'baseline' always runs first and is implicit; "
+                "remove it from the stages."
+            )
+        _stage_config(name, raw, i)
+    return recipe
+
+
+def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:
+    """A validated recipe from a YAML file path, a YAML string, a mapping or a Recipe."""
+    if isinstance(source, dict | Recipe):
+        return validate_recipe(source)
+    path = Path(source)
+    if isinstance(source, Path) or (len(str(source)) < 4096 and path.suffix in (".yaml", ".yml")):
+        if not path.exists():
+            raise RecipeError(f"no recipe file {str(path)!r}.")
+        text = path.read_text()
+        name = str(path)
+    else:
+        text, name = str(source), "<recipe>"
+    try:
+        # safe_load: plain data only; no tags that construct objects or call code.
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{name}: malformed YAML{where}: {problem}.") from None
+    return validate_recipe(data)
+
+
+def recipe_schema() -> dict[str, Any]:
+    """JSON Schema of recipes, stages included (one-key objects, one per registered stage)."""
+    schema = Recipe.model_json_schema()
+    variants = []
+    for entry in STAGES.entries():
+        stage_schema = TypeAdapter(entry.meta["config"]).json_schema()
+        stage_schema["additionalProperties"] = False
+        variants.append(
+            {
+                "type": "object",
+                "properties": {entry.name: stage_schema},
+                "required": [entry.name],
+                "additionalProperties": False,
+                "description": entry.description,
+            }
+        )
+    schema["properties"]["stages"] = {
+        "type": "array",
+        "items": {"oneOf": variants},
+        "description": "Upgrade stages, run in order.",
+    }
+    schema["properties"]["model"]["properties"] = {"name": {"enum": MODELS.names()}}
+    schema["properties"]["model"]["required"] = ["name"]
+    return json.loads(json.dumps(schema))
+
+
+DEFAULT_RECIPE: dict[str, Any] = {
+    "task": "mnist1d",
+    # The MNIST-1D paper's MLP: 40 -> 100 -> 100 -> 10 with a residual second layer.
+    "model": {"name": "mlp", "hidden": [100, 100], "residual": True},
+    "train": {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": 100},
+    "evaluate": {"metric": "accuracy", "seeds": 3, "confidence": 0.95},
+    "stages": [
+        {
+            "train_variants": {
+                "candidates": [
+                    {"optimizer": "adamw", "weight_decay": 0.01, "schedule": "cosine"},
+                    {"loss": "label_smoothing", "schedule": "cosine", "lr": 0.003},
+                ]
+            }
+        },
+        {
+            "architecture": {
+                "candidates": [
+                    {
+                        "name": "cnn1d",
+                        "width": 32,
+                        "depth": 3,
+                        "kernel_size": 5,
+                        "pool": True,
+                        "norm": "batch",
+                    },
+                    {"name": "gru", "hidden": 32, "bidirectional": True, "readout": "mean"},
+                ],
+                "train": {"lr": 0.003, "schedule": "cosine"},
+            }
+        },
+    ],
+}

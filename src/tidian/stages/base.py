@@ -1,0 +1,72 @@
+"""The Stage contract and the stage registry.
+
+A stage turns the incumbent into one or more *proposals*: a model recipe and a training
+config to evaluate. The pipeline evaluates every proposal on the incumbent's seeds and splits,
+gates it against the incumbent and records everything; a stage never prints, trains on its
+own behalf or touches the store, so each stage is testable alone.
+
+A stage is a frozen config dataclass (validated, serialisable, named in recipes) registered
+with ``@STAGES.register(name, config=ConfigClass, kind="quality" | "cost")`` on a class
+implementing :meth:`Stage.run`. ``kind`` picks the gate: superiority for stages meant to lift
+quality, non-inferiority within a margin for stages meant to cut cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tidian.registry import Registry
+
+STAGES: Registry[Any] = Registry("stage", listing="tidian recipe schema")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate to evaluate: a zoo model recipe, a full training config, and a label.
+
+    ``changes`` says what differs from the incumbent, for the ledger and the report.
+    """
+
+    label: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a stage may read: the task, the recipe's evaluation settings, the run so far.
+
+    ``history`` lists the proposals already evaluated in this run with their test means, so a
+    stage can pick members or avoid repeats. Read-only.
+    """
+
+    task: Any
+    metric: str
+    seeds: tuple[int, ...]
+    history: tuple[dict[str, Any], ...] = ()
+
+
+class Stage:
+    """Base class. Subclasses set ``name`` (by registration) and implement :meth:`run`.
+
+    ``run`` must be deterministic for a given incumbent and config (resume relies on it to
+    match proposals with what the ledger already holds) and must not mutate its arguments.
+    It raises :class:`~tidian.exceptions.ConfigError` for a config it cannot apply to this
+    incumbent or task.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "quality"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        raise NotImplementedError
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,61 @@
+"""The ``train_variants`` and ``architecture`` stages: alternative training set-ups and models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidian.stages.base import STAGES, Context, Proposal, Stage
+
+
+def _label(changes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items()) or "same"
+
+
+@dataclass(frozen=True)
+class TrainVariantsConfig:
+    """candidates: training-config changes, each one candidate (optimizer, lr, weight_decay,
+    l1, loss, schedule, warmup_epochs, init, epochs, batch_size, clip_grad_norm…)."""
+
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@STAGES.register("train_variants", config=TrainVariantsConfig, kind="quality")
+class TrainVariants(Stage):
+    """Alternative optimizers, losses, regularisation, schedules or initialisations."""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        return [
+            Proposal(
+                _label(changes),
+                dict(incumbent.model),
+                {**incumbent.train, **changes},
+                changes=dict(changes),
+            )
+            for changes in self.config.candidates
+        ]
+
+
+@dataclass(frozen=True)
+class ArchitectureConfig:
+    """candidates: zoo models with their options ({name: cnn1d, width: 32}), each a candidate;
+    train: optional training-config changes applied to every one of them."""
+
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@STAGES.register("architecture", config=ArchitectureConfig, kind="quality")
+class Architecture(Stage):
+    """Alternative zoo models (keeping the incumbent's training set-up)."""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        return [
+            Proposal(
+                _label(model),
+                dict(model),
+                {**incumbent.train, **self.config.train},
+                changes={"model": dict(model), **self.config.train},
+            )
+            for model in self.config.candidates
+        ]

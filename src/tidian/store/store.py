@@ -1,0 +1,305 @@
+"""The Store: the run ledger in a SQL database, weights on disk beside it.
+
+Chosen by URL: ``sqlite:///tidian.db`` by default (a file in the working directory; nothing
+to start), or ``postgresql://…`` for a team. ``TIDIAN_STORE`` sets the default URL.
+
+Every public method is one transaction (:meth:`Store._session`): it commits whole or rolls
+back whole, so a crash or SIGKILL never leaves half a candidate. Weights are written to a
+temporary folder and renamed into place before the row that points at them is committed.
+Methods are safe to call from one thread per Store; worker processes open their own Store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tidian.exceptions import DataError, TidianError
+from tidian.store.schema import CandidateRow, RunRow, SeedResultRow, StageRow
+
+DEFAULT_URL = "sqlite:///tidian.db"
+
+
+class StoreError(TidianError):
+    """The store cannot be reached, created or written."""
+
+
+def default_url() -> str:
+    return os.environ.get("TIDIAN_STORE", DEFAULT_URL)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.name: getattr(obj, c.name) for c in obj.__table__.columns}
+
+
+class Store:
+    """A ledger at ``url``; ``artifacts`` is where weights go (default: beside a SQLite file,
+    else ``./tidian-runs``)."""
+
+    def __init__(self, url: str | None = None, *, artifacts: str | Path | None = None) -> None:
+        self.url = url or default_url()
+        try:
+            self.engine = self._engine(self.url)
+            with self.engine.connect() as connection:
+                self._migrate(connection)
+                connection.commit()
+        except SQLAlchemyError as err:
+            raise StoreError(
+                f"cannot open the store {self._safe_url()}: "
+                f"{type(err).__name__}: {err.args[0] if err.args else err}. "
+                "Check the URL (--store or TIDIAN_STORE) and that the database "
+                "is reachable and writable."
+            ) from None
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if artifacts is None:
+            database = (
+                self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
+            )
+            base = (
+                Path(database).resolve().parent
+                if database and database != ":memory:"
+                else Path.cwd()
+            )
+            artifacts = base / "tidian-runs"
+        self.artifacts = Path(artifacts)
+
+    def _safe_url(self) -> str:
+        try:
+            from sqlalchemy.engine import make_url
+
+            return repr(make_url(self.url).render_as_string(hide_password=True))
+        except Exception:
+            return "(unparsable URL)"
+
+    @staticmethod
+    def _engine(url: str) -> Engine:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                folder = Path(path).resolve().parent
+                if not folder.is_dir():
+                    raise StoreError(
+                        f"cannot create the SQLite store {path!r}: folder "
+                        f"{str(folder)!r} does not exist."
+                    )
+                if not os.access(folder, os.W_OK):
+                    raise StoreError(
+                        f"cannot create the SQLite store {path!r}: folder "
+                        f"{str(folder)!r} is not writable."
+                    )
+            engine = create_engine(url, connect_args={"timeout": 60})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_connection, _record):
+                cursor = dbapi_connection.cursor()
+                # WAL lets readers work while a writer commits; foreign keys are off by default.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute("PRAGMA busy_timeout=60000")
+                cursor.close()
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+
+    @staticmethod
+    def _migrate(connection) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as err:
+            session.rollback()
+            raise StoreError(f"store write failed ({type(err).__name__}): {err}") from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    # -- runs ----------------------------------------------------------------------------------
+    def create_run(self, recipe: dict[str, Any]) -> str:
+        run_id = uuid.uuid4().hex[:12]
+        directory = self.artifacts / run_id
+        try:
+            directory.mkdir(parents=True, exist_ok=False)
+        except OSError as err:
+            raise StoreError(f"cannot create the run folder {str(directory)!r}: {err}") from None
+        with self._session() as s:
+            s.add(
+                RunRow(
+                    id=run_id,
+                    created=_now(),
+                    status="running",
+                    recipe=recipe,
+                    directory=str(directory),
+                )
+            )
+        return run_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self._session() as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise DataError(
+                    f"no run {run_id!r} in {self._safe_url()}; `tidian runs` lists the runs."
+                )
+            return _row(row)
+
+    def runs(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            return [_row(r) for r in s.scalars(select(RunRow).order_by(RunRow.created))]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self._session() as s:
+            row = s.get(RunRow, run_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+            if fields.get("status") in ("finished", "failed", "interrupted"):
+                row.finished = _now()
+
+    # -- stages --------------------------------------------------------------------------------
+    def stage(
+        self, run_id: str, position: int, name: str, config: dict[str, Any], incumbent: int | None
+    ) -> dict[str, Any]:
+        """The stage row at ``position``, created if new (resume finds the existing one)."""
+        with self._session() as s:
+            row = s.scalar(
+                select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
+            )
+            if row is None:
+                row = StageRow(
+                    run_id=run_id,
+                    position=position,
+                    name=name,
+                    config=config,
+                    status="running",
+                    incumbent_before=incumbent,
+                )
+                s.add(row)
+                s.flush()
+            return _row(row)
+
+    def finish_stage(self, run_id: str, position: int, incumbent: int | None) -> None:
+        with self._session() as s:
+            row = s.scalar(
+                select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
+            )
+            row.status, row.incumbent_after = "finished", incumbent
+
+    def stages(self, run_id: str) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)
+            )
+            return [_row(r) for r in rows]
+
+    # -- candidates ----------------------------------------------------------------------------
+    def candidate(
+        self,
+        run_id: str,
+        position: int,
+        stage: str,
+        label: str,
+        parent: int | None,
+        model: dict[str, Any],
+        train: dict[str, Any],
+        changes: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The candidate row for (run, stage position, label), created if new."""
+        with self._session() as s:
+            row = s.scalar(
+                select(CandidateRow).where(
+                    CandidateRow.run_id == run_id,
+                    CandidateRow.stage_position == position,
+                    CandidateRow.label == label,
+                )
+            )
+            if row is None:
+                row = CandidateRow(
+                    run_id=run_id,
+                    stage_position=position,
+                    stage=stage,
+                    label=label,
+                    parent_id=parent,
+                    model=model,
+                    train=train,
+                    changes=changes,
+                    status="running",
+                    created=_now(),
+                )
+                s.add(row)
+                s.flush()
+            return _row(row)
+
+    def get_candidate(self, candidate_id: int) -> dict[str, Any]:
+        with self._session() as s:
+            row = s.get(CandidateRow, candidate_id)
+            if row is None:
+                raise DataError(f"no candidate {candidate_id} in {self._safe_url()}.")
+            return _row(row)
+
+    def candidates(self, run_id: str) -> list[dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(CandidateRow).where(CandidateRow.run_id == run_id).order_by(CandidateRow.id)
+            )
+            return [_row(r) for r in rows]
+
+    def update_candidate(self, candidate_id: int, **fields: Any) -> None:
+        with self._session() as s:
+            row = s.get(CandidateRow, candidate_id)
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+    # -- per-seed results ----------------------------------------------------------------------
+    def add_seed_result(
+        self,
+        candidate_id: int,
+        seed: int,
+        scores: dict[str, Any],
+        history: dict[str, Any],
+        seconds: float,
+    ) -> None:
+        with self._session() as s:
+            s.add(
+                SeedResultRow(
+                    candidate_id=candidate_id,
+                    seed=seed,
+                    scores=scores,
+                    history=history,
+                    seconds=seconds,
+                )
+            )
+
+    def seed_results(self, candidate_id: int) -> dict[int, dict[str, Any]]:
+        with self._session() as s:
+            rows = s.scalars(
+                select(SeedResultRow)
+                .where(SeedResultRow.candidate_id == candidate_id)
+                .order_by(SeedResultRow.seed)
+            )
+            return {r.seed: _row(r) for r in rows}
