@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: setup
-	$(VENV)/bin/tidian evaluate
+	$(VENV)/bin/tidian run
 
 test: setup
 	$(PY) -m pytest -q

@@ -290,13 +290,15 @@ def _print_run(res) -> None:
     for col in ("id", "stage", "candidate", "quality", "decision"):
         decisions.add_column(col)
     for row in res.candidates:
-        decisions.add_row(
-            str(row["id"]),
-            row["stage"],
-            row["label"],
-            _quality_text(row),
-            row["reason"] or row["status"],
-        )
+        gate = row.get("gate")
+        verdict = row["decision"] or row["status"]
+        if gate:
+            holm = "Holm " if gate["p_adjusted"] != gate["p_value"] else ""
+            verdict += (
+                f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
+                f" {holm}p={gate['p_adjusted']:.2g}"
+            )
+        decisions.add_row(str(row["id"]), row["stage"], row["label"], _quality_text(row), verdict)
     console.print(decisions)
 
 

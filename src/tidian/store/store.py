@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tidian.exceptions import DataError, TidianError
+from tidian.exceptions import DataError, TidianError, require
 from tidian.store.schema import CandidateRow, RunRow, SeedResultRow, StageRow
 
 DEFAULT_URL = "sqlite:///tidian.db"
@@ -51,7 +51,12 @@ class Store:
     else ``./tidian-runs``)."""
 
     def __init__(self, url: str | None = None, *, artifacts: str | Path | None = None) -> None:
-        self.url = url or default_url()
+        url = url or default_url()
+        if url.startswith(("postgresql://", "postgres://")):  # the maintained driver, psycopg 3
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        self.url = url
+        if url.startswith("postgresql+psycopg"):
+            require("psycopg", "postgres", "a PostgreSQL store")
         try:
             self.engine = self._engine(self.url)
             with self.engine.connect() as connection:

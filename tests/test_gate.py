@@ -1,0 +1,71 @@
+"""Gate decisions on constructed per-seed scores."""
+
+import numpy as np
+import pytest
+
+from tidian.evaluation.gate import gate, holm, pareto_front
+
+INCUMBENT = [0.80, 0.82, 0.79, 0.85, 0.81]
+
+
+def decide(candidates, **kw):
+    return gate(INCUMBENT, candidates, metric="accuracy", greater_is_better=True, **kw)
+
+
+def test_a_a_is_rejected():
+    noise = np.array([0.004, -0.006, 0.003, -0.002, 0.001])
+    d = decide({"same": list(np.add(INCUMBENT, noise))})["same"]
+    assert not d.accepted and d.low < 0 < d.high
+    assert d.reason.startswith("rejected")
+
+
+def test_clear_gain_is_accepted_with_numbers():
+    d = decide({"better": [s + g for s, g in zip(INCUMBENT, [0.04, 0.05, 0.03, 0.045, 0.05])]})
+    d = d["better"]
+    assert d.accepted and d.gain == pytest.approx(0.043) and d.low > 0
+    assert d.p_value < d.alpha == pytest.approx(0.025)
+    assert "accepted: better beyond noise" in d.reason and "+0.043" in d.reason
+
+
+def test_min_effect_raises_the_bar():
+    cand = {"small": [s + g for s, g in zip(INCUMBENT, [0.011, 0.012, 0.010, 0.011, 0.012])]}
+    assert decide(cand)["small"].accepted
+    assert not decide(cand, min_effect=0.02)["small"].accepted
+
+
+def test_non_inferiority_within_and_beyond_the_margin():
+    slightly_worse = {"c": [s - g for s, g in zip(INCUMBENT, [0.002, 0.003, 0.001, 0.002, 0.002])]}
+    assert decide(slightly_worse, test="non_inferiority", margin=0.01)["c"].accepted
+    assert not decide(slightly_worse, test="superiority")["c"].accepted
+    much_worse = {"c": [s - 0.05 + g for s, g in zip(INCUMBENT, [0.01, -0.01, 0.0, 0.005, 0])]}
+    d = decide(much_worse, test="non_inferiority", margin=0.01)["c"]
+    assert not d.accepted and "more than the margin" in d.reason
+
+
+def test_lower_is_better_metrics_are_oriented():
+    losses = [0.50, 0.52, 0.49, 0.55, 0.51]
+    lower = [x - 0.05 + e for x, e in zip(losses, [0.0, 0.004, -0.003, 0.002, 0.001])]
+    d = gate(losses, {"c": lower}, metric="log_loss", greater_is_better=False)["c"]
+    assert d.accepted and d.gain > 0
+
+
+def test_holm_with_several_candidates():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # p just under alpha alone is accepted; among five candidates Holm rejects it
+    gains = [0.02, 0.005, 0.03, 0.01, 0.015]
+    borderline = {"b": [s + g for s, g in zip(INCUMBENT, gains)]}
+    alone = decide(borderline)["b"]
+    nulls = {
+        f"n{i}": list(np.add(INCUMBENT, np.roll([0.01, -0.01, 0.005, -0.005, 0], i)))
+        for i in range(4)
+    }
+    crowded = decide({**borderline, **nulls})["b"]
+    assert alone.p_value == pytest.approx(crowded.p_value)
+    assert crowded.p_adjusted == pytest.approx(min(1, 5 * crowded.p_value))
+    assert alone.accepted and not crowded.accepted
+    assert "Holm p=" in crowded.reason
+
+
+def test_pareto_front():
+    points = {"a": (1, 1), "b": (2, 0.5), "c": (2, 2), "d": (0.5, 3)}
+    assert sorted(pareto_front(points)) == ["a", "b", "d"]

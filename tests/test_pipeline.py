@@ -1,0 +1,188 @@
+"""The pipeline end to end on tiny recipes: decisions, ledger, resume after SIGKILL, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+import tidian.pipeline as pipeline
+from tidian import ConfigError, DataError
+from tidian.cli import main
+from tidian.store import Store
+
+TINY = {
+    "task": {"name": "iris"},
+    "model": {"name": "linear"},
+    "train": {"epochs": 3, "lr": 0.01},
+    "evaluate": {"seeds": 3},
+    "stages": [
+        {"train_variants": {"candidates": [{"epochs": 60}, {"lr": 0.0001}]}},
+        {
+            "architecture": {
+                "candidates": [{"name": "mlp", "hidden": [16]}],
+                "train": {"epochs": 60},
+            }
+        },
+    ],
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+def test_tiny_run_gates_records_and_saves(store):
+    result = pipeline.run(TINY, store=store)
+    assert result.status == "finished"
+    rows = {c["label"]: c for c in result.candidates}
+    assert list(rows) == ["baseline", "epochs=60", "lr=0.0001", "name=mlp, hidden=[16]"]
+    assert rows["baseline"]["decision"] == "baseline"
+    assert rows["lr=0.0001"]["decision"] == "rejected"
+    for row in result.candidates:
+        assert row["status"] == "done" and len(row["quality"]["per_seed"]) == 3
+        assert row["cost"]["params"] > 0 and row["cost"]["latency_ms"] > 0
+        assert os.path.exists(os.path.join(row["artifact"], "model.safetensors"))
+        if row["stage"] != "baseline":
+            assert row["gate"]["n"] == 3 and row["reason"].startswith(row["decision"])
+    # the incumbent is an accepted candidate (or the baseline when nothing was accepted)
+    assert result.incumbent["decision"] in ("accepted", "baseline")
+    accepted = [r for r in result.candidates if r["decision"] == "accepted"]
+    if accepted:
+        assert result.incumbent["id"] == accepted[-1]["id"] or result.incumbent in accepted
+    # lineage: stage 2 candidates descend from the incumbent after stage 1
+    stage1_winner = (
+        result.candidates[0]["id"]
+        if not any(r["decision"] == "accepted" for r in result.candidates[1:3])
+        else next(r["id"] for r in result.candidates[1:3] if r["decision"] == "accepted")
+    )
+    assert rows["name=mlp, hidden=[16]"]["parent_id"] == stage1_winner
+    assert result.pareto and set(result.pareto) <= {r["id"] for r in result.candidates}
+    doc = result.to_dict()
+    assert doc["incumbent"] == result.incumbent["id"]
+    with pytest.raises(DataError, match="already finished"):
+        pipeline.run(store=store, resume=result.run_id)
+
+
+def test_constraints_keep_a_violating_candidate_out(store):
+    recipe = {
+        **TINY,
+        "constraints": {"max_params": 20},
+        "stages": [
+            {
+                "architecture": {
+                    "candidates": [{"name": "mlp", "hidden": [64]}],
+                    "train": {"epochs": 60},
+                }
+            }
+        ],
+    }
+    result = pipeline.run(recipe, store=store)
+    mlp = result.candidates[1]
+    assert mlp["decision"] == "rejected" and "violates constraints (params" in mlp["reason"]
+    assert result.incumbent["label"] == "baseline"
+    assert mlp["id"] not in result.pareto
+
+
+def test_bad_recipe_writes_nothing(store):
+    with pytest.raises(ConfigError, match="unknown model"):
+        pipeline.run({**TINY, "model": {"name": "nope"}}, store=store)
+    assert store.runs() == []
+    with pytest.raises(DataError, match="no run"):
+        pipeline.run(store=store, resume="missing")
+
+
+def _candidates_done(db):
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM candidates WHERE status='done'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+    recipe = {
+        **TINY,
+        "model": {"name": "mlp", "hidden": [64, 64]},
+        "train": {"epochs": 150, "lr": 0.01, "batch_size": 16},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    db = tmp_path / "ledger.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while _candidates_done(db) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(url)
+    (run,) = store.runs()
+    before = {c["id"]: store.seed_results(c["id"]) for c in store.candidates(run["id"])}
+    assert run["status"] == "running"  # killed: nobody could mark it
+    assert 1 <= sum(c["status"] == "done" for c in store.candidates(run["id"])) < 4
+
+    result = pipeline.run(store=store, resume=run["id"])
+    assert result.status == "finished"
+    labels = [c["label"] for c in result.candidates]
+    assert len(labels) == len(set(labels)) == 4
+    for cand in result.candidates:
+        seeds = store.seed_results(cand["id"])
+        assert sorted(seeds) == [0, 1, 2]
+        for seed, row in before.get(cand["id"], {}).items():  # finished seeds were kept
+            assert seeds[seed]["id"] == row["id"] and seeds[seed]["seconds"] == row["seconds"]
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def test_cli_end_to_end_with_json(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    code, out, _ = run_cli(capsys, "recipe", "check", str(path))
+    assert code == 0 and "ok" in out
+    code, out, _ = run_cli(capsys, "run", str(path), "--store", url)
+    assert code == 0 and "baseline" in out and "final" in out
+    code, out, _ = run_cli(capsys, "runs", "--store", url, "--json")
+    runs = json.loads(out)
+    assert len(runs) == 1 and set(runs[0]) >= {"run_id", "status", "created", "recipe"}
+    run_id = runs[0]["run_id"]
+    code, out, _ = run_cli(capsys, "show", run_id, "--store", url, "--json")
+    doc = json.loads(out)
+    assert set(doc) >= {"run_id", "status", "incumbent", "candidates"}
+    for cand in doc["candidates"]:
+        assert set(cand) >= {"id", "parent", "stage", "decision", "reason", "quality", "cost"}
+        assert set(cand["quality"]) >= {"metric", "mean", "ci_low", "ci_high", "per_seed"}
+        assert set(cand["cost"]) >= {"params", "bytes", "latency_ms"}
+    code, out, _ = run_cli(capsys, "compare", "1", "4", "--store", url)
+    assert code == 0 and "accuracy" in out and "CI" in out
+    code, out, _ = run_cli(
+        capsys, "export", run_id, "--out", str(tmp_path / "best"), "--store", url
+    )
+    assert (tmp_path / "best" / "model.safetensors").exists()
+    code, _, err = run_cli(capsys, "run", "--resume", run_id, "--store", url)
+    assert code == 2 and "already finished" in err
+    code, out, _ = run_cli(capsys, "recipe", "schema")
+    assert "train_variants" in json.dumps(json.loads(out)["properties"]["stages"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "task: iris\nmodel: {name: mlp}\nstages:\n  - architecture: {candidates: [{name: cnn}]}\n"
+    )
+    code, _, err = run_cli(capsys, "recipe", "check", str(bad))
+    assert code == 2 and "stages[0].architecture.candidates[0].name" in " ".join(err.split())

@@ -1,0 +1,81 @@
+"""The store's contract, on SQLite always and on PostgreSQL when TIDIAN_TEST_POSTGRES is set."""
+
+import os
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from tidian import DataError
+from tidian.store import Store, StoreError
+from tidian.store.schema import Base
+
+URLS = ["sqlite"] + (["postgres"] if os.environ.get("TIDIAN_TEST_POSTGRES") else [])
+
+
+@pytest.fixture(params=URLS)
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+        return
+    url = os.environ["TIDIAN_TEST_POSTGRES"]
+    ledger = Store(url, artifacts=tmp_path / "runs")
+    yield ledger
+    with ledger.engine.begin() as conn:  # leave the shared server clean
+        for table in ("seed_results", "candidates", "stages", "runs"):
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+
+
+def test_migrations_match_the_orm(store):
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+
+
+def test_runs_candidates_and_seeds_round_trip(store):
+    run_id = store.create_run({"task": "iris", "model": {"name": "mlp"}})
+    assert store.run(run_id)["status"] == "running"
+    assert (store.artifacts / run_id).is_dir()
+    stage = store.stage(run_id, 0, "baseline", {}, None)
+    assert store.stage(run_id, 0, "baseline", {}, None)["id"] == stage["id"]  # idempotent
+    cand = store.candidate(run_id, 0, "baseline", "baseline", None, {"name": "mlp"}, {"lr": 1}, {})
+    again = store.candidate(run_id, 0, "baseline", "baseline", None, {"name": "mlp"}, {}, {})
+    assert again["id"] == cand["id"] and again["train"] == {"lr": 1}
+    store.add_seed_result(cand["id"], 1, {"test": {"accuracy": 0.5}}, {"epochs": []}, 1.5)
+    store.add_seed_result(cand["id"], 0, {"test": {"accuracy": 0.7}}, {"epochs": []}, 1.0)
+    assert list(store.seed_results(cand["id"])) == [0, 1]
+    child = store.candidate(
+        run_id, 1, "architecture", "cnn1d", cand["id"], {"name": "cnn1d"}, {}, {}
+    )
+    assert store.get_candidate(child["id"])["parent_id"] == cand["id"]
+    store.update_candidate(
+        child["id"], status="done", decision="accepted", reason="ok", quality={"mean": 0.9}
+    )
+    store.update_run(run_id, status="finished", incumbent_id=child["id"])
+    run = store.run(run_id)
+    assert run["status"] == "finished" and run["finished"] is not None
+    assert [c["id"] for c in store.candidates(run_id)] == [cand["id"], child["id"]]
+    assert [r["id"] for r in store.runs()] == [run_id]
+
+
+def test_a_failed_write_leaves_nothing_behind(store):
+    run_id = store.create_run({})
+    cand = store.candidate(run_id, 0, "baseline", "b", None, {}, {}, {})
+    store.add_seed_result(cand["id"], 0, {}, {}, 1.0)
+    with pytest.raises(StoreError, match="store write failed"):
+        store.add_seed_result(cand["id"], 0, {}, {}, 2.0)  # the same seed twice
+    assert store.seed_results(cand["id"])[0]["seconds"] == 1.0
+    assert len(store.seed_results(cand["id"])) == 1
+
+
+def test_unknown_ids_are_clear(store):
+    with pytest.raises(DataError, match="no run 'nope'.*tidian runs"):
+        store.run("nope")
+    with pytest.raises(DataError, match="no candidate 999"):
+        store.get_candidate(999)
+
+
+def test_bad_locations_are_clear(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store("postgresql://nobody@127.0.0.1:1/none")
