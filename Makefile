@@ -30,4 +30,5 @@ bench: setup
 	$(PY) bench/loop_overhead.py
 	$(PY) bench/digits.py
 	$(PY) bench/seed_parallel.py
+	$(PY) bench/gate_calibration.py
 	$(PY) bench/mnist1d_paper.py

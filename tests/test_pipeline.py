@@ -186,3 +186,30 @@ def test_cli_end_to_end_with_json(tmp_path, capsys):
     )
     code, _, err = run_cli(capsys, "recipe", "check", str(bad))
     assert code == 2 and "stages[0].architecture.candidates[0].name" in " ".join(err.split())
+
+
+def test_ctrl_c_marks_the_run_interrupted(tmp_path):
+    recipe = {**TINY, "train": {"epochs": 400, "lr": 0.01, "batch_size": 8},
+              "model": {"name": "mlp", "hidden": [64, 64]}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    db = tmp_path / "ledger.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen([sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        import sqlite3
+
+        try:
+            with sqlite3.connect(db, timeout=30) as conn:
+                if conn.execute("SELECT count(*) FROM seed_results").fetchone()[0]:
+                    break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume" in err
+    (run,) = Store(url).runs()
+    assert run["status"] == "interrupted"

@@ -85,3 +85,14 @@ def test_schema_lists_stages_and_models():
     ]
     assert {"train_variants", "architecture"} <= set(stage_names)
     assert "cnn1d" in schema["properties"]["model"]["properties"]["name"]["enum"]
+
+
+def test_every_example_recipe_is_valid():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "recipes"
+    files = sorted(folder.glob("*.yaml"))
+    assert files
+    for path in files:
+        assert load_recipe(path).stage_entries()
+    assert load_recipe(folder / "mnist1d.yaml").to_dict() == load_recipe(DEFAULT_RECIPE).to_dict()

@@ -44,7 +44,11 @@ from tidian.models import (
     register_model,
     save_model,
 )
+from tidian.pipeline import RunResult, run
+from tidian.recipe import Recipe, RecipeError, load_recipe
 from tidian.registry import Registry
+from tidian.stages import STAGES, Proposal, Stage
+from tidian.store import Store, StoreError
 from tidian.tasks import TASKS, Split, Task, array_task, load_task
 from tidian.training import LOSSES, OPTIMIZERS, History, PlainStep, TrainConfig, fit
 
@@ -55,6 +59,7 @@ __all__ = [
     "METRICS",
     "MODELS",
     "OPTIMIZERS",
+    "STAGES",
     "TASKS",
     "ConfigError",
     "Cost",
@@ -65,9 +70,16 @@ __all__ = [
     "ModelSpec",
     "PairedComparison",
     "PlainStep",
+    "Proposal",
+    "Recipe",
+    "RecipeError",
     "Registry",
+    "RunResult",
     "SeedRun",
     "Split",
+    "Stage",
+    "Store",
+    "StoreError",
     "Summary",
     "Task",
     "TidianError",
@@ -85,12 +97,14 @@ __all__ = [
     "evaluate",
     "fit",
     "load_model",
+    "load_recipe",
     "load_task",
     "measure_cost",
     "model_spec",
     "paired_compare",
     "predict",
     "register_model",
+    "run",
     "save_model",
     "score",
     "summarize",

@@ -271,6 +271,14 @@ def _quality_text(row: dict[str, Any] | None) -> str:
     return f"{q['mean']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]"
 
 
+def _label(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "—"
+    if row["stage"] == "baseline":
+        return f"{row['model']['name']} (the recipe's baseline)"
+    return row["label"]
+
+
 def _print_run(res) -> None:
     base, best = res.baseline, res.incumbent
     table = Table(title=f"run {res.run_id} — {res.status}")
@@ -279,7 +287,7 @@ def _print_run(res) -> None:
     for name, row in (("baseline", base), ("final", best)):
         cost = (row or {}).get("cost") or {}
         table.add_row(
-            f"{name}: {row['label'] if row else '—'}",
+            f"{name}: {_label(row)}",
             _quality_text(row),
             f"{cost.get('params', 0):,}",
             f"{cost.get('size_bytes', 0):,}",
@@ -293,10 +301,9 @@ def _print_run(res) -> None:
         gate = row.get("gate")
         verdict = row["decision"] or row["status"]
         if gate:
-            holm = "Holm " if gate["p_adjusted"] != gate["p_value"] else ""
             verdict += (
                 f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
-                f" {holm}p={gate['p_adjusted']:.2g}"
+                f" Holm p={gate['p_adjusted']:.2g}"
             )
         decisions.add_row(str(row["id"]), row["stage"], row["label"], _quality_text(row), verdict)
     console.print(decisions)
@@ -338,7 +345,7 @@ def run_cmd(
                 recipe, store=store, resume=resume, jobs=jobs, events=_Progress(progress)
             )
         except KeyboardInterrupt:
-            console.print(
+            Console(stderr=True).print(
                 "[yellow]interrupted[/]: `tidian runs` shows the run; "
                 "`tidian run --resume RUN_ID` continues it."
             )
