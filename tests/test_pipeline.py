@@ -189,14 +189,21 @@ def test_cli_end_to_end_with_json(tmp_path, capsys):
 
 
 def test_ctrl_c_marks_the_run_interrupted(tmp_path):
-    recipe = {**TINY, "train": {"epochs": 400, "lr": 0.01, "batch_size": 8},
-              "model": {"name": "mlp", "hidden": [64, 64]}}
+    recipe = {
+        **TINY,
+        "train": {"epochs": 400, "lr": 0.01, "batch_size": 8},
+        "model": {"name": "mlp", "hidden": [64, 64]},
+    }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     db = tmp_path / "ledger.db"
     url = f"sqlite:///{db}"
-    proc = subprocess.Popen([sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         import sqlite3
