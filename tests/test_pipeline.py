@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -97,22 +98,16 @@ def test_bad_recipe_writes_nothing(store):
         pipeline.run(store=store, resume="missing")
 
 
-def _candidates_done(db):
-    import sqlite3
-
+def _count(db, sql):
     try:
         with sqlite3.connect(db, timeout=30) as conn:
-            return conn.execute("SELECT count(*) FROM candidates WHERE status='done'").fetchone()[0]
-    except sqlite3.OperationalError:
+            return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # the run has not created its tables yet
         return 0
 
 
-def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
-    recipe = {
-        **TINY,
-        "model": {"name": "mlp", "hidden": [64, 64]},
-        "train": {"epochs": 150, "lr": 0.01, "batch_size": 16},
-    }
+def _start_and_signal(tmp_path, recipe, until_sql, sig):
+    """Run the CLI on ``recipe`` in a subprocess; send ``sig`` once ``until_sql`` counts > 0."""
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     db = tmp_path / "ledger.db"
@@ -121,12 +116,25 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
         [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
-    while _candidates_done(db) < 1 and time.time() < deadline and proc.poll() is None:
+    while _count(db, until_sql) < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    return url, proc.returncode, err
+
+
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+    recipe = {
+        **TINY,
+        "model": {"name": "mlp", "hidden": [64, 64]},
+        "train": {"epochs": 150, "lr": 0.01, "batch_size": 16},
+    }
+    url, _, _ = _start_and_signal(
+        tmp_path, recipe, "SELECT count(*) FROM candidates WHERE status='done'", signal.SIGKILL
+    )
     store = Store(url)
     (run,) = store.runs()
     before = {c["id"]: store.seed_results(c["id"]) for c in store.candidates(run["id"])}
@@ -194,29 +202,9 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
         "train": {"epochs": 400, "lr": 0.01, "batch_size": 8},
         "model": {"name": "mlp", "hidden": [64, 64]},
     }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    db = tmp_path / "ledger.db"
-    url = f"sqlite:///{db}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    url, code, err = _start_and_signal(
+        tmp_path, recipe, "SELECT count(*) FROM seed_results", signal.SIGINT
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        import sqlite3
-
-        try:
-            with sqlite3.connect(db, timeout=30) as conn:
-                if conn.execute("SELECT count(*) FROM seed_results").fetchone()[0]:
-                    break
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "--resume" in err
+    assert code == 130 and "--resume" in err
     (run,) = Store(url).runs()
     assert run["status"] == "interrupted"
