@@ -208,3 +208,12 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert code == 130 and "--resume" in err
     (run,) = Store(url).runs()
     assert run["status"] == "interrupted"
+
+
+def test_worker_processes_give_the_same_ledger(tmp_path):
+    serial = pipeline.run(TINY, store=Store(f"sqlite:///{tmp_path / 'a.db'}"))
+    parallel = pipeline.run(TINY, store=Store(f"sqlite:///{tmp_path / 'b.db'}"), jobs=2)
+    assert [c["label"] for c in parallel.candidates] == [c["label"] for c in serial.candidates]
+    for a, b in zip(serial.candidates, parallel.candidates):
+        assert a["quality"]["per_seed"] == b["quality"]["per_seed"]
+        assert a["decision"] == b["decision"]

@@ -251,12 +251,11 @@ class _Progress:
             self.stage_bar = p.add_task(
                 f"stage {data['position']}: {data['name']}", total=data["candidates"]
             )
-        elif kind == "candidate_started":
+        elif kind == "seeds_started":
             if self.seed_bar is not None:
                 p.remove_task(self.seed_bar)
-            label = data["candidate"]["label"]
             self.seed_bar = p.add_task(
-                f"  {label[:50]} (seeds)", total=data["seeds"], completed=data["done"]
+                "  seeds (all candidates)", total=data["total"], completed=data["done"]
             )
         elif kind == "seed_done" and self.seed_bar is not None:
             p.advance(self.seed_bar)

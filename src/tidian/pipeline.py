@@ -23,7 +23,7 @@ from tidian.evaluation.gate import gate, pareto_front
 from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, DataError
-from tidian.executors import LocalExecutor
+from tidian.executors import Job, LocalExecutor
 from tidian.models.io import load_model, save_model
 from tidian.recipe import Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
@@ -115,42 +115,43 @@ class _Run:
         self.seeds = recipe.seed_list()
         self.directory = Path(store.run(run_id)["directory"])
 
-    # -- one candidate ---------------------------------------------------------------------------
+    # -- one stage's candidates ------------------------------------------------------------------
     def evaluate(
-        self, position: int, stage: str, proposal: Proposal, parent: int | None
-    ) -> dict[str, Any]:
-        row = self.store.candidate(
-            self.run_id,
-            position,
-            stage,
-            proposal.label,
-            parent,
-            proposal.model,
-            proposal.train,
-            proposal.changes,
-        )
-        if row["status"] == "done":
-            self.emit("candidate_cached", {"candidate": row})
-            return row
-        cid = row["id"]
-        done = self.store.seed_results(cid)
-        missing = [s for s in self.seeds if s not in done]
-        model = dict(proposal.model)
-        make = ZooFactory(model.pop("name"), model)
-        config = TrainConfig.from_dict(proposal.train)
-        artifact = self.directory / f"candidate-{cid}"
-        self.emit(
-            "candidate_started", {"candidate": row, "seeds": len(self.seeds), "done": len(done)}
-        )
-        first = self.seeds[0]
-        for result in self.executor.run_seeds(
-            make, self.task, config, missing, self.metrics, keep_model=lambda seed: seed == first
-        ):
+        self, position: int, stage: str, proposals: list[Proposal], parent: int | None
+    ) -> list[dict[str, Any]]:
+        """Train every missing seed of every proposal (all at once, so ``--jobs`` workers stay
+        busy across candidates), then measure each finished candidate. Returns the rows."""
+        rows = [
+            self.store.candidate(
+                self.run_id, position, stage, p.label, parent, p.model, p.train, p.changes
+            )
+            for p in proposals
+        ]
+        first, jobs, done_before = self.seeds[0], [], 0
+        for proposal, row in zip(proposals, rows):
+            if row["status"] == "done":
+                self.emit("candidate_cached", {"candidate": row})
+                continue
+            done = self.store.seed_results(row["id"])
+            done_before += len(done)
+            options = dict(proposal.model)
+            make = ZooFactory(options.pop("name"), options)
+            config = TrainConfig.from_dict(proposal.train)
+            jobs += [
+                Job(row, make, self.task, config, seed, tuple(self.metrics), seed == first)
+                for seed in self.seeds
+                if seed not in done
+            ]
+        if jobs or done_before:
+            self.emit("seeds_started", {"total": len(jobs) + done_before, "done": done_before})
+        for job, result in self.executor.run(jobs):
+            cid = job.key["id"]
             if result.seed == first:
                 # Weights first, then the row that says the seed is done: a crash between the
                 # two leaves a folder that the resumed run simply overwrites.
-                module = make(self.task)
+                module = job.make(self.task)
                 module.load_state_dict(result.state)
+                artifact = self._artifact(cid)
                 tmp = artifact.with_name(artifact.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 save_model(
@@ -161,9 +162,19 @@ class _Run:
             self.store.add_seed_result(
                 cid, result.seed, result.scores, result.history.to_dict(), result.seconds
             )
-            self.emit("seed_done", {"candidate": row, "seed": result.seed})
-        results = self.store.seed_results(cid)
-        quality = self._quality(results)
+            self.emit("seed_done", {"candidate": job.key, "seed": result.seed})
+        for i, row in enumerate(rows):
+            if row["status"] != "done":
+                rows[i] = self._finish(row["id"])
+        return rows
+
+    def _artifact(self, cid: int) -> Path:
+        return self.directory / f"candidate-{cid}"
+
+    def _finish(self, cid: int) -> dict[str, Any]:
+        """Summarise a candidate's seeds and measure its cost; mark it done (one transaction)."""
+        quality = self._quality(self.store.seed_results(cid))
+        artifact = self._artifact(cid)
         cost = measure_cost(load_model(artifact), self.task, repeats=100).to_dict()
         self.store.update_candidate(
             cid, status="done", quality=quality, cost=cost, artifact=str(artifact)
@@ -202,7 +213,7 @@ class _Run:
         )
         self.store.stage(self.run_id, 0, "baseline", {}, None)
         self.emit("stage_started", {"position": 0, "name": "baseline", "candidates": 1})
-        incumbent = self.evaluate(0, "baseline", base, None)
+        (incumbent,) = self.evaluate(0, "baseline", [base], None)
         self.store.update_candidate(
             incumbent["id"], decision="baseline", reason="the recipe's baseline"
         )
@@ -236,7 +247,7 @@ class _Run:
             self.emit(
                 "stage_started", {"position": position, "name": name, "candidates": len(proposals)}
             )
-            rows = [self.evaluate(position, name, p, incumbent["id"]) for p in proposals]
+            rows = self.evaluate(position, name, proposals, incumbent["id"])
             winner = self._decide(entry.meta.get("kind", "quality"), incumbent, rows)
             if winner is not None:
                 incumbent = winner

@@ -1,5 +1,5 @@
 """Executors run training jobs: in-process or in local worker processes."""
 
-from tidian.executors.local import LocalExecutor
+from tidian.executors.local import Job, LocalExecutor
 
-__all__ = ["LocalExecutor"]
+__all__ = ["Job", "LocalExecutor"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +29,23 @@ def _run_seed(*args: Any):
     return run_seed(*args)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One training run: seed ``seed`` of model recipe ``make`` with ``config`` on ``task``.
+    ``key`` is the caller's label for it (say, a candidate id); executors pass it back."""
+
+    key: Any
+    make: Callable[[Any], Any]
+    task: Any = field(repr=False)
+    config: Any
+    seed: int
+    metrics: tuple[str, ...]
+    keep_model: bool = False
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.make, self.task, self.config, self.seed, list(self.metrics), self.keep_model)
+
+
 class LocalExecutor:
     """Runs seeds in this process (``jobs=1``) or in ``jobs`` worker processes.
 
@@ -41,6 +59,31 @@ class LocalExecutor:
         self.jobs = jobs
         self._pool: ProcessPoolExecutor | None = None
 
+    def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Any]]:
+        """Yield ``(job, SeedRun)`` as each job finishes (any order with several workers)."""
+        from tidian.evaluation.evaluate import run_seed
+
+        if self.jobs == 1 or len(jobs) == 1:
+            for job in jobs:
+                yield job, run_seed(*job.args())
+            return
+        if self._pool is None:
+            # 'spawn': forking a process that already ran torch's thread pools can deadlock.
+            self._pool = ProcessPoolExecutor(
+                self.jobs,
+                initializer=_pin_one_thread,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        futures: dict[Future, Job] = {
+            self._pool.submit(_run_seed, *job.args()): job for job in jobs
+        }
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
     def run_seeds(
         self,
         make: Callable[[Any], Any],
@@ -50,30 +93,10 @@ class LocalExecutor:
         metrics: Sequence[str],
         keep_model: Callable[[int], bool] = lambda seed: False,
     ) -> Iterator[Any]:
-        """Yield a SeedRun per seed as each finishes (any order with several workers)."""
-        from tidian.evaluation.evaluate import run_seed
-
-        if self.jobs == 1 or len(seeds) == 1:
-            for seed in seeds:
-                yield run_seed(make, task, config, seed, metrics, keep_model(seed))
-            return
-        if self._pool is None:
-            # 'spawn': forking a process that already ran torch's thread pools can deadlock.
-            self._pool = ProcessPoolExecutor(
-                self.jobs,
-                initializer=_pin_one_thread,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
-        futures: list[Future] = [
-            self._pool.submit(_run_seed, make, task, config, s, list(metrics), keep_model(s))
-            for s in seeds
-        ]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        """Yield a SeedRun per seed of one model recipe as each finishes."""
+        jobs = [Job(None, make, task, config, s, tuple(metrics), keep_model(s)) for s in seeds]
+        for _, result in self.run(jobs):
+            yield result
 
     def close(self) -> None:
         if self._pool is not None:
