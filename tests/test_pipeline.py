@@ -217,3 +217,13 @@ def test_worker_processes_give_the_same_ledger(tmp_path):
     for a, b in zip(serial.candidates, parallel.candidates):
         assert a["quality"]["per_seed"] == b["quality"]["per_seed"]
         assert a["decision"] == b["decision"]
+
+
+def test_unloadable_task_or_wrong_metric_writes_nothing(store, tmp_path):
+    with pytest.raises(DataError, match="neither a built-in task"):
+        pipeline.run(
+            {**TINY, "task": {"path": str(tmp_path / "missing.csv"), "target": "y"}}, store=store
+        )
+    with pytest.raises(ConfigError, match="metric 'rmse' is for values"):
+        pipeline.run({**TINY, "evaluate": {"seeds": 2, "metric": "rmse"}}, store=store)
+    assert store.runs() == []

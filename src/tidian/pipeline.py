@@ -103,13 +103,12 @@ class _Run:
         run_id: str,
         executor: LocalExecutor,
         events: Events | None,
+        task: Any,
     ) -> None:
-        self.recipe, self.store, self.run_id = recipe, store, run_id
+        self.recipe, self.store, self.run_id, self.task = recipe, store, run_id, task
         self.executor = executor
         self.emit = events or (lambda kind, data: None)
-        self.task = _task_of(recipe)
         self.metric = recipe.evaluate.metric or self.task.metric
-        check_metrics([self.metric], self.task.target_kind)
         self.metrics = list(dict.fromkeys([self.metric, *DEFAULT_METRICS[self.task.target_kind]]))
         self.greater = greater_is_better(self.metric)
         self.seeds = recipe.seed_list()
@@ -368,11 +367,15 @@ def run(
     else:
         parsed = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
         run_id = None
+    # The task and its metric are checked before the ledger gets a row: a recipe whose data
+    # cannot load leaves nothing behind.
+    task = _task_of(parsed)
+    check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
     with LocalExecutor(jobs) as executor:
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict())
         try:
-            _Run(parsed, ledger, run_id, executor, events).execute()
+            _Run(parsed, ledger, run_id, executor, events, task).execute()
         except KeyboardInterrupt:
             ledger.update_run(run_id, status="interrupted")
             raise
