@@ -9,6 +9,10 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# tidian's own Alembic version table: Optuna keeps its studies in the same database (so
+# optuna-dashboard can read them) and uses Alembic's default "alembic_version" itself.
+VERSION_TABLE = "tidian_alembic_version"
+
 
 class Base(DeclarativeBase):
     pass
