@@ -222,19 +222,18 @@ class _Run:
         for position, (name, config) in enumerate(self.recipe.stage_entries(), start=1):
             entry = STAGES.entry(name)
             stage = entry.obj(config)
+            history = tuple(
+                {"label": c["label"], "stage": c["stage"], "mean": (c["quality"] or {}).get("mean")}
+                for c in self.store.candidates(self.run_id)
+                if c["status"] == "done"
+            )
             ctx = Context(
                 self.task,
                 self.metric,
                 tuple(self.seeds),
-                tuple(
-                    {
-                        "label": c["label"],
-                        "stage": c["stage"],
-                        "mean": (c["quality"] or {}).get("mean"),
-                    }
-                    for c in self.store.candidates(self.run_id)
-                    if c["status"] == "done"
-                ),
+                history,
+                storage=self.store.url,
+                study_name=f"tidian-{self.run_id}-stage{position}-{name}",
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):
@@ -251,7 +250,7 @@ class _Run:
             if winner is not None:
                 incumbent = winner
                 proposal = next(p for p, r in zip(proposals, rows) if r["id"] == winner["id"])
-            self.store.finish_stage(self.run_id, position, incumbent["id"])
+            self.store.finish_stage(self.run_id, position, incumbent["id"], ctx.notes)
             self.store.update_run(self.run_id, incumbent_id=incumbent["id"])
             self.emit("stage_done", {"position": position, "name": name, "incumbent": incumbent})
         self.store.update_run(self.run_id, pareto=self._pareto(), status="finished")

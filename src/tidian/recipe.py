@@ -85,6 +85,8 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 
 def _pydantic_message(err: dict[str, Any], fields: list[str]) -> str:
+    if err["type"] == "value_error":  # a config's own check (__post_init__): its message says all
+        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
     if err["type"] == "extra_forbidden":
         key = str(err["loc"][-1])
         close = difflib.get_close_matches(key, fields, n=1)
@@ -163,6 +165,31 @@ def _check_stage_names(config: Any, where: str) -> None:
             _check_train(item, f"{where}.candidates[{i}]")
     if isinstance(getattr(config, "train", None), dict):
         _check_train(config.train, f"{where}.train")
+    space = getattr(config, "space", None)
+    if isinstance(space, dict):
+        _check_space_names(space, f"{where}.space")
+
+
+def _check_space_names(space: dict[str, Any], where: str) -> None:
+    """Keys of a search space are training options, or ``model`` (zoo models with options)."""
+    fields = list(TrainConfig.__dataclass_fields__)
+    for key, spec in space.items():
+        if key == "model":
+            branches = spec["choice"] if isinstance(spec, dict) and "choice" in spec else [spec]
+            for i, branch in enumerate(branches):
+                place = (
+                    f"{where}.model.choice[{i}]"
+                    if len(branches) > 1 or "choice" in spec
+                    else f"{where}.model"
+                )
+                _check_model(branch, place)
+        elif key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(
+                f"{where}.{key}: not a training option{hint}; a space holds "
+                f"training options and 'model'."
+            )
 
 
 def validate_recipe(data: Any) -> Recipe:

@@ -40,13 +40,17 @@ class Context:
     """What a stage may read: the task, the recipe's evaluation settings, the run so far.
 
     ``history`` lists the proposals already evaluated in this run with their test means, so a
-    stage can pick members or avoid repeats. Read-only.
+    stage can pick members or avoid repeats. Everything is read-only except ``notes``, where a
+    stage may leave a report (a study's size, importances…) that the pipeline stores.
     """
 
     task: Any
     metric: str
     seeds: tuple[int, ...]
     history: tuple[dict[str, Any], ...] = ()
+    storage: str | None = None  # the store's URL, for stages that keep state (Optuna studies)
+    study_name: str = ""  # unique per run and stage position
+    notes: dict[str, Any] = field(default_factory=dict)  # what the stage reports; stored
 
 
 class Stage:

@@ -42,6 +42,7 @@ class StageRow(Base):
     status: Mapped[str] = mapped_column(String(16))  # running | finished
     incumbent_before: Mapped[int | None] = mapped_column(Integer, nullable=True)
     incumbent_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class CandidateRow(Base):

@@ -208,12 +208,20 @@ class Store:
                 s.flush()
             return _row(row)
 
-    def finish_stage(self, run_id: str, position: int, incumbent: int | None) -> None:
+    def finish_stage(
+        self,
+        run_id: str,
+        position: int,
+        incumbent: int | None,
+        report: dict[str, Any] | None = None,
+    ) -> None:
         with self._session() as s:
             row = s.scalar(
                 select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
             )
             row.status, row.incumbent_after = "finished", incumbent
+            if report:
+                row.report = report
 
     def stages(self, run_id: str) -> list[dict[str, Any]]:
         with self._session() as s:

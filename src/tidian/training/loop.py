@@ -70,13 +70,16 @@ def fit(
     *,
     seed: int = 0,
     step: Step | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> History:
     """Train ``model`` in place on ``task.train``; validate on ``task.val`` after each epoch.
 
     Deterministic on CPU for a given seed (data order, dropout and any re-initialisation all
     come from ``seed``). With ``config.patience`` set, training stops after that many epochs
     without progress on the monitored validation metric and the best epoch's weights are put
-    back. Returns the :class:`History`; the model is left in eval mode on its device.
+    back. ``on_epoch(epoch, row)`` is called after each epoch with that epoch's curves; it may
+    raise to stop training (a tuner's pruner does). Returns the :class:`History`; the model is
+    left in eval mode on its device.
     """
     config = TrainConfig.coerce(config)
     device = resolve_device(config.device)
@@ -176,6 +179,8 @@ def fit(
                 waited += 1
         schedule.after_epoch(monitored)
         history.epochs.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
         if config.patience is not None and waited >= config.patience:
             history.stopped_early = True
             break

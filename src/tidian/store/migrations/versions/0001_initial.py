@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("incumbent_before", sa.Integer(), nullable=True),
         sa.Column("incumbent_after", sa.Integer(), nullable=True),
+        sa.Column("report", sa.JSON(), nullable=True),
         sa.UniqueConstraint("run_id", "position"),
     )
     op.create_index("ix_stages_run_id", "stages", ["run_id"])

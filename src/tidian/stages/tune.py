@@ -1,0 +1,245 @@
+"""The ``tune`` stage: hyperparameter and architecture search on Optuna.
+
+Trials train one model each (the run's first seed) and are judged on the *validation*
+split; the best ``top_k`` configurations go back to the pipeline as proposals, which re-trains
+them on every seed and gates them on the test split like any candidate (the best validation
+trial is often a lucky one). The study lives in the run's own store database, so
+``optuna-dashboard <store-url>`` shows it, and a resumed run continues it: finished trials are
+kept and a trial left RUNNING by a dead process is marked failed and retried.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidian.evaluation.metrics import METRICS, greater_is_better, predict
+from tidian.exceptions import ConfigError, TidianError, require
+from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.stages.space import check_space, grid, has_categorical, sample
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+COSTS = {"latency_ms": "latency_ms", "params": "params", "bytes": "size_bytes", "macs": "macs"}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """trials / timeout_s: the budget; sampler; pruner; objectives (validation metrics and
+    measured costs: latency_ms, params, bytes, macs); space (see stages/space.py); top_k
+    configurations sent to re-evaluation; seed of the sampler."""
+
+    space: dict[str, Any] = field(default_factory=dict)
+    trials: int = 20
+    timeout_s: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    objectives: list[str] = field(default_factory=list)
+    top_k: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}."
+            )
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}.")
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f"trials must be a positive integer; got {self.trials!r}.")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be positive; got {self.timeout_s!r}.")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ConfigError(f"top_k must be a positive integer; got {self.top_k!r}.")
+        check_space(self.space, "space")
+        for name in self.objectives:
+            if name not in COSTS and name not in METRICS:
+                raise ConfigError(
+                    f"objectives: {name!r} is not measured; use a metric "
+                    f"(`tidian metrics`) or one of {', '.join(COSTS)}."
+                )
+        if len(self.objectives) > 1 and self.pruner != "none":
+            raise ConfigError(
+                "pruner: Optuna cannot prune multi-objective studies; set pruner: none."
+            )
+        if self.sampler == "cmaes" and has_categorical(self.space):
+            raise ConfigError(
+                "sampler: cmaes cannot sample categorical (choice) parameters; "
+                "use tpe, random or gp for this space."
+            )
+        if self.sampler == "grid":
+            grid(self.space, "space")
+
+
+def _sampler(config: TuneConfig, n_objectives: int):
+    optuna = require("optuna", "tune", "the tune stage")
+    s, seed = config.sampler, config.seed
+    if s == "grid":
+        return optuna.samplers.GridSampler(grid(config.space, "space"), seed=seed)
+    if s == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if s == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if s == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if s == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    if s == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed)
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+def _pruner(name: str):
+    optuna = require("optuna", "tune", "the tune stage")
+    return {
+        "none": optuna.pruners.NopPruner,
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=3),
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+    }[name]()
+
+
+@STAGES.register("tune", config=TuneConfig, kind="quality")
+class Tune(Stage):
+    """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        optuna = require("optuna", "tune", "the tune stage")
+        from tidian.evaluation.cost import measure_cost
+        from tidian.models.zoo import create_model
+        from tidian.training.config import TrainConfig
+        from tidian.training.loop import fit
+
+        config = self.config
+        objectives = list(config.objectives) or [ctx.metric]
+        directions = [
+            "minimize" if name in COSTS or not greater_is_better(name) else "maximize"
+            for name in objectives
+        ]
+        study = optuna.create_study(
+            storage=ctx.storage,
+            study_name=ctx.study_name or None,
+            load_if_exists=True,
+            directions=directions,
+            sampler=_sampler(config, len(objectives)),
+            pruner=_pruner(config.pruner),
+        )
+        # This process is the study's only writer: a RUNNING trial is one a killed run left.
+        # It is marked failed, flagged as retried (so it does not count against the budget)
+        # and its parameters are queued again.
+        storage = study._storage
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+        finished = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.FAIL,
+        )
+        spent = [
+            t
+            for t in study.get_trials(deepcopy=False, states=finished)
+            if not t.user_attrs.get("tidian_retried")
+        ]
+        remaining = config.trials - len(spent)
+        task, seed = ctx.task, ctx.seeds[0]
+
+        def objective(trial):
+            values = sample(trial, config.space)
+            model = dict(values.pop("model", incumbent.model))
+            train = {**incumbent.train, **values}
+            trial.set_user_attr("model", model)
+            trial.set_user_attr("train", train)
+            options = {k: v for k, v in model.items() if k != "name"}
+            import torch
+
+            torch.manual_seed(seed)
+            module = create_model(model["name"], task, **options)
+
+            def report(epoch: int, row: dict[str, float]) -> None:
+                if len(objectives) == 1 and f"val_{objectives[0]}" in row:
+                    trial.report(row[f"val_{objectives[0]}"], epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+            fit(module, task, TrainConfig.from_dict(train), seed=seed, on_epoch=report)
+            out = predict(module, task.val.x)
+            results = []
+            cost = None
+            for name in objectives:
+                if name in COSTS:
+                    cost = (
+                        cost
+                        or measure_cost(module, task, repeats=30, warmup=5, batch_size=64).to_dict()
+                    )
+                    results.append(float(cost[COSTS[name]]))
+                else:
+                    results.append(METRICS.get(name)(task.val.y, out))
+            if any(not math.isfinite(v) for v in results):
+                raise ConfigError(f"trial {trial.number}: an objective is not finite: {results}")
+            return results if len(results) > 1 else results[0]
+
+        if remaining > 0:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=config.timeout_s,
+                catch=(TidianError, RuntimeError, ValueError),
+                gc_after_trial=False,
+            )
+        return self._proposals(study, objectives, ctx)
+
+    def _proposals(self, study, objectives: list[str], ctx: Context) -> list[Proposal]:
+        import optuna
+
+        complete = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE
+        ]
+        if not complete:
+            raise ConfigError(
+                "tune: no trial finished (all failed or were pruned); check the "
+                "space and the training settings."
+            )
+        if len(objectives) == 1:
+            reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+            ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)
+        else:
+            ranked = sorted(study.best_trials, key=lambda t: t.number)
+        notes = {
+            "study": study.study_name,
+            "trials": len(study.trials),
+            "complete": len(complete),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
+            "objectives": objectives,
+        }
+        if len(objectives) == 1 and len(complete) >= 2:
+            try:
+                notes["importances"] = dict(optuna.importance.get_param_importances(study))
+            except (RuntimeError, ValueError) as err:  # e.g. a single distinct value
+                notes["importances_error"] = str(err)
+        ctx.notes.update(notes)
+        proposals, seen = [], set()
+        for t in ranked:
+            key = repr((t.user_attrs["model"], sorted(t.user_attrs["train"].items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            changes = dict(t.params)
+            proposals.append(
+                Proposal(
+                    f"trial {t.number}",
+                    t.user_attrs["model"],
+                    t.user_attrs["train"],
+                    changes=changes,
+                )
+            )
+            if len(proposals) == self.config.top_k:
+                break
+        return proposals

@@ -1,0 +1,225 @@
+"""The tune stage: space syntax and its errors, samplers, pruners, multi-objective, resume."""
+
+import optuna
+import pytest
+
+import tidian.pipeline as pipeline
+from conftest import make_task
+from tidian.recipe import RecipeError, load_recipe
+from tidian.stages import Context, Proposal
+from tidian.stages.space import check_space, sample
+from tidian.stages.tune import Tune, TuneConfig
+from tidian.store import Store
+
+TASK = make_task("vector", n=90)
+INCUMBENT = Proposal("baseline", {"name": "linear"}, {"epochs": 2, "lr": 0.01, "batch_size": 16})
+SPACE = {
+    "lr": {"float": [1e-3, 1e-1], "log": True},
+    "model": {
+        "choice": [
+            {"name": "mlp", "hidden": [8], "dropout": {"float": [0.0, 0.3]}},
+            {"name": "linear"},
+        ]
+    },
+}
+
+
+def ctx(**kw):
+    return Context(TASK, "accuracy", (0, 1), **kw)
+
+
+def tune(**config):
+    return Tune(TuneConfig(**{"space": SPACE, "trials": 4, **config}))
+
+
+BAD = [
+    ({"lr": {"float": [0.1, 0.01]}}, "space.lr.float: the range [0.1, 0.01] is empty or inverted"),
+    ({"lr": {"float": [0, 1], "log": True}}, "space.lr: a log range must be above 0"),
+    ({"optimizer": {"choice": []}}, "space.optimizer.choice: must be a non-empty list"),
+    ({"epochs": {"int": [1.5, 3]}}, "space.epochs.int: bounds must be integers"),
+    ({"lr": {"float": [0.1, 1], "int": [1, 2]}}, "exactly one of float, int or choice"),
+    ({"lr": {"float": [0.1, 1], "lg": True}}, "unknown key(s) ['lg']"),
+]
+
+
+@pytest.mark.parametrize(("space", "message"), BAD)
+def test_bad_spaces_name_their_place(space, message):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(
+            {"task": "iris", "model": {"name": "mlp"}, "stages": [{"tune": {"space": space}}]}
+        )
+    assert "stages[0].tune" in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"trials": 0}, "trials must be a positive integer"),
+        ({"objectives": ["speed"]}, "'speed' is not measured"),
+        ({"sampler": "cmaes"}, "cmaes cannot sample categorical"),
+        ({"objectives": ["accuracy", "latency_ms"]}, "cannot prune multi-objective"),
+        ({"sampler": "grid"}, "grid search"),
+        ({"sampler": "annealing"}, "sampler must be one of"),
+    ],
+)
+def test_bad_tune_configs(config, message):
+    with pytest.raises(RecipeError, match="stages\\[0\\].tune") as err:
+        load_recipe(
+            {
+                "task": "iris",
+                "model": {"name": "mlp"},
+                "stages": [{"tune": {"space": SPACE, **config}}],
+            }
+        )
+    assert message in str(err.value)
+
+
+def test_space_names_are_resolved():
+    with pytest.raises(RecipeError, match=r"space.lrr: not a training option \(did you mean 'lr'"):
+        load_recipe(
+            {
+                "task": "iris",
+                "model": {"name": "mlp"},
+                "stages": [{"tune": {"space": {"lrr": {"float": [0.1, 1]}}}}],
+            }
+        )
+    with pytest.raises(RecipeError, match=r"space.model.choice\[0\].name: unknown model 'cnn'"):
+        load_recipe(
+            {
+                "task": "iris",
+                "model": {"name": "mlp"},
+                "stages": [{"tune": {"space": {"model": {"choice": [{"name": "cnn"}]}}}}],
+            }
+        )
+
+
+def test_conditional_space_samples_only_the_active_branch():
+    check_space(SPACE, "space")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        values = sample(trial, SPACE)
+        branch = values["model"]["name"]
+        seen.add(branch)
+        names = set(trial.params)
+        if branch == "mlp":
+            assert names == {"lr", "model", "model.mlp.dropout"}
+            assert 0 <= values["model"]["dropout"] <= 0.3
+        else:
+            assert names == {"lr", "model"} and values["model"] == {"name": "linear"}
+        study.tell(trial, 0.0)
+    assert seen == {"mlp", "linear"}
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "gp", "qmc", "nsga2"])
+def test_each_sampler_runs_and_returns_the_best(sampler):
+    context = ctx()
+    proposals = tune(sampler=sampler, pruner="none", top_k=2).run(INCUMBENT, context)
+    assert 1 <= len(proposals) <= 2 and context.notes["complete"] == 4
+    assert all(p.label.startswith("trial ") for p in proposals)
+    assert proposals[0].train["lr"] != INCUMBENT.train["lr"]  # sampled, not copied
+
+
+def test_grid_and_cmaes_samplers():
+    grid_space = {"lr": {"choice": [0.01, 0.05]}, "epochs": {"int": [2, 3]}}
+    context = ctx()
+    Tune(TuneConfig(space=grid_space, trials=4, sampler="grid", pruner="none")).run(
+        INCUMBENT, context
+    )
+    assert context.notes["complete"] == 4
+    context = ctx()
+    Tune(
+        TuneConfig(
+            space={"lr": {"float": [1e-3, 1e-1], "log": True}},
+            trials=3,
+            sampler="cmaes",
+            pruner="none",
+        )
+    ).run(INCUMBENT, context)
+    assert context.notes["complete"] == 3
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband"])
+def test_pruners_stop_bad_trials(pruner):
+    incumbent = Proposal(
+        "b", {"name": "mlp", "hidden": [16]}, {"epochs": 12, "lr": 0.01, "batch_size": 16}
+    )
+    space = {"lr": {"float": [1e-5, 3e-1], "log": True}}
+    context = ctx()
+    Tune(TuneConfig(space=space, trials=14, sampler="random", pruner=pruner)).run(
+        incumbent, context
+    )
+    assert context.notes["pruned"] >= 1
+    assert context.notes["pruned"] + context.notes["complete"] == 14
+
+
+def test_multi_objective_returns_the_pareto_set(tmp_path):
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    context = ctx(storage=url, study_name="mo")
+    space = {
+        "model": {"choice": [{"name": "mlp", "hidden": [64]}, {"name": "linear"}]},
+        "lr": {"float": [1e-3, 1e-1], "log": True},
+    }
+    proposals = Tune(
+        TuneConfig(space=space, trials=6, pruner="none", top_k=6, objectives=["accuracy", "params"])
+    ).run(INCUMBENT, context)
+    trials = [
+        t
+        for t in optuna.load_study(study_name="mo", storage=url).trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    ]
+
+    def dominates(a, b):  # maximise accuracy, minimise params
+        return a.values[0] >= b.values[0] and a.values[1] <= b.values[1] and a.values != b.values
+
+    front = {t.number for t in trials if not any(dominates(o, t) for o in trials)}
+    assert {int(p.label.split()[1]) for p in proposals} <= front
+    assert proposals and context.notes["objectives"] == ["accuracy", "params"]
+
+
+def test_resume_keeps_finished_trials_and_retries_a_dead_one(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    context = ctx(storage=url, study_name="s")
+    tune(trials=3, pruner="none").run(INCUMBENT, context)
+    study = optuna.load_study(study_name="s", storage=url)
+    assert len(study.trials) == 3
+    dead = study.ask()  # a trial a killed process left RUNNING
+    dead.suggest_float("lr", 1e-3, 1e-1, log=True)
+    dead.suggest_categorical("model", ["mlp", "linear"])
+    context = ctx(storage=url, study_name="s")
+    tune(trials=5, pruner="none").run(INCUMBENT, context)
+    study = optuna.load_study(study_name="s", storage=url)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 5
+
+
+def test_pipeline_keeps_the_study_in_its_store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    recipe = {
+        "task": {"name": "iris"},
+        "model": {"name": "linear"},
+        "train": {"epochs": 3, "lr": 0.01},
+        "evaluate": {"seeds": 2},
+        "stages": [
+            {
+                "tune": {
+                    "trials": 3,
+                    "pruner": "none",
+                    "space": {
+                        "lr": {"float": [1e-3, 1e-1], "log": True},
+                        "epochs": {"int": [5, 20]},
+                    },
+                }
+            }
+        ],
+    }
+    result = pipeline.run(recipe, store=Store(url))
+    (name,) = optuna.get_all_study_names(url)
+    assert name == f"tidian-{result.run_id}-stage1-tune"
+    assert len(optuna.load_study(study_name=name, storage=url).trials) == 3
+    stage = Store(url).stages(result.run_id)[1]
+    assert stage["report"]["trials"] == 3 and "importances" in stage["report"]
+    tuned = result.candidates[1]
+    assert tuned["stage"] == "tune" and tuned["decision"] in ("accepted", "rejected")
