@@ -223,3 +223,70 @@ def test_pipeline_keeps_the_study_in_its_store(tmp_path):
     assert stage["report"]["trials"] == 3 and "importances" in stage["report"]
     tuned = result.candidates[1]
     assert tuned["stage"] == "tune" and tuned["decision"] in ("accepted", "rejected")
+
+
+def test_two_worker_processes_share_one_sqlite_study(tmp_path):
+    from tidian.executors import LocalExecutor
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    Store(url)  # the ledger's database (WAL mode), where the study lives beside the runs
+    with LocalExecutor(2) as executor:
+        context = ctx(storage=url, study_name="shared", executor=executor)
+        tune(trials=8, pruner="none").run(INCUMBENT, context)
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    states = [t.state for t in trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 8
+    assert optuna.trial.TrialState.FAIL not in states
+    assert len(trials) <= 8 + 1  # a worker may finish the trial it was on when the budget ran out
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    space = {"lr": {"choice": [1e9, 0.01]}}  # lr 1e9 diverges: the loop raises
+    incumbent = Proposal(
+        "b", {"name": "mlp", "hidden": [8]}, {"epochs": 2, "optimizer": "sgd", "batch_size": 16}
+    )
+    context = ctx(storage=url, study_name="f")
+    Tune(TuneConfig(space=space, trials=6, sampler="random", pruner="none")).run(incumbent, context)
+    trials = optuna.load_study(study_name="f", storage=url).trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("diverged" in t.user_attrs["fail_reason"] for t in failed)
+    assert context.notes["failed"] == len(failed) and context.notes["complete"] >= 1
+
+
+def test_a_killed_tuning_run_resumes_with_the_right_trial_count(tmp_path):
+    import signal
+
+    from test_pipeline import _start_and_signal
+
+    recipe = {
+        "task": {"name": "iris"},
+        "model": {"name": "mlp", "hidden": [32]},
+        "train": {"epochs": 60, "lr": 0.01, "batch_size": 8},
+        "evaluate": {"seeds": 2},
+        "stages": [
+            {
+                "tune": {
+                    "trials": 6,
+                    "pruner": "none",
+                    "sampler": "random",
+                    "space": {"lr": {"float": [1e-3, 1e-1], "log": True}},
+                }
+            }
+        ],
+    }
+    url, _, _ = _start_and_signal(
+        tmp_path, recipe, "SELECT count(*) FROM trials WHERE state = 'COMPLETE'", signal.SIGKILL
+    )
+    store = Store(url)
+    (run,) = store.runs()
+    (name,) = optuna.get_all_study_names(url)
+    before = optuna.load_study(study_name=name, storage=url).trials
+    assert 1 <= sum(t.state == optuna.trial.TrialState.COMPLETE for t in before) < 6
+    result = pipeline.run(store=store, resume=run["id"])
+    assert result.status == "finished"
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    counted = [t for t in trials if not t.user_attrs.get("tidian_retried")]
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in counted) == 6
+    assert len(counted) == 6
+    assert [c["stage"] for c in result.candidates] == ["baseline", "tune"]

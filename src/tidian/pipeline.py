@@ -234,6 +234,7 @@ class _Run:
                 history,
                 storage=self.store.url,
                 study_name=f"tidian-{self.run_id}-stage{position}-{name}",
+                executor=self.executor,
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):

@@ -67,6 +67,25 @@ class LocalExecutor:
             for job in jobs:
                 yield job, run_seed(*job.args())
             return
+        pool = self._get_pool()
+        futures: dict[Future, Job] = {pool.submit(_run_seed, *job.args()): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def map(self, fn: Callable[..., Any], arglists: Sequence[Sequence[Any]]) -> list[Any]:
+        """``[fn(*args) for args in arglists]``, in worker processes when ``jobs > 1``.
+
+        ``fn`` must be a module-level function (it is sent to the workers by name)."""
+        if self.jobs == 1:
+            return [fn(*args) for args in arglists]
+        pool = self._get_pool()
+        return [f.result() for f in [pool.submit(fn, *args) for args in arglists]]
+
+    def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # 'spawn': forking a process that already ran torch's thread pools can deadlock.
             self._pool = ProcessPoolExecutor(
@@ -74,15 +93,7 @@ class LocalExecutor:
                 initializer=_pin_one_thread,
                 mp_context=multiprocessing.get_context("spawn"),
             )
-        futures: dict[Future, Job] = {
-            self._pool.submit(_run_seed, *job.args()): job for job in jobs
-        }
-        try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+        return self._pool
 
     def run_seeds(
         self,

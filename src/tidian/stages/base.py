@@ -51,6 +51,7 @@ class Context:
     storage: str | None = None  # the store's URL, for stages that keep state (Optuna studies)
     study_name: str = ""  # unique per run and stage position
     notes: dict[str, Any] = field(default_factory=dict)  # what the stage reports; stored
+    executor: Any = None  # where a stage runs its own jobs (tuning trials), never processes
 
 
 class Stage:

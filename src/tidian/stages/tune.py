@@ -101,63 +101,63 @@ def _pruner(name: str):
     }[name]()
 
 
-@STAGES.register("tune", config=TuneConfig, kind="quality")
-class Tune(Stage):
-    """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
+_FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 
-    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
-        optuna = require("optuna", "tune", "the tune stage")
-        from tidian.evaluation.cost import measure_cost
-        from tidian.models.zoo import create_model
-        from tidian.training.config import TrainConfig
-        from tidian.training.loop import fit
 
-        config = self.config
-        objectives = list(config.objectives) or [ctx.metric]
-        directions = [
-            "minimize" if name in COSTS or not greater_is_better(name) else "maximize"
-            for name in objectives
-        ]
-        study = optuna.create_study(
-            storage=ctx.storage,
-            study_name=ctx.study_name or None,
-            load_if_exists=True,
-            directions=directions,
-            sampler=_sampler(config, len(objectives)),
-            pruner=_pruner(config.pruner),
-        )
-        # This process is the study's only writer: a RUNNING trial is one a killed run left.
-        # It is marked failed, flagged as retried (so it does not count against the budget)
-        # and its parameters are queued again.
-        storage = study._storage
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params, skip_if_exists=False)
-        finished = (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL,
-        )
-        spent = [
-            t
-            for t in study.get_trials(deepcopy=False, states=finished)
-            if not t.user_attrs.get("tidian_retried")
-        ]
-        remaining = config.trials - len(spent)
-        task, seed = ctx.task, ctx.seeds[0]
+def _directions(objectives: list[str]) -> list[str]:
+    return [
+        "minimize" if name in COSTS or not greater_is_better(name) else "maximize"
+        for name in objectives
+    ]
 
-        def objective(trial):
-            values = sample(trial, config.space)
-            model = dict(values.pop("model", incumbent.model))
-            train = {**incumbent.train, **values}
-            trial.set_user_attr("model", model)
-            trial.set_user_attr("train", train)
-            options = {k: v for k, v in model.items() if k != "name"}
-            import torch
 
+def _storage(url: str | None):
+    """Optuna storage on the store's database. SQLite waits up to a minute for a lock instead
+    of failing with "database is locked" when several trial workers write at once."""
+    if url is None:
+        return None
+    import optuna
+
+    kwargs = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def _spent(study) -> int:
+    """Trials that count against the budget: finished ones, except failures that were retried."""
+    import optuna
+
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in _FINISHED_STATES)
+    return sum(
+        not t.user_attrs.get("tidian_retried")
+        for t in study.get_trials(deepcopy=False, states=states)
+    )
+
+
+def _objective(
+    config: TuneConfig, incumbent: Proposal, task: Any, seed: int, objectives: list[str]
+):
+    """The trial function: sample, train one seed with pruning on validation, score."""
+    import optuna
+    import torch
+
+    from tidian.evaluation.cost import measure_cost
+    from tidian.models.zoo import create_model
+    from tidian.training.config import TrainConfig
+    from tidian.training.loop import fit
+
+    def objective(trial):
+        values = sample(trial, config.space)
+        model = dict(values.pop("model", incumbent.model))
+        train = {**incumbent.train, **values}
+        trial.set_user_attr("model", model)
+        trial.set_user_attr("train", train)
+        try:
             torch.manual_seed(seed)
-            module = create_model(model["name"], task, **options)
+            module = create_model(
+                model["name"], task, **{k: v for k, v in model.items() if k != "name"}
+            )
 
             def report(epoch: int, row: dict[str, float]) -> None:
                 if len(objectives) == 1 and f"val_{objectives[0]}" in row:
@@ -167,8 +167,7 @@ class Tune(Stage):
 
             fit(module, task, TrainConfig.from_dict(train), seed=seed, on_epoch=report)
             out = predict(module, task.val.x)
-            results = []
-            cost = None
+            results, cost = [], None
             for name in objectives:
                 if name in COSTS:
                     cost = (
@@ -179,18 +178,99 @@ class Tune(Stage):
                 else:
                     results.append(METRICS.get(name)(task.val.y, out))
             if any(not math.isfinite(v) for v in results):
-                raise ConfigError(f"trial {trial.number}: an objective is not finite: {results}")
-            return results if len(results) > 1 else results[0]
+                raise ConfigError(f"an objective is not finite: {results}")
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # recorded with its reason; the study goes on
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+            raise
+        return results if len(results) > 1 else results[0]
 
-        if remaining > 0:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=config.timeout_s,
-                catch=(TidianError, RuntimeError, ValueError),
-                gc_after_trial=False,
-            )
+    return objective
+
+
+def _optimize(
+    study, config: TuneConfig, incumbent: Proposal, task: Any, seed: int, objectives: list[str]
+) -> None:
+    import optuna
+
+    def stop_at_budget(study, trial) -> None:
+        if _spent(study) >= config.trials:
+            study.stop()
+
+    if _spent(study) >= config.trials:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(
+        _objective(config, incumbent, task, seed, objectives),
+        n_trials=config.trials,
+        timeout=config.timeout_s,
+        callbacks=[stop_at_budget],
+        catch=(TidianError, RuntimeError, ValueError, FloatingPointError),
+        gc_after_trial=False,
+    )
+
+
+def _worker(
+    url: str,
+    name: str,
+    config: TuneConfig,
+    incumbent: Proposal,
+    task: Any,
+    seed: int,
+    objectives: list[str],
+    index: int,
+) -> int:
+    """One trial worker process: it shares the study through the store's database."""
+    import dataclasses
+
+    import optuna
+
+    worker_config = dataclasses.replace(config, seed=config.seed + index)  # distinct samples
+    study = optuna.load_study(
+        study_name=name,
+        storage=_storage(url),
+        sampler=_sampler(worker_config, len(objectives)),
+        pruner=_pruner(config.pruner),
+    )
+    _optimize(study, config, incumbent, task, seed, objectives)
+    return index
+
+
+@STAGES.register("tune", config=TuneConfig, kind="quality")
+class Tune(Stage):
+    """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        optuna = require("optuna", "tune", "the tune stage")
+        config = self.config
+        objectives = list(config.objectives) or [ctx.metric]
+        study = optuna.create_study(
+            storage=_storage(ctx.storage),
+            study_name=ctx.study_name or None,
+            load_if_exists=True,
+            directions=_directions(objectives),
+            sampler=_sampler(config, len(objectives)),
+            pruner=_pruner(config.pruner),
+        )
+        # Trials run only while this stage runs: a RUNNING trial is one a killed run left.
+        # It is marked failed, flagged as retried (so it does not count against the budget)
+        # and its parameters are queued again.
+        storage = study._storage
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+        task, seed = ctx.task, ctx.seeds[0]
+        jobs = getattr(ctx.executor, "jobs", 1)
+        if jobs > 1 and ctx.storage is not None:
+            args = [
+                (ctx.storage, study.study_name, config, incumbent, task, seed, objectives, i)
+                for i in range(jobs)
+            ]
+            ctx.executor.map(_worker, args)
+        else:
+            _optimize(study, config, incumbent, task, seed, objectives)
         return self._proposals(study, objectives, ctx)
 
     def _proposals(self, study, objectives: list[str], ctx: Context) -> list[Proposal]:
