@@ -219,8 +219,9 @@ def test_pipeline_keeps_the_study_in_its_store(tmp_path):
     (name,) = optuna.get_all_study_names(url)
     assert name == f"tidian-{result.run_id}-stage1-tune"
     assert len(optuna.load_study(study_name=name, storage=url).trials) == 3
-    stage = Store(url).stages(result.run_id)[1]
-    assert stage["report"]["trials"] == 3 and "importances" in stage["report"]
+    stage = result.to_dict()["stages"][1]
+    assert stage["name"] == "tune" and stage["report"]["trials"] == 3
+    assert "importances" in stage["report"]
     tuned = result.candidates[1]
     assert tuned["stage"] == "tune" and tuned["decision"] in ("accepted", "rejected")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class RunResult:
     candidates: list[dict[str, Any]]
     pareto: list[int]
     store: str
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,20 @@ class RunResult:
             "status": self.status,
             "incumbent": self.incumbent["id"] if self.incumbent else None,
             "pareto": self.pareto,
+            "stages": [
+                {
+                    k: st[k]
+                    for k in (
+                        "position",
+                        "name",
+                        "status",
+                        "incumbent_before",
+                        "incumbent_after",
+                        "report",
+                    )
+                }
+                for st in self.stages
+            ],
             "candidates": [candidate_summary(c) for c in self.candidates],
         }
 
@@ -398,4 +413,5 @@ def result(store: Store, run_id: str) -> RunResult:
         candidates,
         row["pareto"] or [],
         store.url,
+        store.stages(run_id),
     )
