@@ -11,6 +11,7 @@ kept and a trial left RUNNING by a dead process is marked failed and retried.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,9 @@ def _sampler(config: TuneConfig, n_objectives: int):
     if s == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if s == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        with warnings.catch_warnings():  # multivariate/group are "experimental" since 2.2; stable
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if s == "gp":
         return optuna.samplers.GPSampler(seed=seed)
     if s == "cmaes":
@@ -245,6 +248,7 @@ class Tune(Stage):
         optuna = require("optuna", "tune", "the tune stage")
         config = self.config
         objectives = list(config.objectives) or [ctx.metric]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the pipeline reports, not Optuna
         study = optuna.create_study(
             storage=_storage(ctx.storage),
             study_name=ctx.study_name or None,
