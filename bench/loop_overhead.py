@@ -19,10 +19,10 @@ import tidian
 from common import print_table
 
 
-def hand_loop(model, x, y, epochs, batch_size, seed):
+def hand_loop(model, x, y, epochs, batch_size, seed, lr=1e-3):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         model.train()
         order = torch.randperm(len(y), generator=generator)

@@ -175,6 +175,7 @@ def test_multi_objective_returns_the_pareto_set(tmp_path):
 
     front = {t.number for t in trials if not any(dominates(o, t) for o in trials)}
     assert {int(p.label.split()[1]) for p in proposals} <= front
+    assert set(context.notes["pareto_trials"]) == front
     assert proposals and context.notes["objectives"] == ["accuracy", "params"]
 
 

@@ -89,7 +89,9 @@ def _sampler(config: TuneConfig, n_objectives: int):
     if s == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
     if s == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed)
+        return optuna.samplers.QMCSampler(
+            seed=seed, scramble=True
+        )  # seeded, not one fixed sequence
     return optuna.samplers.NSGAIISampler(seed=seed)
 
 
@@ -303,6 +305,8 @@ class Tune(Stage):
             "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
             "objectives": objectives,
         }
+        if len(objectives) > 1:
+            notes["pareto_trials"] = sorted(t.number for t in study.best_trials)
         if len(objectives) == 1 and len(complete) >= 2:
             try:
                 notes["importances"] = dict(optuna.importance.get_param_importances(study))
