@@ -31,4 +31,7 @@ bench: setup
 	$(PY) bench/digits.py
 	$(PY) bench/seed_parallel.py
 	$(PY) bench/gate_calibration.py
+	$(PY) bench/tune_overhead.py
+	$(PY) bench/tune_samplers.py
+	$(PY) bench/tune_mnist1d.py
 	$(PY) bench/mnist1d_paper.py
