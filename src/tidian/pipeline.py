@@ -250,6 +250,9 @@ class _Run:
                 storage=self.store.url,
                 study_name=f"tidian-{self.run_id}-stage{position}-{name}",
                 executor=self.executor,
+                constraints=self.recipe.constraints.model_dump(exclude_none=True)
+                if self.recipe.constraints
+                else {},
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):

@@ -52,6 +52,7 @@ class Context:
     study_name: str = ""  # unique per run and stage position
     notes: dict[str, Any] = field(default_factory=dict)  # what the stage reports; stored
     executor: Any = None  # where a stage runs its own jobs (tuning trials), never processes
+    constraints: dict[str, Any] = field(default_factory=dict)  # the recipe's, e.g. max_params
 
 
 class Stage:

@@ -23,6 +23,7 @@ from tidian.stages.space import check_space, grid, has_categorical, sample
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 COSTS = {"latency_ms": "latency_ms", "params": "params", "bytes": "size_bytes", "macs": "macs"}
+LIMITS = {"latency_ms": "max_latency_ms", "params": "max_params", "bytes": "max_bytes"}
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,12 @@ def _objective(
                     if trial.should_prune():
                         raise optuna.TrialPruned()
 
-            fit(module, task, TrainConfig.from_dict(train), seed=seed, on_epoch=report)
-            out = predict(module, task.val.x)
-            results, cost = [], None
+            train_config = TrainConfig.from_dict(train)
+            history = fit(module, task, train_config, seed=seed, on_epoch=report)
+            # Without early stopping the final model is the last epoch's, whose validation
+            # score the loop has just computed: reuse it rather than predict again.
+            last = history.epochs[-1] if train_config.patience is None else {}
+            results, cost, out = [], None, None
             for name in objectives:
                 if name in COSTS:
                     cost = (
@@ -180,7 +184,10 @@ def _objective(
                         or measure_cost(module, task, repeats=30, warmup=5, batch_size=64).to_dict()
                     )
                     results.append(float(cost[COSTS[name]]))
+                elif f"val_{name}" in last:
+                    results.append(float(last[f"val_{name}"]))
                 else:
+                    out = predict(module, task.val.x) if out is None else out
                     results.append(METRICS.get(name)(task.val.y, out))
             if any(not math.isfinite(v) for v in results):
                 raise ConfigError(f"an objective is not finite: {results}")
@@ -195,22 +202,23 @@ def _objective(
 
 
 def _optimize(
-    study, config: TuneConfig, incumbent: Proposal, task: Any, seed: int, objectives: list[str]
+    study,
+    config: TuneConfig,
+    incumbent: Proposal,
+    task: Any,
+    seed: int,
+    objectives: list[str],
+    n_trials: int,
 ) -> None:
     import optuna
 
-    def stop_at_budget(study, trial) -> None:
-        if _spent(study) >= config.trials:
-            study.stop()
-
-    if _spent(study) >= config.trials:
+    if n_trials <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
         _objective(config, incumbent, task, seed, objectives),
-        n_trials=config.trials,
+        n_trials=n_trials,
         timeout=config.timeout_s,
-        callbacks=[stop_at_budget],
         catch=(TidianError, RuntimeError, ValueError, FloatingPointError),
         gc_after_trial=False,
     )
@@ -225,6 +233,7 @@ def _worker(
     seed: int,
     objectives: list[str],
     index: int,
+    n_trials: int,
 ) -> int:
     """One trial worker process: it shares the study through the store's database."""
     import dataclasses
@@ -238,7 +247,7 @@ def _worker(
         sampler=_sampler(worker_config, len(objectives)),
         pruner=_pruner(config.pruner),
     )
-    _optimize(study, config, incumbent, task, seed, objectives)
+    _optimize(study, config, incumbent, task, seed, objectives, n_trials)
     return index
 
 
@@ -268,15 +277,31 @@ class Tune(Stage):
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params, skip_if_exists=False)
         task, seed = ctx.task, ctx.seeds[0]
-        jobs = getattr(ctx.executor, "jobs", 1)
+        # The remaining budget, shared out: every trial a worker starts counts (failures too),
+        # so together they run exactly the budget.
+        remaining = config.trials - _spent(study)
+        jobs = min(getattr(ctx.executor, "jobs", 1), max(remaining, 1))
         if jobs > 1 and ctx.storage is not None:
-            args = [
-                (ctx.storage, study.study_name, config, incumbent, task, seed, objectives, i)
-                for i in range(jobs)
-            ]
-            ctx.executor.map(_worker, args)
+            shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
+            ctx.executor.map(
+                _worker,
+                [
+                    (
+                        ctx.storage,
+                        study.study_name,
+                        config,
+                        incumbent,
+                        task,
+                        seed,
+                        objectives,
+                        i,
+                        share,
+                    )
+                    for i, share in enumerate(shares)
+                ],
+            )
         else:
-            _optimize(study, config, incumbent, task, seed, objectives)
+            _optimize(study, config, incumbent, task, seed, objectives, remaining)
         return self._proposals(study, objectives, ctx)
 
     def _proposals(self, study, objectives: list[str], ctx: Context) -> list[Proposal]:
@@ -296,7 +321,20 @@ class Tune(Stage):
             reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
             ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)
         else:
-            ranked = sorted(study.best_trials, key=lambda t: t.number)
+            # The Pareto front, less trials whose measured costs break the recipe's limits.
+            limits = {
+                i: ctx.constraints.get(LIMITS.get(name, "")) for i, name in enumerate(objectives)
+            }
+            ranked = [
+                t
+                for t in sorted(study.best_trials, key=lambda t: t.number)
+                if all(bound is None or t.values[i] <= bound for i, bound in limits.items())
+            ]
+            if not ranked:
+                raise ConfigError(
+                    f"tune: no trial on the Pareto front meets the constraints "
+                    f"{ctx.constraints}; relax them or widen the space."
+                )
         notes = {
             "study": study.study_name,
             "trials": len(study.trials),
