@@ -13,7 +13,6 @@ quality, non-inferiority within a margin for stages meant to cut cost.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -72,7 +71,3 @@ class Stage:
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         raise NotImplementedError
-
-
-def config_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
