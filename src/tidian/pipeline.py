@@ -1,9 +1,12 @@
 """The upgrade pipeline: baseline, then each stage's candidates, gated, all in the ledger.
 
-For every candidate: train it on the run's seeds (through the executor), record each seed as
-it finishes, save the first seed's weights, measure its cost, then gate the stage's
-candidates against the incumbent on the test split. Among accepted candidates the one with
-the best *validation* mean becomes the incumbent — selection on validation, claims on test.
+For every candidate: train it on the run's seeds (through the executor) — or, for a
+compression stage, transform the incumbent's model of each seed — record each seed as it
+finishes, save every seed's model, measure the cost on the deployment runtime, then gate the
+stage's candidates against the incumbent on the test split. Among accepted candidates of a
+quality stage the one with the best *validation* mean becomes the incumbent (selection on
+validation, claims on test); for a cost stage, the fastest one that is non-inferior and
+actually faster or smaller on the deployment runtime.
 
 Resume re-plays the recipe: stages are deterministic, so each proposal maps to the same
 ledger row; finished candidates and finished seeds are read back, not redone.
@@ -17,14 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tidian.evaluation.cost import measure_cost
+from tidian.compression.apply import run_transform
+from tidian.evaluation.cost import deployment_cost
 from tidian.evaluation.evaluate import ZooFactory
 from tidian.evaluation.gate import gate, pareto_front
 from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, DataError
 from tidian.executors import Job, LocalExecutor
-from tidian.models.io import load_model, save_model
+from tidian.models.io import save_model
 from tidian.recipe import Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
 from tidian.store import Store
@@ -90,9 +94,15 @@ def candidate_summary(row: dict[str, Any]) -> dict[str, Any]:
             for k in ("metric", "mean", "ci_low", "ci_high", "per_seed", "val_mean")
         },
         "cost": {
+            "runtime": cost.get("runtime"),
             "params": cost.get("params"),
+            "nonzero_params": cost.get("nonzero_params"),
             "bytes": cost.get("size_bytes"),
+            "dense_bytes": cost.get("dense_bytes"),
+            "gzip_bytes": cost.get("gzip_bytes"),
             "latency_ms": cost.get("latency_ms"),
+            "latency_p95_ms": cost.get("latency_p95_ms"),
+            "throughput": cost.get("throughput"),
             "macs": cost.get("macs"),
         },
         "gate": row.get("gate"),
@@ -141,55 +151,82 @@ class _Run:
             )
             for p in proposals
         ]
-        first, jobs, done_before = self.seeds[0], [], 0
+        jobs, done_before = [], 0
         for proposal, row in zip(proposals, rows):
             if row["status"] == "done":
                 self.emit("candidate_cached", {"candidate": row})
                 continue
             done = self.store.seed_results(row["id"])
             done_before += len(done)
+            todo = [seed for seed in self.seeds if seed not in done]
+            config = TrainConfig.from_dict(proposal.train)
+            if proposal.transform is not None:
+                jobs += [
+                    Job(
+                        row,
+                        None,
+                        None,
+                        config,
+                        seed,
+                        tuple(self.metrics),
+                        fn=run_transform,
+                        extra=(
+                            str(self._seed_dir(parent, seed)),
+                            proposal.transform,
+                            self.task,
+                            proposal.train,
+                            seed,
+                            list(self.metrics),
+                            str(self._seed_dir(row["id"], seed)),
+                        ),
+                    )
+                    for seed in todo
+                ]
+                continue
             options = dict(proposal.model)
             make = ZooFactory(options.pop("name"), options)
-            config = TrainConfig.from_dict(proposal.train)
             jobs += [
-                Job(row, make, self.task, config, seed, tuple(self.metrics), seed == first)
-                for seed in self.seeds
-                if seed not in done
+                Job(row, make, self.task, config, seed, tuple(self.metrics), True) for seed in todo
             ]
         if jobs or done_before:
             self.emit("seeds_started", {"total": len(jobs) + done_before, "done": done_before})
         for job, result in self.executor.run(jobs):
             cid = job.key["id"]
-            if result.seed == first:
+            if result.state is not None:
                 # Weights first, then the row that says the seed is done: a crash between the
                 # two leaves a folder that the resumed run simply overwrites.
                 module = job.make(self.task)
                 module.load_state_dict(result.state)
-                artifact = self._artifact(cid)
-                tmp = artifact.with_name(artifact.name + ".tmp")
+                folder = self._seed_dir(cid, result.seed)
+                tmp = folder.with_name(folder.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 save_model(
-                    module, tmp, metadata={"run": self.run_id, "candidate": cid, "seed": first}
+                    module,
+                    tmp,
+                    metadata={"run": self.run_id, "candidate": cid, "seed": result.seed},
                 )
-                shutil.rmtree(artifact, ignore_errors=True)
-                tmp.rename(artifact)
-            self.store.add_seed_result(
-                cid, result.seed, result.scores, result.history.to_dict(), result.seconds
-            )
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+            history = result.history.to_dict()
+            if result.info:
+                history["transform"] = result.info
+            self.store.add_seed_result(cid, result.seed, result.scores, history, result.seconds)
             self.emit("seed_done", {"candidate": job.key, "seed": result.seed})
         for i, row in enumerate(rows):
             if row["status"] != "done":
                 rows[i] = self._finish(row["id"])
         return rows
 
-    def _artifact(self, cid: int) -> Path:
-        return self.directory / f"candidate-{cid}"
+    def _seed_dir(self, cid: int, seed: int) -> Path:
+        """Every seed's model is kept: compression stages transform each seed's weights."""
+        return self.directory / f"candidate-{cid}" / f"seed-{seed}"
 
     def _finish(self, cid: int) -> dict[str, Any]:
-        """Summarise a candidate's seeds and measure its cost; mark it done (one transaction)."""
+        """Summarise a candidate's seeds and measure its cost; mark it done (one transaction).
+        The artifact is the first seed's model (the others sit beside it)."""
         quality = self._quality(self.store.seed_results(cid))
-        artifact = self._artifact(cid)
-        cost = measure_cost(load_model(artifact), self.task, repeats=100).to_dict()
+        artifact = self._seed_dir(cid, self.seeds[0])
+        cost = deployment_cost(artifact, self.task, self.recipe.deploy)
         self.store.update_candidate(
             cid, status="done", quality=quality, cost=cost, artifact=str(artifact)
         )
@@ -253,6 +290,7 @@ class _Run:
                 constraints=self.recipe.constraints.model_dump(exclude_none=True)
                 if self.recipe.constraints
                 else {},
+                artifacts={s: str(self._seed_dir(incumbent["id"], s)) for s in self.seeds},
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):
@@ -265,7 +303,9 @@ class _Run:
                 "stage_started", {"position": position, "name": name, "candidates": len(proposals)}
             )
             rows = self.evaluate(position, name, proposals, incumbent["id"])
-            winner = self._decide(entry.meta.get("kind", "quality"), incumbent, rows)
+            winner = self._decide(
+                entry.meta.get("kind", "quality"), incumbent, rows, stage.margin(self.metric)
+            )
             if winner is not None:
                 incumbent = winner
                 proposal = next(p for p, r in zip(proposals, rows) if r["id"] == winner["id"])
@@ -290,7 +330,11 @@ class _Run:
         return out
 
     def _decide(
-        self, kind: str, incumbent: dict[str, Any], rows: list[dict[str, Any]]
+        self,
+        kind: str,
+        incumbent: dict[str, Any],
+        rows: list[dict[str, Any]],
+        margin: float | None = None,
     ) -> dict[str, Any] | None:
         spec = self.recipe.evaluate
         base_scores = incumbent["quality"]["per_seed"]
@@ -302,12 +346,24 @@ class _Run:
             test="superiority" if kind == "quality" else "non_inferiority",
             confidence=spec.confidence,
             min_effect=spec.min_effect,
-            margin=spec.margin,
+            margin=spec.margin if margin is None else margin,
         )
         accepted = []
         for row in rows:
             decision = decisions[str(row["id"])]
             reason, ok = decision.reason, decision.accepted
+            if kind == "cost":
+                gains = _cost_gains(incumbent["cost"], row["cost"])
+                if not gains:
+                    ok = False
+                    reason = (
+                        f"rejected: not faster or smaller than the incumbent on "
+                        f"{row['cost'].get('runtime', 'torch')} "
+                        f"({_cost_line(incumbent['cost'])} → {_cost_line(row['cost'])}); "
+                        f"{decision.reason.split(': ', 1)[-1]}"
+                    )
+                else:
+                    reason = f"{reason}; {', '.join(gains)}"
             broken = self._violations(row)
             if ok and broken:
                 ok, reason = (
@@ -325,6 +381,8 @@ class _Run:
                 accepted.append(row)
         if not accepted:
             return None
+        if kind == "cost":  # the cheapest model that kept its quality
+            return min(accepted, key=lambda r: (r["cost"]["latency_ms"], r["cost"]["size_bytes"]))
         sign = 1 if self.greater else -1
 
         def validation(row: dict[str, Any]) -> float:
@@ -345,6 +403,25 @@ class _Run:
                     row["cost"]["params"],
                 )
         return sorted(pareto_front(points))
+
+
+# A compressed model counts as faster only when its median batch-1 latency is at least 10%
+# below the incumbent's: run-to-run timing noise on a shared machine is a few percent.
+FASTER = 0.9
+
+
+def _cost_gains(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What a compressed candidate gained on the deployment runtime (empty: nothing)."""
+    gains = []
+    if after["latency_ms"] <= FASTER * before["latency_ms"]:
+        gains.append(f"{before['latency_ms'] / after['latency_ms']:.2f}× faster")
+    if after["size_bytes"] < before["size_bytes"]:
+        gains.append(f"{before['size_bytes'] / after['size_bytes']:.2f}× smaller")
+    return gains
+
+
+def _cost_line(cost: dict[str, Any]) -> str:
+    return f"{cost['latency_ms'] * 1000:.1f} µs, {cost['size_bytes']:,} B"
 
 
 def _plain(config: Any) -> dict[str, Any]:

@@ -47,6 +47,18 @@ class Constraints(BaseModel):
     max_bytes: int | None = Field(None, gt=0)
 
 
+class DeploySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    runtime: str = Field(
+        "auto",
+        pattern="^(auto|onnxruntime|torch)$",
+        description="Where costs are measured: onnxruntime, torch, or auto (ONNX Runtime when "
+        "the onnx extra is installed, else torch). Quantised models always run on ONNX Runtime.",
+    )
+    threads: int = Field(1, ge=1, description="Intra-op threads for latency and throughput.")
+    batch_size: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
+
+
 class Recipe(BaseModel):
     """The whole recipe. Stage entries are one-key mappings ``{stage_name: config}``."""
 
@@ -58,6 +70,7 @@ class Recipe(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig options.")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     constraints: Constraints | None = None
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
     stages: list[dict[str, dict[str, Any]]] = Field(default_factory=list)
 
     # -- derived views used by the pipeline -----------------------------------------------------
@@ -205,6 +218,7 @@ def validate_recipe(data: Any) -> Recipe:
     nested = {
         ("evaluate",): list(EvaluateSpec.model_fields),
         ("constraints",): list(Constraints.model_fields),
+        ("deploy",): list(DeploySpec.model_fields),
     }
     try:
         recipe = Recipe.model_validate(data)
@@ -231,6 +245,7 @@ def validate_recipe(data: Any) -> Recipe:
         )
     if len(seeds) < 2:
         raise RecipeError("evaluate.seeds: the gate needs at least 2 seeds to estimate noise.")
+    quantized_at = None
     for i, entry in enumerate(recipe.stages):
         if len(entry) != 1:
             raise RecipeError(
@@ -243,8 +258,26 @@ def validate_recipe(data: Any) -> Recipe:
                 f"stages[{i}]: 'baseline' always runs first and is implicit; "
                 "remove it from the stages."
             )
-        _stage_config(name, raw, i)
+        config = _stage_config(name, raw, i)
+        if _quantizes(name, config):
+            quantized_at = quantized_at if quantized_at is not None else i
+        elif quantized_at is not None and name in _TORCH_STAGES:
+            raise RecipeError(
+                f"stages[{i}].{name}: comes after stages[{quantized_at}], which quantises the "
+                "model for ONNX Runtime; torch stages cannot change a quantised model. Move "
+                "quantisation to the end."
+            )
     return recipe
+
+
+# Stages that change a trained torch model, and so cannot follow quantisation.
+_TORCH_STAGES = ("prune", "lowrank", "compress")
+
+
+def _quantizes(name: str, config: Any) -> bool:
+    if name == "quantize":
+        return True
+    return name == "compress" and any(m != "none" for m in config.modes)
 
 
 def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:

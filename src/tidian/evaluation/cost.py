@@ -165,3 +165,136 @@ def measure_cost(
         device="cpu",
         repeats=repeats,
     )
+
+
+@dataclass(frozen=True)
+class RuntimeCost:
+    """Measured cost of a model file on a runtime (ONNX Runtime here). ``size_bytes`` is the
+    file as stored; ``gzip_bytes`` the same file gzip-compressed (what zeroed weights save
+    in transfer or on disk — not in memory, and not in speed)."""
+
+    runtime: str
+    size_bytes: int
+    gzip_bytes: int
+    latency_ms: float
+    latency_p95_ms: float
+    throughput: float
+    batch_size: int
+    threads: int
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def gzip_size(path: str | os.PathLike) -> int:
+    import gzip
+
+    with open(path, "rb") as f:
+        return len(gzip.compress(f.read(), compresslevel=9, mtime=0))
+
+
+def measure_onnx_cost(
+    path: str | os.PathLike,
+    task_or_input: Any,
+    *,
+    repeats: int = 200,
+    warmup: int = 20,
+    batch_size: int = 256,
+    threads: int = 1,
+) -> RuntimeCost:
+    """Batch-1 latency (median, p95) and throughput at ``batch_size`` of an ONNX model file
+    in ONNX Runtime on CPU with ``threads`` intra-op threads, after ``warmup`` calls."""
+    from tidian.export import OnnxModel
+
+    runtime = OnnxModel(path, threads=threads)
+    one = _example(task_or_input, 1).numpy().astype(runtime.input_dtype)
+    batch = _example(task_or_input, batch_size).numpy().astype(runtime.input_dtype)
+
+    def timed(x: np.ndarray, n: int, w: int) -> np.ndarray:
+        for _ in range(w):
+            runtime(x)
+        times = np.empty(n)
+        for i in range(n):
+            start = time.perf_counter_ns()
+            runtime(x)
+            times[i] = time.perf_counter_ns() - start
+        return times / 1e6
+
+    latency = timed(one, repeats, warmup)
+    per_batch = timed(batch, max(5, repeats // 20), max(2, warmup // 10))
+    return RuntimeCost(
+        runtime="onnxruntime",
+        size_bytes=os.path.getsize(path),
+        gzip_bytes=gzip_size(path),
+        latency_ms=float(np.median(latency)),
+        latency_p95_ms=float(np.percentile(latency, 95)),
+        throughput=float(batch_size / (np.median(per_batch) / 1e3)),
+        batch_size=batch_size,
+        threads=threads,
+        repeats=repeats,
+    )
+
+
+def resolve_runtime(name: str) -> str:
+    """``auto`` → onnxruntime when the onnx extra is installed, else torch."""
+    if name != "auto":
+        return name
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "onnxruntime"
+
+
+def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 100) -> dict:
+    """The cost of a saved candidate on its deployment runtime, with the torch numbers beside.
+
+    Top-level ``latency_ms``, ``throughput`` and ``size_bytes`` are the deployment runtime's
+    (``runtime`` says which); ``dense_bytes`` is the fp32 safetensors file; ``gzip_bytes`` the
+    deployed file gzip-compressed (zeroed weights shrink it, not the model in memory). A
+    quantised candidate (``model.onnx`` in its folder) always deploys on ONNX Runtime; a float
+    one is exported to ``model.fp32.onnx`` when the runtime is ONNX Runtime.
+    """
+    from pathlib import Path
+
+    from tidian.models.io import WEIGHTS, load_model
+
+    folder = Path(folder)
+    threads = getattr(deploy, "threads", 1)
+    batch_size = getattr(deploy, "batch_size", 256)
+    runtime = resolve_runtime(getattr(deploy, "runtime", "auto"))
+    model = load_model(folder)
+    base = measure_cost(model, task, repeats=repeats, threads=threads, batch_size=batch_size)
+    cost = base.to_dict()
+    torch_numbers = {
+        k: cost[k] for k in ("latency_ms", "latency_p95_ms", "throughput", "size_bytes")
+    }
+    torch_numbers["gzip_bytes"] = gzip_size(folder / WEIGHTS)
+    cost.update(
+        runtime="torch",
+        dense_bytes=base.size_bytes,
+        gzip_bytes=torch_numbers["gzip_bytes"],
+        runtimes={"torch": torch_numbers},
+    )
+    onnx = folder / "model.onnx"
+    if not onnx.exists() and runtime == "onnxruntime":
+        from tidian.export import export_onnx
+
+        onnx = folder / "model.fp32.onnx"
+        if not onnx.exists():
+            cost["export_check"] = export_onnx(model, task, onnx).to_dict()
+    if onnx.exists():
+        measured = measure_onnx_cost(
+            onnx, task, repeats=repeats, threads=threads, batch_size=batch_size
+        ).to_dict()
+        cost["runtimes"]["onnxruntime"] = measured
+        cost.update(
+            runtime="onnxruntime",
+            file=onnx.name,
+            **{k: measured[k] for k in ("latency_ms", "latency_p95_ms", "throughput")},
+            size_bytes=measured["size_bytes"],
+            gzip_bytes=measured["gzip_bytes"],
+        )
+    return cost

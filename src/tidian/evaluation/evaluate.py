@@ -41,6 +41,7 @@ class SeedRun:
     history: History
     seconds: float
     state: dict[str, torch.Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # what a transform reports
 
 
 @dataclass

@@ -227,3 +227,22 @@ def classification_report(model: nn.Module, task: Any, split: str = "test") -> d
         output_dict=True,
         zero_division=0,
     )
+
+
+# Metrics that are fractions in [0, 1], where people speak of "points" (0.5 points = 0.005).
+FRACTION_METRICS = frozenset(
+    {
+        "accuracy",
+        "balanced_accuracy",
+        "f1_macro",
+        "precision_macro",
+        "recall_macro",
+        "roc_auc",
+        "ece",
+    }
+)
+
+
+def tolerance_units(metric: str, points: float) -> float:
+    """A tolerance given in points (fraction metrics) or metric units (others), in units."""
+    return points / 100.0 if metric in FRACTION_METRICS else points

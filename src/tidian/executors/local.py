@@ -29,10 +29,17 @@ def _run_seed(*args: Any):
     return run_seed(*args)
 
 
+def _call(fn: Callable[..., Any] | None, *args: Any):
+    return (fn or _run_seed)(*args)
+
+
 @dataclass(frozen=True)
 class Job:
     """One training run: seed ``seed`` of model recipe ``make`` with ``config`` on ``task``.
-    ``key`` is the caller's label for it (say, a candidate id); executors pass it back."""
+    ``key`` is the caller's label for it (say, a candidate id); executors pass it back.
+
+    ``fn``, when set, replaces the training run: ``fn(*extra)`` is called instead (a
+    module-level function returning a SeedRun, such as a compression of a saved seed)."""
 
     key: Any
     make: Callable[[Any], Any]
@@ -41,8 +48,12 @@ class Job:
     seed: int
     metrics: tuple[str, ...]
     keep_model: bool = False
+    fn: Callable[..., Any] | None = None
+    extra: tuple[Any, ...] = ()
 
     def args(self) -> tuple[Any, ...]:
+        if self.fn is not None:
+            return self.extra
         return (self.make, self.task, self.config, self.seed, list(self.metrics), self.keep_model)
 
 
@@ -65,10 +76,10 @@ class LocalExecutor:
 
         if self.jobs == 1 or len(jobs) == 1:
             for job in jobs:
-                yield job, run_seed(*job.args())
+                yield job, (job.fn or run_seed)(*job.args())
             return
         pool = self._get_pool()
-        futures: dict[Future, Job] = {pool.submit(_run_seed, *job.args()): job for job in jobs}
+        futures: dict[Future, Job] = {pool.submit(_call, job.fn, *job.args()): job for job in jobs}
         try:
             for future in as_completed(futures):
                 yield futures[future], future.result()

@@ -3,7 +3,11 @@
 A saved model is a folder::
 
     model.safetensors   the state dict (parameters and buffers)
-    tidian.json         {"format": "tidian-model/1", "model": {name, options, signature} | null}
+    tidian.json         {"format": "tidian-model/1", "model": {name, options, signature} | null,
+                         "structure": {module path: replacement record}}
+
+A compressed zoo model (units pruned, layers factorised) rebuilds from its spec, then is
+conformed to the saved tensor shapes and replacement records (``compression.surgery``).
 
 Zoo models rebuild from the spec alone. A user's own module is saved the same way with
 ``"model": null``; loading it needs the user's factory: ``load_model(path, factory=MyNet)``.
@@ -21,6 +25,7 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 from torch import nn
 
+from tidian.compression.surgery import conform, structure_of
 from tidian.exceptions import ConfigError, DataError
 from tidian.models.zoo import SPEC_ATTR, ModelSpec, create_model, model_spec
 
@@ -40,6 +45,7 @@ def save_model(
         "model": spec.to_dict() if spec else None,
         "torch": torch.__version__,
         "metadata": metadata or {},
+        "structure": structure_of(model),
     }
     # safetensors' save_model de-duplicates tied tensors that a plain state dict would reject.
     st_save_model(model.cpu(), str(folder / WEIGHTS))
@@ -76,6 +82,13 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
             f"{str(folder)!r} holds a user-defined model; pass the function that "
             "builds it: load_model(path, factory=MyModel)."
         )
+    structure = doc.get("structure") or {}
+    if structure:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        conform(model, shapes, structure)
     try:
         missing, unexpected = st_load_model(model, str(weights), strict=False)
     except RuntimeError as err:

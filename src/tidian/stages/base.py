@@ -26,12 +26,16 @@ class Proposal:
     """One candidate to evaluate: a zoo model recipe, a full training config, and a label.
 
     ``changes`` says what differs from the incumbent, for the ledger and the report.
+    ``transform``, when set, makes the candidate a compression of the incumbent's trained
+    weights (steps such as ``[{"prune": {...}}, {"quantize": {...}}]``, applied seed by seed)
+    instead of a model trained from scratch.
     """
 
     label: str
     model: dict[str, Any]
     train: dict[str, Any]
     changes: dict[str, Any] = field(default_factory=dict)
+    transform: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Context:
     notes: dict[str, Any] = field(default_factory=dict)  # what the stage reports; stored
     executor: Any = None  # where a stage runs its own jobs (tuning trials), never processes
     constraints: dict[str, Any] = field(default_factory=dict)  # the recipe's, e.g. max_params
+    artifacts: dict[int, str] = field(default_factory=dict)  # seed -> incumbent's saved model
 
 
 class Stage:
@@ -71,3 +76,7 @@ class Stage:
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         raise NotImplementedError
+
+    def margin(self, metric: str) -> float | None:
+        """The non-inferiority margin for this stage's candidates (None: the recipe's)."""
+        return None

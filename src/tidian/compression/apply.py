@@ -1,0 +1,127 @@
+"""Apply a chain of compression steps to one seed of a trained candidate, and score it.
+
+A *transform* is plain data: a list of one-key steps, ``[{"prune": {...}}, {"quantize": {...}}]``,
+applied in order to the parent's weights for a seed (and fine-tuned with that seed), so the
+compressed candidate is paired seed by seed with its parent — the gate's paired test stays
+valid. Quantisation produces an ONNX Runtime model and must be the last step.
+
+The unit of work, :func:`run_transform`, runs in a worker process: it loads the parent seed's
+saved model, applies the steps, scores validation and test on the runtime the result is
+deployed on (ONNX Runtime for a quantised model, torch otherwise) and writes the seed's
+artifact folder (atomically: a temporary folder renamed into place).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tidian.compression.lowrank import LowRankConfig, lowrank_
+from tidian.compression.prune import PruneConfig, prune_
+from tidian.compression.quantize import QuantizeConfig, quantize_model
+from tidian.exceptions import ConfigError, bad_value
+
+ONNX_FILE = "model.onnx"
+REPORT_FILE = "compression.json"
+STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": QuantizeConfig}
+
+
+def check_steps(steps: Any, allow_empty: bool = False) -> list[dict[str, dict[str, Any]]]:
+    """Validate a transform: known step kinds, valid configs, quantisation only last."""
+    if not isinstance(steps, list) or not (steps or allow_empty):
+        raise bad_value("transform", "a non-empty list of {prune|lowrank|quantize: {...}}", steps)
+    out = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict) or len(step) != 1:
+            raise bad_value(f"transform[{i}]", "a one-key mapping {kind: config}", step)
+        ((kind, config),) = step.items()
+        if kind not in STEP_CONFIGS:
+            raise bad_value(f"transform[{i}]", f"one of {tuple(STEP_CONFIGS)}", kind)
+        if kind == "quantize" and i != len(steps) - 1:
+            raise ConfigError(
+                "quantize must be the last compression step: it produces an ONNX Runtime "
+                "model that torch steps (prune, lowrank) cannot change."
+            )
+        STEP_CONFIGS[kind](**(config or {}))  # validates
+        out.append({kind: dict(config or {})})
+    return out
+
+
+def apply_steps(
+    model: Any,
+    steps: list[dict[str, dict[str, Any]]],
+    task: Any,
+    *,
+    train: Any,
+    seed: int,
+    metric: str,
+    onnx_path: Path,
+) -> tuple[Any, Path | None, list[dict[str, Any]]]:
+    """Apply ``steps`` to ``model`` in place; returns (model, ONNX file or None, reports)."""
+    reports, onnx = [], None
+    for step in check_steps(steps, allow_empty=True):
+        ((kind, config),) = step.items()
+        if kind == "prune":
+            model, report = prune_(model, config, task, train=train, seed=seed)
+        elif kind == "lowrank":
+            model, report = lowrank_(model, config, task, train=train, seed=seed)
+        else:
+            model, report = quantize_model(
+                model, task, config, onnx_path, metric=metric, train=train, seed=seed
+            )
+            onnx = onnx_path
+        reports.append({kind: report})
+    return model, onnx, reports
+
+
+def run_transform(
+    parent: str,
+    steps: list[dict[str, dict[str, Any]]],
+    task: Any,
+    train: dict[str, Any],
+    seed: int,
+    metrics: list[str],
+    out: str,
+) -> Any:
+    """Worker: compress seed ``seed`` of the model saved at ``parent`` into folder ``out``."""
+    import torch
+
+    from tidian.evaluation.evaluate import SeedRun
+    from tidian.evaluation.metrics import compute_metrics, predict
+    from tidian.export import OnnxModel
+    from tidian.models.io import load_model, save_model
+    from tidian.training.loop import History
+
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    parent_dir = Path(parent)
+    if (parent_dir / ONNX_FILE).exists():
+        raise ConfigError(
+            "this candidate's parent is already quantised (an ONNX Runtime model); put "
+            "quantize after prune and lowrank in the recipe."
+        )
+    model = load_model(parent_dir)
+    target = Path(out)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model, onnx, reports = apply_steps(
+        model, steps, task, train=train, seed=seed, metric=metrics[0], onnx_path=tmp / ONNX_FILE
+    )
+    runtime = OnnxModel(onnx) if onnx else None
+    scores = {}
+    for split in ("val", "test"):
+        part = getattr(task, split)
+        if len(part):
+            out_ = runtime.predict(part.x) if runtime else predict(model, part.x)
+            scores[split] = compute_metrics(part.y, out_, metrics)
+    save_model(model, tmp, metadata={"seed": seed, "transform": steps})
+    (tmp / REPORT_FILE).write_text(json.dumps(reports, indent=2, default=str))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return SeedRun(
+        seed, scores, History(None), time.perf_counter() - start, None, {"steps": reports}
+    )

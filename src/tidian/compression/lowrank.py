@@ -1,0 +1,168 @@
+"""Low-rank factorisation: a Linear (or Conv) layer W ≈ U_r S_r V_rᵀ becomes two thinner layers.
+
+The rank of each layer comes from its own spectrum: the smallest r whose singular values keep
+``energy`` of Σσ² (or a fixed ``rank``). A layer is only factorised when that saves
+parameters — r (m + n) < m n — since otherwise the "compressed" layer is larger and slower.
+Convolutions factorise through their kernel reshaped to (out, in × k…): a conv with r output
+channels and the original kernel, then a 1×1 conv back to the output channels.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tidian.compression.surgery import (
+    LowRank,
+    get_module,
+    plain_attention,
+    record_replacement,
+    set_module,
+)
+from tidian.exceptions import ConfigError, bad_value
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+    """energy: fraction of Σσ² each layer keeps (picks the rank per layer), in (0, 1];
+    rank: a fixed rank for every layer instead (an int ≥ 1);
+    layers: glob patterns over module paths (default: every Linear/Conv except the output head);
+    finetune_epochs / finetune: fine-tuning after factorising (as for pruning)."""
+
+    energy: float | None = 0.9
+    rank: int | None = None
+    layers: list[str] = field(default_factory=list)
+    include_head: bool = False
+    finetune_epochs: int = 0
+    finetune: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rank is not None:
+            if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+                raise bad_value("lowrank.rank", "an integer >= 1", self.rank)
+        elif self.energy is None or not 0 < self.energy <= 1:
+            raise bad_value("lowrank.energy", "a fraction in (0, 1]", self.energy)
+        f = self.finetune_epochs
+        if isinstance(f, bool) or not isinstance(f, int) or f < 0:
+            raise bad_value("lowrank.finetune_epochs", "a non-negative integer", f)
+
+
+def _matrix(module: nn.Module) -> torch.Tensor:
+    w = module.weight.detach()
+    return w.reshape(w.shape[0], -1)
+
+
+def choose_rank(singular: torch.Tensor, energy: float) -> int:
+    """Smallest r with Σ_{i<r} σ_i² ≥ energy · Σ σ²."""
+    power = singular.double().pow(2)
+    cumulative = power.cumsum(0) / power.sum().clamp_min(1e-300)
+    return int((cumulative < energy - 1e-12).sum()) + 1
+
+
+def factorize(module: nn.Module, rank: int) -> LowRank:
+    """The two-layer factorisation of ``module`` at ``rank`` (best rank-r approximation)."""
+    matrix = _matrix(module)
+    out_dim, in_dim = matrix.shape
+    limit = min(out_dim, in_dim)
+    if rank > limit:
+        raise ConfigError(
+            f"lowrank.rank {rank} is larger than this layer allows ({out_dim}×{in_dim}: at "
+            f"most {limit}); choose a rank <= {limit} or use energy."
+        )
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    root = s[:rank].sqrt()
+    first_w = (root[:, None] * vh[:rank]).float()
+    second_w = (u[:, :rank] * root[None, :]).float()
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        first, second = nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, out_dim, bias=bias)
+        first_shape, second_shape = first_w.shape, second_w.shape
+    else:
+        if module.groups != 1:
+            raise ConfigError("low-rank factorisation of grouped convolutions is not supported.")
+        conv = type(module)
+        kernel = module.weight.shape[2:]
+        first = conv(
+            module.in_channels,
+            rank,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            bias=False,
+        )
+        second = conv(rank, out_dim, 1, bias=bias)
+        first_shape = (rank, module.in_channels, *kernel)
+        second_shape = (out_dim, rank, *([1] * len(kernel)))
+    with torch.no_grad():
+        first.weight.copy_(first_w.reshape(first_shape))
+        second.weight.copy_(second_w.reshape(second_shape))
+        if bias:
+            second.bias.copy_(module.bias)
+    return LowRank(first, second).train(module.training)
+
+
+def lowrank_(
+    model: nn.Module,
+    config: LowRankConfig | dict[str, Any],
+    task: Any = None,
+    *,
+    train: Any = None,
+    seed: int = 0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Factorise the chosen layers of ``model`` in place; fine-tune when asked."""
+    from tidian.training.config import TrainConfig
+    from tidian.training.loop import fit
+
+    config = config if isinstance(config, LowRankConfig) else LowRankConfig(**config)
+    before = sum(p.numel() for p in model.parameters())
+    candidates = []
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d) or not path:
+            continue
+        if isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear):
+            continue  # an attention output projection: owned by its attention module
+        if config.layers:
+            if not any(fnmatch.fnmatchcase(path, p) for p in config.layers):
+                continue
+        elif path.startswith("head") and not config.include_head:
+            continue
+        candidates.append((path, module))
+    if not candidates:
+        raise ConfigError(
+            f"lowrank found no Linear or Conv layer to factorise"
+            f"{f' matching {config.layers}' if config.layers else ''}."
+        )
+    layers = {}
+    for path, module in candidates:
+        matrix = _matrix(module)
+        out_dim, in_dim = matrix.shape
+        if config.rank is not None:
+            rank = config.rank
+        else:
+            rank = choose_rank(torch.linalg.svdvals(matrix.double()), config.energy)
+        if config.rank is None and rank * (in_dim + out_dim) >= out_dim * in_dim:
+            layers[path] = {"rank": None, "shape": [out_dim, in_dim], "kept": "saves nothing"}
+            continue
+        parent = path.rpartition(".")[0]
+        if isinstance(get_module(model, parent), nn.TransformerEncoderLayer):
+            plain_attention(model, parent)
+        set_module(model, path, factorize(module, rank))
+        record_replacement(model, path, {"type": "lowrank", "rank": rank})
+        layers[path] = {"rank": rank, "shape": [out_dim, in_dim]}
+    if config.finetune_epochs:
+        if task is None:
+            raise ConfigError("lowrank fine-tuning needs task=.")
+        tc = TrainConfig.coerce(train).replace(init="default", patience=None)
+        tc = tc.replace(**{**config.finetune, "epochs": config.finetune_epochs})
+        fit(model, task, tc, seed=seed + 1000)
+    model.eval()
+    return model, {
+        "layers": layers,
+        "params_before": before,
+        "params_after": sum(p.numel() for p in model.parameters()),
+    }

@@ -1,0 +1,266 @@
+"""Compression stages: ``prune``, ``quantize``, ``lowrank`` and the automatic ``compress``.
+
+Each proposes candidates that *transform the incumbent's trained weights* (seed by seed) rather
+than train from scratch; the pipeline applies the transform in its workers, measures the result
+on the deployment runtime and gates it for non-inferiority. A compressed candidate must also be
+faster or smaller on that runtime than the incumbent, or it is rejected as such.
+
+``compress`` searches combinations — pruning amount × low-rank energy × quantisation mode —
+with Optuna's multi-objective NSGA-II on the first seed (validation quality against measured
+ONNX Runtime latency and/or file size), then sends to full evaluation the best Pareto point
+within ``tolerance`` of the incumbent and a few other Pareto points; when no point is within
+tolerance it sends the closest one, labelled so. Its gate margin is its tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tidian.compression.apply import check_steps
+from tidian.compression.lowrank import LowRankConfig
+from tidian.compression.prune import PruneConfig
+from tidian.compression.quantize import QuantizeConfig
+from tidian.evaluation.metrics import greater_is_better, tolerance_units
+from tidian.exceptions import ConfigError, bad_value, require
+from tidian.stages.base import STAGES, Context, Proposal, Stage
+
+
+def _label(kind: str, config: Any) -> str:
+    changed = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != f.default
+        and (f.default_factory is dataclasses.MISSING or getattr(config, f.name))
+    }
+    return kind + (" " + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
+
+
+def _transform(incumbent: Proposal, label: str, steps: list[dict[str, Any]]) -> Proposal:
+    steps = check_steps(steps)
+    return Proposal(
+        label, dict(incumbent.model), dict(incumbent.train), {"transform": steps}, transform=steps
+    )
+
+
+class _OneStep(Stage):
+    kind = "cost"
+    step = ""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        config = dataclasses.asdict(self.config)
+        return [_transform(incumbent, _label(self.step, self.config), [{self.step: config}])]
+
+
+@STAGES.register("prune", config=PruneConfig, kind="cost")
+class Prune(_OneStep):
+    """Structured or unstructured pruning of the incumbent, fine-tuned, gated non-inferior."""
+
+    step = "prune"
+
+
+@STAGES.register("quantize", config=QuantizeConfig, kind="cost")
+class Quantize(_OneStep):
+    """int8 (dynamic, static, QAT) or fp16 on ONNX Runtime, gated non-inferior."""
+
+    step = "quantize"
+
+
+@STAGES.register("lowrank", config=LowRankConfig, kind="cost")
+class LowRankStage(_OneStep):
+    """SVD factorisation of Linear/Conv layers, fine-tuned, gated non-inferior."""
+
+    step = "lowrank"
+
+
+TARGETS = ("latency", "size", "both")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """tolerance: quality the result may lose, in points for fractions (accuracy 0.5 = half a
+    percentage point) and metric units otherwise — also the gate's margin for this stage.
+    target: latency | size | both. trials: Optuna trials (on the first seed).
+    amounts / energies / modes: the search space (0 amount, energy 1 and mode none = off).
+    finetune_epochs: fine-tuning after pruning / factorising. top_k: Pareto points besides
+    the chosen one sent to full evaluation."""
+
+    tolerance: float = 0.5
+    target: str = "latency"
+    trials: int = 30
+    amounts: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.8, 0.9])
+    energies: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.9, 0.8])
+    modes: list[str] = field(default_factory=lambda: ["none", "dynamic", "static"])
+    structured: bool = True
+    finetune_epochs: int = 5
+    finetune: dict[str, Any] = field(default_factory=dict)
+    top_k: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise bad_value("compress.target", f"one of {TARGETS}", self.target)
+        if self.tolerance < 0:
+            raise bad_value("compress.tolerance", "a non-negative number", self.tolerance)
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise bad_value("compress.trials", "a positive integer", self.trials)
+        for a in self.amounts:
+            PruneConfig(amount=a)
+        for e in self.energies:
+            if not 0 < e <= 1:
+                raise bad_value("compress.energies[]", "fractions in (0, 1]", e)
+        for m in self.modes:
+            if m != "none":
+                QuantizeConfig(mode=m)
+        if not self.amounts or not self.energies or not self.modes:
+            raise bad_value("compress", "non-empty amounts, energies and modes", self)
+
+    def steps(self, amount: float, energy: float, mode: str) -> list[dict[str, Any]]:
+        tune = {"finetune_epochs": self.finetune_epochs, "finetune": dict(self.finetune)}
+        steps: list[dict[str, Any]] = []
+        if amount > 0:
+            steps.append({"prune": {"amount": amount, "structured": self.structured, **tune}})
+        if energy < 1:
+            steps.append({"lowrank": {"energy": energy, **tune}})
+        if mode != "none":
+            steps.append({"quantize": {"mode": mode}})
+        return steps
+
+
+def _trial(
+    parent: str,
+    steps: list[dict[str, Any]],
+    task: Any,
+    train: dict[str, Any],
+    seed: int,
+    metric: str,
+) -> dict[str, float]:
+    """Compress the first seed's model once; validation score and ONNX Runtime cost."""
+    from tidian.compression.apply import apply_steps
+    from tidian.evaluation.cost import measure_onnx_cost
+    from tidian.evaluation.metrics import compute_metrics
+    from tidian.export import OnnxModel, export_onnx
+    from tidian.models.io import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="tidian-compress-"))
+    try:
+        model = load_model(parent)
+        model, onnx, _ = apply_steps(
+            model, steps, task, train=train, seed=seed, metric=metric, onnx_path=work / "q.onnx"
+        )
+        if onnx is None:
+            onnx = work / "f.onnx"
+            export_onnx(model, task, onnx)
+        split = task.val if len(task.val) else task.test
+        score = compute_metrics(split.y, OnnxModel(onnx).predict(split.x), [metric])[metric]
+        cost = measure_onnx_cost(onnx, task, repeats=100)
+        return {"score": score, "latency_ms": cost.latency_ms, "bytes": cost.size_bytes}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@STAGES.register("compress", config=CompressConfig, kind="cost")
+class Compress(Stage):
+    """Accuracy-aware automatic compression (Optuna multi-objective)."""
+
+    def margin(self, metric: str) -> float:
+        return tolerance_units(metric, self.config.tolerance)
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        optuna = require("optuna", "tune", "the compress stage")
+        require("onnxruntime", "onnx", "the compress stage")
+        config, metric = self.config, ctx.metric
+        if not ctx.artifacts:
+            raise ConfigError(
+                "compress needs the incumbent's saved weights (run it in a pipeline)."
+            )
+        seed = ctx.seeds[0]
+        parent = ctx.artifacts[seed]
+        sign = 1 if greater_is_better(metric) else -1
+        objectives = {"latency": ["latency_ms"], "size": ["bytes"], "both": ["latency_ms", "bytes"]}
+        costs = objectives[config.target]
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        from tidian.stages.tune import _storage
+
+        study = optuna.create_study(
+            storage=_storage(ctx.storage),
+            study_name=ctx.study_name or None,
+            load_if_exists=True,
+            directions=["maximize" if sign > 0 else "minimize"] + ["minimize"] * len(costs),
+            sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
+        )
+        # The uncompressed incumbent on the same runtime: the reference point of the search.
+        reference = _trial(parent, [], ctx.task, incumbent.train, seed, metric)
+        done = sum(t.state.is_finished() for t in study.trials)
+        batch = max(1, getattr(ctx.executor, "jobs", 1))
+        while done < config.trials:
+            trials = [study.ask() for _ in range(min(batch, config.trials - done))]
+            plans = [
+                config.steps(
+                    t.suggest_categorical("amount", list(config.amounts)),
+                    t.suggest_categorical("energy", list(config.energies)),
+                    t.suggest_categorical("mode", list(config.modes)),
+                )
+                for t in trials
+            ]
+            args = [(parent, p, ctx.task, incumbent.train, seed, metric) for p in plans]
+            results = ctx.executor.map(_trial, args) if ctx.executor else [_trial(*a) for a in args]
+            for t, plan, r in zip(trials, plans, results):
+                t.set_user_attr("steps", plan)
+                t.set_user_attr("result", r)
+                study.tell(t, [r["score"], *(r[c] for c in costs)])
+            done += len(trials)
+        return self._proposals(study, incumbent, ctx, reference, costs, sign)
+
+    def _proposals(self, study, incumbent, ctx, reference, costs, sign) -> list[Proposal]:
+        import optuna
+
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        front = [t for t in study.best_trials if t.user_attrs["steps"]]
+        tolerance = tolerance_units(ctx.metric, self.config.tolerance)
+        floor = reference["score"] - sign * tolerance
+
+        def ok(t) -> bool:
+            return sign * (t.values[0] - floor) >= 0
+
+        def cost(t) -> tuple[float, ...]:
+            return tuple(t.user_attrs["result"][c] for c in costs)
+
+        within = sorted((t for t in front if ok(t)), key=cost)
+        notes: dict[str, Any] = {
+            "trials": len(study.trials),
+            "complete": len(complete),
+            "reference": reference,
+            "objectives": [ctx.metric, *costs],
+            "pareto": [
+                {"trial": t.number, "steps": t.user_attrs["steps"], **t.user_attrs["result"]}
+                for t in sorted(study.best_trials, key=lambda t: t.number)
+            ],
+        }
+        picked: list[tuple[str, Any]] = []
+        if within:
+            picked.append((f"compress best within tolerance (trial {within[0].number})", within[0]))
+            notes["choice"] = "within tolerance"
+        else:
+            pool = front or [t for t in complete if t.user_attrs["steps"]]
+            if not pool:
+                raise ConfigError("compress: no trial finished; check the search space.")
+            closest = max(pool, key=lambda t: sign * t.values[0])
+            picked.append(
+                (f"compress closest, outside tolerance (trial {closest.number})", closest)
+            )
+            notes["choice"] = (
+                "no trial was within tolerance on validation; the closest one is sent to "
+                "evaluation, labelled as such"
+            )
+        for t in sorted(front, key=lambda t: -sign * t.values[0]):
+            if len(picked) > self.config.top_k:
+                break
+            if all(t.number != p.number for _, p in picked):
+                picked.append((f"compress pareto (trial {t.number})", t))
+        ctx.notes.update(notes)
+        return [_transform(incumbent, label, t.user_attrs["steps"]) for label, t in picked]
