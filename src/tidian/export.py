@@ -153,11 +153,15 @@ def compare_outputs(
     with torch.inference_mode():
         ref = model(torch.as_tensor(inputs)).float().numpy()
     out = runtime.predict(inputs)
-    diff = float(np.abs(out - ref).max()) if out.size else 0.0
+    error = np.abs(out - ref)
+    diff = float(error.max()) if out.size else 0.0
     agree = None
     if ref.ndim == 2 and ref.shape[1] > 1:
         agree = float((out.argmax(1) == ref.argmax(1)).mean())
-    return ExportCheck(len(inputs), diff, agree, tolerance, diff <= tolerance)
+    # float32 kernels differ in summation order: allow ``tolerance`` absolute, and as much
+    # relative to the output's magnitude (a regression head's outputs may be in the hundreds).
+    passed = bool((error <= tolerance * (1 + np.abs(ref))).all())
+    return ExportCheck(len(inputs), diff, agree, tolerance, passed)
 
 
 class OnnxModel:

@@ -125,8 +125,11 @@ class Attention(nn.Module):
                 if attn_mask.is_floating_point()
                 else scores.masked_fill(attn_mask, float("-inf"))
             )
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+        if key_padding_mask is not None:  # the encoder may pass it as an additive float mask
+            pad = key_padding_mask[:, None, None, :]
+            scores = (
+                scores + pad if pad.is_floating_point() else scores.masked_fill(pad, float("-inf"))
+            )
         weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
         out = (weights @ v).transpose(1, 2).reshape(n, length, h * d)
         return self.out_proj(out), None

@@ -114,7 +114,9 @@ class TokenEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = ids != 0
         # An empty text would mask every position (attention then yields NaN): keep the first.
-        mask[:, 0] |= ~mask.any(1)
+        # (Written without in-place ops so the TorchScript ONNX exporter takes it.)
+        first = mask[:, :1] | ~mask.any(1, keepdim=True)
+        mask = torch.cat([first, mask[:, 1:]], dim=1)
         return self.embedding(ids), mask
 
 

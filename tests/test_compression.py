@@ -1,0 +1,330 @@
+"""Compression: surgery, pruning, low-rank, ONNX export, ORT quantisation, the stages."""
+
+import copy
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tidian.pipeline as pipeline
+from tidian import ConfigError, create_model, fit
+from tidian.compression import PruneConfig, prune_, sparsity, unit_groups
+from tidian.compression.lowrank import LowRankConfig, choose_rank, lowrank_
+from tidian.compression.quantize import QuantizeConfig, quantize_model, quantize_onnx
+from tidian.compression.surgery import get_module, remove_units
+from tidian.evaluation.metrics import compute_metrics, predict
+from tidian.export import OnnxModel, export_onnx
+from tidian.models.io import load_model, save_model
+from tidian.store import Store
+
+pytest.importorskip("onnxruntime")
+
+# Every zoo family and the wiring variants that change which tensors a unit touches.
+FAMILIES = [
+    ("vector", "mlp", {"hidden": [12, 8]}),
+    ("vector", "mlp", {"hidden": [8, 8], "norm": "batch"}),
+    ("sequence", "cnn1d", {"width": 8, "depth": 2}),
+    ("sequence", "cnn1d", {"width": 8, "depth": 2, "readout": "flatten", "norm": "batch"}),
+    ("image", "cnn2d", {"width": 6, "depth": 1, "residual": True, "norm": "batch"}),
+    ("sequence", "gru", {"hidden": 8, "depth": 2}),
+    ("sequence", "lstm", {"hidden": 6, "bidirectional": True, "readout": "flatten"}),
+    ("text", "gru", {"hidden": 6, "embed_dim": 8}),
+    ("sequence", "transformer", {"width": 16, "heads": 4, "depth": 2, "dropout": 0.0}),
+    ("text", "transformer", {"width": 8, "heads": 2, "depth": 1}),
+]
+
+
+def _silence(model: nn.Module, group, units: torch.Tensor) -> None:
+    """Zero what *reads* these units: they then contribute nothing, so removing them must
+    leave the outputs exactly as they were."""
+    with torch.no_grad():
+        for member in group.members:
+            if member.role == "in":
+                tensor = getattr(get_module(model, member.module), member.tensor)
+                tensor.index_fill_(member.axis, group.indices(member, units), 0.0)
+
+
+@pytest.mark.parametrize(("kind", "name", "options"), FAMILIES, ids=lambda v: str(v))
+def test_removing_silent_units_keeps_outputs_and_cuts_parameters(
+    tiny_tasks, kind, name, options, tmp_path
+):
+    task = tiny_tasks[kind]
+    torch.manual_seed(0)
+    model = create_model(name, task, **options).eval()
+    groups = unit_groups(model)
+    assert groups, "every family has something to prune"
+    for g in groups:
+        _silence(model, g, torch.arange(0, g.size // 2))
+    x = torch.as_tensor(task.test.x)
+    before = model(x)
+    params = sum(p.numel() for p in model.parameters())
+    for g in unit_groups(model):
+        remove_units(model, g, torch.arange(g.size // 2, g.size))
+    after = model(x)
+    assert sum(p.numel() for p in model.parameters()) < params
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    # Saved and loaded: the smaller architecture comes back from the weights' shapes.
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    torch.testing.assert_close(loaded(x), after, atol=1e-6, rtol=1e-6)
+    # And it exports to ONNX with the same outputs.
+    check = export_onnx(model, task, tmp_path / "m.onnx")
+    assert check.passed and check.max_abs_diff < 1e-4 and check.argmax_agreement == 1.0
+
+
+def test_residual_widths_are_left_alone(tiny_tasks):
+    model = create_model("mlp", tiny_tasks["vector"], hidden=[8, 8, 8], residual=True)
+    # blocks 1 and 2 add their inputs: only the widths no residual ties are prunable
+    assert [g.name for g in unit_groups(model)] == []
+    model = create_model("mlp", tiny_tasks["vector"], hidden=[16, 8, 8], residual=True)
+    assert [g.name for g in unit_groups(model)] == ["blocks.0"]  # block 1 has no skip (16→8)
+    model = create_model("mlp", tiny_tasks["vector"], hidden=[8, 8, 4], residual=True)
+    assert [g.name for g in unit_groups(model)] == ["blocks.2"]
+
+
+def test_structured_pruning_removes_the_least_important_units(vector_task):
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[10])
+    with torch.no_grad():
+        model.blocks[0][0].weight.mul_(torch.linspace(0.1, 1.0, 10).view(-1, 1))
+    norms = model.blocks[0][0].weight.abs().sum(1) + model.blocks[0][0].bias.abs()
+    expected = norms.argsort(descending=True)[:6].sort().values
+    kept_rows = model.blocks[0][0].weight[expected].clone()
+    model, report = prune_(model, PruneConfig(amount=0.4, structured=True))
+    assert report["steps"][0]["layers"]["blocks.0"] == [10, 6]
+    torch.testing.assert_close(model.blocks[0][0].weight, kept_rows)
+    assert model.head.linear.in_features == 6
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "taylor"])
+def test_global_and_gradual_structured_pruning(vector_task, importance):
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[32, 16])
+    fit(model, vector_task, {"epochs": 5})
+    config = PruneConfig(
+        amount=0.5,
+        importance=importance,
+        scope="global",
+        schedule="gradual",
+        steps=3,
+        finetune_epochs=3,
+    )
+    model, report = prune_(model, config, vector_task, train={"epochs": 5}, seed=1)
+    kept = report["steps"][-1]["layers"]
+    assert sum(after for _, after in kept.values()) == 24  # half of the 48 units, in total
+    assert [s["target"] for s in report["steps"]] == pytest.approx([0.3518, 0.4815, 0.5], abs=1e-3)
+    assert report["params_after"] < report["params_before"]
+
+
+def test_unstructured_pruning_is_exact_and_survives_finetuning(vector_task):
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[32, 16])
+    fit(model, vector_task, {"epochs": 3})
+    shapes = [p.shape for p in model.parameters()]
+    model, report = prune_(
+        model,
+        PruneConfig(amount=0.7, structured=False, finetune_epochs=3),
+        vector_task,
+        train={"epochs": 3, "weight_decay": 0.01, "optimizer": "adamw"},
+    )
+    assert [p.shape for p in model.parameters()] == shapes  # same dense shape
+    assert sparsity(model) == pytest.approx(0.7, abs=0.01)
+    assert report["sparsity"] == pytest.approx(0.7, abs=0.01)
+    # Fine-tuning happened (weights moved) but the pruned ones stayed exactly zero.
+    per_layer = PruneConfig(amount=0.5, structured=False, scope="layer", layers=["blocks.1.*"])
+    model, _ = prune_(model, per_layer)
+    assert (model.blocks[1][0].weight == 0).float().mean() >= 0.5
+
+
+def test_lowrank_keeps_energy_and_exact_at_full_rank(vector_task, tiny_tasks, tmp_path):
+    assert choose_rank(torch.tensor([3.0, 1.0, 0.0]), 0.9) == 1
+    assert choose_rank(torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.9) == 4
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[64, 64])
+    with torch.no_grad():  # a rank-3 middle layer: factorising it at rank 3 is exact
+        u, v = torch.randn(64, 3), torch.randn(3, 64)
+        model.blocks[1][0].weight.copy_(u @ v / 8)
+    x = torch.as_tensor(vector_task.test.x)
+    before = model.eval()(x)
+    model, report = lowrank_(model, LowRankConfig(energy=0.999999, layers=["blocks.1.0"]))
+    assert report["layers"]["blocks.1.0"]["rank"] == 3
+    torch.testing.assert_close(model(x), before, atol=1e-4, rtol=1e-4)
+    loaded = load_model(save_model(model, tmp_path / "lr"))
+    torch.testing.assert_close(loaded(x), model(x))
+    assert export_onnx(model, vector_task, tmp_path / "lr.onnx").passed
+    # Convolutions factorise through their reshaped kernels, and export too.
+    cnn = create_model("cnn1d", tiny_tasks["sequence"], width=8, depth=2)
+    cnn, report = lowrank_(cnn, LowRankConfig(rank=2, layers=["blocks.1.body.0"]))
+    assert cnn.blocks[1].body[0].rank == 2
+    assert export_onnx(cnn, tiny_tasks["sequence"], tmp_path / "c.onnx").passed
+
+
+def test_bad_compression_input_is_refused_clearly(tiny_tasks, vector_task, tmp_path):
+    model = create_model("mlp", vector_task, hidden=[8])
+    for amount in (1.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match=r"prune.amount must be a fraction in \[0, 1\)"):
+            PruneConfig(amount=amount)
+    with pytest.raises(ConfigError, match="matching"):
+        prune_(model, PruneConfig(amount=0.5, layers=["nothing.*"]))
+    with pytest.raises(ConfigError, match="matching"):
+        prune_(model, PruneConfig(amount=0.5, structured=False, layers=["nothing.*"]))
+    with pytest.raises(ConfigError, match=r"rank 50 is larger than this layer allows .*at most 5"):
+        lowrank_(create_model("mlp", vector_task, hidden=[8]), LowRankConfig(rank=50))
+
+    class Weird(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)
+
+    with pytest.raises(ConfigError, match="structured pruning does not know"):
+        unit_groups(Weird())
+
+    class Unexportable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return torch.special.zeta(self.linear(x).abs() + 2, torch.tensor(2.0))
+
+    target = tmp_path / "bad.onnx"
+    with pytest.raises(ConfigError, match="ONNX cannot export this model: .*zeta"):
+        export_onnx(Unexportable(), vector_task, target)
+    assert not target.exists() and not list(tmp_path.glob("*.tmp"))
+
+    good = tmp_path / "good.onnx"
+    export_onnx(model, vector_task, good)
+    with pytest.raises(ConfigError, match=r"calibration inputs must be samples of shape \(5,\)"):
+        quantize_onnx(good, tmp_path / "q.onnx", "static", calibration=np.zeros((4, 7), "f4"))
+    with pytest.raises(ConfigError, match="keep_float .* matches no node"):
+        quantize_model(model, vector_task, {"keep_float": ["nope"]}, tmp_path / "q.onnx")
+    with pytest.raises(ConfigError, match="quantize.mode must be one of"):
+        QuantizeConfig(mode="int4")
+
+
+def _accuracy(out, task):
+    return compute_metrics(task.test.y, out, ["accuracy"])["accuracy"]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static", "qat", "fp16"])
+def test_ort_quantised_model_keeps_accuracy(vector_task, tmp_path, mode):
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[256, 128])
+    fit(model, vector_task, {"epochs": 30, "lr": 0.01})
+    reference = _accuracy(predict(model, vector_task.test.x), vector_task)
+    target = tmp_path / f"{mode}.onnx"
+    _, report = quantize_model(
+        copy.deepcopy(model),
+        vector_task,
+        {"mode": mode, "qat_epochs": 2},
+        target,
+        train={"epochs": 30, "lr": 0.01},
+    )
+    assert report["export_check"]["passed"]
+    runtime = OnnxModel(target)
+    accuracy = _accuracy(runtime.predict(vector_task.test.x), vector_task)
+    assert reference > 0.8 and accuracy >= reference - 0.1
+    fp32 = tmp_path / "fp32.onnx"
+    export_onnx(model, vector_task, fp32)
+    ratio = os.path.getsize(target) / os.path.getsize(fp32)
+    assert ratio < (0.7 if mode == "fp16" else 0.5)  # int8 weights: about a quarter
+
+
+def test_sensitivity_analysis_keeps_the_damaging_layer_in_float(vector_task, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[16])
+    fit(model, vector_task, {"epochs": 30, "lr": 0.01})
+    with torch.no_grad():  # one huge outlier weight wrecks the per-tensor int8 grid of layer 0
+        model.blocks[0][0].weight[0, 1] = 1e4
+    _, report = quantize_model(
+        model,
+        vector_task,
+        {"mode": "dynamic", "keep_float": "auto", "tolerance": 0.0},
+        tmp_path / "mixed.onnx",
+    )
+    analysis = report["sensitivity"]
+    assert analysis["ranked"][0].startswith("/blocks.0/")
+    assert report["kept_float"][0].startswith("/blocks.0/")
+    assert analysis["mixed"] >= analysis["quantized"]
+
+
+TINY = {
+    "task": {"name": "iris"},
+    "model": {"name": "mlp", "hidden": [64, 32]},
+    "train": {"epochs": 40, "lr": 0.01},
+    "evaluate": {"seeds": 3, "margin": 0.03},
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+
+
+def test_pipeline_compresses_seed_by_seed_and_gates(store):
+    recipe = {
+        **TINY,
+        "stages": [
+            {"prune": {"amount": 0.98, "structured": True}},  # over-pruned: 1 unit per layer
+            {"prune": {"amount": 0.0}},  # same model: neither faster nor smaller
+            {"quantize": {"mode": "dynamic"}},
+        ],
+    }
+    result = pipeline.run(recipe, store=store)
+    rows = {c["stage"] + ":" + c["label"]: c for c in result.candidates}
+    over = rows["prune:prune amount=0.98"]
+    assert over["decision"] == "rejected" and "may lose more than the margin" in over["reason"]
+    assert over["cost"]["params"] < rows["baseline:baseline"]["cost"]["params"] / 10
+    same = rows["prune:prune amount=0.0"]
+    assert same["decision"] == "rejected" and "not faster or smaller" in same["reason"]
+    quant = rows["quantize:quantize"]
+    assert quant["cost"]["runtime"] == "onnxruntime" and quant["cost"]["file"] == "model.onnx"
+    assert quant["cost"]["size_bytes"] < rows["baseline:baseline"]["cost"]["size_bytes"]
+    assert quant["decision"] == "accepted" and "smaller" in quant["reason"]
+    assert result.incumbent["id"] == quant["id"]
+    # Every seed was compressed from the same seed of its parent and saved.
+    folder = os.path.dirname(quant["artifact"])
+    assert sorted(os.listdir(folder)) == ["seed-0", "seed-1", "seed-2"]
+    seeds = store.seed_results(quant["id"])
+    assert set(seeds) == {0, 1, 2}
+    assert seeds[0]["history"]["transform"]["steps"][0]["quantize"]["mode"] == "dynamic"
+    # The quantised model's recorded test score is what ONNX Runtime gives on the test split.
+    task = pipeline._task_of(pipeline.validate_recipe(recipe))
+    out = OnnxModel(os.path.join(quant["artifact"], "model.onnx")).predict(task.test.x)
+    assert quant["quality"]["per_seed"][0] == pytest.approx(_accuracy(out, task))
+
+
+def test_compress_returns_a_labelled_fallback_when_tolerance_is_impossible(store):
+    recipe = {
+        **TINY,
+        "stages": [
+            {
+                "compress": {
+                    "tolerance": 0.0,
+                    "trials": 3,
+                    "amounts": [0.98],
+                    "energies": [1.0],
+                    "modes": ["none"],
+                    "finetune_epochs": 0,
+                    "top_k": 0,
+                }
+            }
+        ],
+    }
+    result = pipeline.run(recipe, store=store)
+    (row,) = [c for c in result.candidates if c["stage"] == "compress"]
+    assert row["label"].startswith("compress closest, outside tolerance")
+    assert row["decision"] == "rejected"
+    report = result.stages[1]["report"]
+    assert report["choice"].startswith("no trial was within tolerance")
+    assert report["trials"] == 3 and report["pareto"]
+    assert result.incumbent["stage"] == "baseline"
+
+
+def test_quantize_before_prune_is_refused_up_front():
+    from tidian.recipe import RecipeError, validate_recipe
+
+    with pytest.raises(RecipeError, match=r"stages\[1\].prune: comes after stages\[0\]"):
+        validate_recipe({**TINY, "stages": [{"quantize": {}}, {"prune": {"amount": 0.5}}]})
+    json.dumps(validate_recipe({**TINY, "stages": [{"prune": {}}, {"quantize": {}}]}).to_dict())
