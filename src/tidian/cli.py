@@ -435,22 +435,48 @@ def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> N
 def export_cmd(
     run_id: str,
     out: Annotated[Path, typer.Option(help="Folder to write.")],
-    candidate: Annotated[str, typer.Option(help="'best' or a candidate id.")] = "best",
+    candidate: Annotated[
+        str, typer.Option(help="'best' (the incumbent) or a candidate id.")
+    ] = "best",
+    format: Annotated[str, typer.Option("--format", help="onnx or safetensors.")] = "onnx",
     store: StoreOpt = None,
 ) -> None:
-    """Write a candidate's weights (safetensors) and spec (JSON) to a folder."""
-    import shutil
-
+    """Write a candidate as one ONNX file (output-checked) or safetensors, with a manifest."""
+    from tidian.export import export_candidate
     from tidian.store import Store
 
-    ledger = Store(store)
-    run = ledger.run(run_id)
-    cid = run["incumbent_id"] if candidate == "best" else int(candidate)
-    row = ledger.get_candidate(cid)
-    if row["run_id"] != run_id or not row["artifact"]:
-        raise ConfigError(f"candidate {cid} of run {run_id} has no saved weights.")
-    shutil.copytree(row["artifact"], out, dirs_exist_ok=True)
-    console.print(f"wrote candidate {cid} ({row['label']}) to {out}")
+    with console.status(f"exporting run {run_id} candidate {candidate} as {format}"):
+        manifest = export_candidate(Store(store), run_id, candidate, out, format)
+    line = (
+        f"wrote candidate {manifest['candidate']} ({manifest['label']}) to {out}/{manifest['file']}"
+    )
+    check = manifest.get("export_check")
+    if check:
+        agree = check.get("argmax_agreement")
+        line += (
+            f"; ONNX Runtime vs torch on {check['samples']} test inputs: max |diff| "
+            f"{check['max_abs_diff']:.2g}"
+            + (f", argmax agreement {agree:.1%}" if agree is not None else "")
+        )
+    console.print(line, highlight=False)
+
+
+@app.command("predict")
+def predict_cmd(
+    model_dir: Path,
+    inputs: Path,
+    out: Annotated[Path | None, typer.Option(help="CSV to write (default: print).")] = None,
+    threads: Annotated[int, typer.Option(help="Runtime threads.")] = 1,
+) -> None:
+    """Predict with an exported model on a file of raw inputs (CSV/TSV/Parquet/JSONL, NPZ, or
+    .txt lines for text); the task's preprocessing is applied first."""
+    from tidian.export import predict_file
+
+    frame = predict_file(model_dir, inputs, out, threads=threads)
+    if out is None:
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        console.print(f"wrote {len(frame)} predictions to {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -205,3 +205,185 @@ class OnnxModel:
             raise bad_value("inputs", f"samples of shape {self.input_shape}", tuple(x.shape[1:]))
         outs = [self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outs).astype(np.float32) if outs else np.empty((0,))
+
+
+# -- exporting a candidate of a run, and predicting with the export --------------------------
+
+MANIFEST = "manifest.json"
+EXPORT_FORMAT = "tidian-export/1"
+FORMATS = ("onnx", "safetensors")
+
+
+def task_manifest(task: Any) -> dict[str, Any]:
+    """What a deployed model needs to know about its task (JSON data)."""
+    sig = task.signature()
+    return {
+        "name": task.name,
+        "input_kind": task.input_kind,
+        "input_shape": list(sig["input_shape"]),
+        "target_kind": task.target_kind,
+        "class_names": list(task.class_names) if task.class_names else None,
+        "metric": task.metric,
+        "preprocess": task.preprocess.to_dict(),
+    }
+
+
+def export_candidate(
+    store: Any, run_id: str, candidate: str | int, out: str | Path, fmt: str = "onnx"
+) -> dict[str, Any]:
+    """Write candidate ``candidate`` ('best' = the run's incumbent) of run ``run_id`` to the
+    folder ``out`` as ONNX (checked against torch on the task's test inputs; the check is
+    stored in the ledger) or safetensors, with a ``manifest.json`` carrying the task's
+    preprocessing and labels. Returns the manifest."""
+    import json
+    import shutil
+
+    from tidian.models.io import SPEC, WEIGHTS, load_model
+    from tidian.pipeline import _task_of
+    from tidian.recipe import validate_recipe
+
+    if fmt not in FORMATS:
+        raise bad_value("format", f"one of {FORMATS}", fmt)
+    run = store.run(run_id)
+    if candidate == "best":
+        cid = run["incumbent_id"]
+        if cid is None:
+            raise DataError(f"run {run_id} has no incumbent yet; give --candidate ID.")
+    else:
+        try:
+            cid = int(candidate)
+        except (TypeError, ValueError):
+            raise bad_value("candidate", "'best' or a candidate id", candidate) from None
+    row = store.get_candidate(cid)
+    if row["run_id"] != run_id:
+        raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
+    artifact = Path(row["artifact"]) if row["artifact"] else None
+    if artifact is None or not (artifact / WEIGHTS).exists():
+        raise DataError(
+            f"candidate {cid} of run {run_id} has no saved model (status {row['status']!r}); "
+            f"finish the run with `tidian run --resume {run_id}` first."
+        )
+    task = _task_of(validate_recipe(run["recipe"]))
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".tidian-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"cannot write to {str(out)!r}: {err}") from None
+    quantized = artifact / "model.onnx"
+    check: dict[str, Any] | None = None
+    if fmt == "onnx":
+        file = "model.onnx"
+        if quantized.exists():
+            # An int8 model is checked for agreement with its float source, not equality.
+            tmp = out / (file + ".tmp")
+            shutil.copyfile(quantized, tmp)
+            inputs = example_inputs(task, 256)
+            check = compare_outputs(load_model(artifact), OnnxModel(tmp), inputs, np.inf)
+            check = check.to_dict()
+            os.replace(tmp, out / file)
+        else:
+            check = export_onnx(load_model(artifact), task, out / file).to_dict()
+        cost = dict(row["cost"] or {})
+        cost["export_check"] = check
+        store.update_candidate(cid, cost=cost)
+    else:
+        file = WEIGHTS
+        for name in (WEIGHTS, SPEC):
+            shutil.copyfile(artifact / name, out / name)
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "file": file,
+        "runtime": "onnxruntime" if fmt == "onnx" else "torch",
+        "run": run_id,
+        "candidate": cid,
+        "label": row["label"],
+        "stage": row["stage"],
+        "quantized": quantized.exists() and fmt == "onnx",
+        "quality": {
+            k: (row["quality"] or {}).get(k) for k in ("metric", "mean", "ci_low", "ci_high")
+        },
+        "export_check": check,
+        "task": task_manifest(task),
+    }
+    if fmt == "safetensors" and quantized.exists():
+        manifest["note"] = (
+            "this candidate is deployed as int8 ONNX; the safetensors file is its float source"
+        )
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
+    """Raw inputs from a file: NPZ (array ``x``, or its only array), a table (CSV, TSV,
+    Parquet, JSONL) or, for text models, a .txt file with one text per line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.files)
+            key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
+            if key is None:
+                raise DataError(f"{str(path)!r} holds {names}; name the input array 'x'.")
+            return data[key]
+    if suffix == ".txt" and manifest["task"]["input_kind"] == "text":
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    from tidian.tasks.loaders import read_table
+
+    return read_table(path)
+
+
+def predict_file(
+    model_dir: str | Path, inputs: str | Path, out: str | Path | None = None, threads: int = 1
+):
+    """Run an exported model on a file of raw inputs; returns a DataFrame of predictions
+    (class name and per-class probabilities, or the predicted value) and writes it as CSV to
+    ``out`` when given. The task's preprocessing, saved with the export, is applied first."""
+    import json
+
+    import pandas as pd
+
+    from tidian.tasks.preprocess import Preprocess
+
+    folder = Path(model_dir)
+    if not (folder / MANIFEST).exists():
+        raise DataError(
+            f"{str(folder)!r} is not a tidian export (no {MANIFEST}); make one with "
+            "`tidian export RUN_ID --out DIR`."
+        )
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("format") != EXPORT_FORMAT:
+        raise DataError(f"{str(folder)!r}: unknown export format {manifest.get('format')!r}.")
+    task = manifest["task"]
+    pre = Preprocess.from_dict(task["preprocess"])
+    raw = read_inputs(inputs, manifest)
+    if pre.kind in ("none", "scale") and isinstance(raw, pd.DataFrame):
+        raw = raw.to_numpy()
+    x = pre.apply(raw, tuple(task["input_shape"]))
+    if manifest["file"].endswith(".onnx"):
+        scores = OnnxModel(folder / manifest["file"], threads=threads).predict(x)
+    else:
+        from tidian.evaluation.metrics import predict
+        from tidian.models.io import load_model
+
+        scores = predict(load_model(folder), x)
+    if task["target_kind"] == "classes":
+        names = task["class_names"] or [str(i) for i in range(scores.shape[1])]
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        frame = pd.DataFrame({"prediction": [names[i] for i in scores.argmax(1)]})
+        for j, name in enumerate(names):
+            frame[f"p_{name}"] = probs[:, j]
+    else:
+        frame = pd.DataFrame(
+            {"prediction": scores[:, 0]}
+            if scores.shape[1] == 1
+            else {f"prediction_{j}": scores[:, j] for j in range(scores.shape[1])}
+        )
+    if out is not None:
+        frame.to_csv(out, index=False)
+    return frame

@@ -17,6 +17,7 @@ import numpy as np
 
 from tidian.exceptions import ConfigError, bad_value
 from tidian.registry import Registry
+from tidian.tasks.preprocess import Preprocess
 from tidian.tasks.task import Split, Task, encode_labels, from_indices, split_indices
 
 TASKS: Registry[Any] = Registry("task", listing="tidian tasks")
@@ -97,8 +98,10 @@ def _register_sklearn(name: str, loader: str, kind: str, description: str) -> No
 
         bunch = getattr(datasets, loader)()
         x = np.asarray(bunch.data, dtype=np.float32)
-        if kind == "image":
-            x = x.reshape(len(x), 1, 8, 8) / 16.0  # digits: 8x8 grey levels 0..16
+        pre = None
+        if kind == "image":  # digits: 8x8 grey levels 0..16
+            pre = Preprocess("scale", {"shift": 0.0, "scale": 16.0})
+            x = pre.apply(x.reshape(len(x), 1, 8, 8))
         y, _ = encode_labels(bunch.target)
         parts = split_indices(y, classes=True, val_size=val_size, test_size=test_size, seed=seed)
         return from_indices(
@@ -107,6 +110,7 @@ def _register_sklearn(name: str, loader: str, kind: str, description: str) -> No
             y,
             parts,
             scale=kind == "vector",
+            **({"preprocess": pre} if pre else {}),
             input_kind=kind,
             target_kind="classes",
             class_names=tuple(str(c) for c in bunch.target_names),

@@ -19,6 +19,7 @@ import numpy as np
 from tidian.exceptions import ConfigError, DataError, bad_value
 from tidian.registry import check_options
 from tidian.tasks import text as textlib
+from tidian.tasks.preprocess import Preprocess
 from tidian.tasks.task import (
     INPUT_KINDS,
     Task,
@@ -249,22 +250,11 @@ def tabular_task(
         parts = split_indices(
             y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
         )
-    train_rows = frame.iloc[parts[0]]
-    blocks, names = [], []
-    if num_cols:
-        values = frame[num_cols].to_numpy(dtype=np.float64)
-        median = np.nanmedian(train_rows[num_cols].to_numpy(dtype=np.float64), axis=0)
-        values = np.where(np.isnan(values), median, values)  # only non-empty under 'impute'
-        mean, std = values[parts[0]].mean(axis=0), values[parts[0]].std(axis=0)
-        std[std == 0] = 1.0
-        blocks.append((values - mean) / std)
-        names += num_cols
-    for col in cat_cols:
-        column = frame[col].astype("string").fillna("<missing>")
-        categories = sorted(column.iloc[parts[0]].unique())  # unseen in train → all zeros
-        blocks.append(np.stack([(column == c).to_numpy(dtype=np.float64) for c in categories], 1))
-        names += [f"{col}={c}" for c in categories]
-    x = np.concatenate(blocks, axis=1).astype(np.float32)
+    # Fitted on the training rows only; the same object turns raw rows into model inputs
+    # at prediction time (``tidian predict``).
+    pre = Preprocess.table(frame.iloc[parts[0]], num_cols, cat_cols, impute=missing == "impute")
+    x = pre.apply(frame)
+    names = pre.feature_names
     return from_indices(
         name,
         x,
@@ -275,6 +265,7 @@ def tabular_task(
         class_names=class_names,
         feature_names=tuple(names),
         source=source or {},
+        preprocess=pre,
     )
 
 
@@ -358,7 +349,10 @@ def text_task(
     vocab = textlib.build_vocab(
         (tokens[i] for i in parts[0]), max_vocab=max_vocab, min_freq=min_freq
     )
-    x = textlib.encode(tokens, vocab, max_len=max_len)
+    pre = Preprocess(
+        "text", {"column": text, "vocab": list(vocab), "max_len": max_len, "lowercase": lowercase}
+    )
+    x = textlib.encode(tokens, vocab, max_len=max_len)  # what pre.apply gives, tokens reused
     source = {
         "path": str(path),
         "text": text,
@@ -380,6 +374,7 @@ def text_task(
         class_names=class_names,
         vocab=vocab,
         source=source,
+        preprocess=pre,
     )
 
 
@@ -490,8 +485,10 @@ def array_task(
     standardize: bool = False,
     class_names: Sequence[str] | None = None,
     source: dict[str, Any] | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Task:
-    """A task from in-memory arrays (the path NPZ, IDX and image folders share)."""
+    """A task from in-memory arrays (the path NPZ, IDX and image folders share).
+    ``preprocess`` says how ``x`` was made from raw inputs (say, pixels divided by 255)."""
     if y.ndim != 1:
         raise DataError(
             f"{name!r}: y must be one-dimensional (one target per row); got shape {y.shape}."
@@ -535,6 +532,7 @@ def array_task(
         target_kind="classes" if classes else "values",
         class_names=names,
         source=source or {},
+        **({"preprocess": preprocess} if preprocess is not None else {}),
     )
 
 
@@ -615,8 +613,8 @@ def idx_task(
         tr, va, _ = split_indices(y, classes=True, val_size=val_size, test_size=0, seed=seed)
         parts = (tr, va, np.arange(len(x), len(x) + len(xt)))
         x, y = np.concatenate([x, xt]), np.concatenate([y, yt])
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    x = x.astype(np.float32) / scale
+    pre = Preprocess("scale", {"shift": 0.0, "scale": 255.0 if x.dtype == np.uint8 else 1.0})
+    x = pre.apply(x)
     source = {
         "path": str(path),
         "labels": labels,
@@ -637,6 +635,7 @@ def idx_task(
         test_size=test_size,
         seed=seed,
         source=source,
+        preprocess=pre,
     )
 
 
@@ -747,4 +746,5 @@ def image_folder_task(
         seed=seed,
         class_names=classes,
         source=source,
+        preprocess=Preprocess("scale", {"shift": 0.0, "scale": 255.0}),
     )

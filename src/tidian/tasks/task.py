@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tidian.exceptions import DataError, bad_value
+from tidian.tasks.preprocess import Preprocess
 
 INPUT_KINDS = ("vector", "sequence", "image", "text")
 TARGET_KINDS = ("classes", "values")
@@ -55,6 +56,7 @@ class Task:
     feature_names: tuple[str, ...] | None = None
     vocab: tuple[str, ...] | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess = field(default_factory=Preprocess)  # raw inputs → model inputs
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
@@ -260,14 +262,6 @@ def split_indices(
     return train, val, test
 
 
-def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-    """Scale every column to zero mean, unit variance using statistics of ``train`` only."""
-    mean = train.mean(axis=0, keepdims=True)
-    std = train.std(axis=0, keepdims=True)
-    std[std == 0] = 1.0  # a constant column stays constant (0) instead of dividing by zero
-    return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
-
-
 def from_indices(
     name: str,
     x: np.ndarray,
@@ -277,9 +271,19 @@ def from_indices(
     scale: bool = False,
     **task_fields: Any,
 ) -> Task:
-    """Build a Task from full arrays and (train, val, test) row indices."""
+    """Build a Task from full arrays and (train, val, test) row indices. ``scale``
+    standardises every feature with statistics of the training rows only."""
     xs = [x[idx] for idx in parts]
     if scale:
-        xs = standardize(*xs)
+        pre = Preprocess.standardize(xs[0].astype(np.float64))
+        xs = [pre.apply(a) for a in xs]
+        before = task_fields.get("preprocess")
+        if before is not None and before.kind == "scale":  # x was already (raw - a) / b
+            a, b = (np.asarray(before.spec[k], dtype=np.float64) for k in ("shift", "scale"))
+            mean, std = (np.asarray(pre.spec[k]) for k in ("shift", "scale"))
+            pre = Preprocess(
+                "scale", {"shift": (a + b * mean).tolist(), "scale": (b * std).tolist()}
+            )
+        task_fields["preprocess"] = pre
     splits = [Split(np.ascontiguousarray(a), y[idx]) for a, idx in zip(xs, parts)]
     return Task(name, *splits, **task_fields)

@@ -1,0 +1,191 @@
+"""How raw inputs become a model's inputs — fitted on the training split, saved as JSON.
+
+A task keeps the preprocessing it applied (standardisation statistics, imputation medians,
+one-hot categories, the text vocabulary), so an exported model can take *raw* rows
+(``tidian predict``) and give the answers the evaluation measured. The same object transforms
+the task's own data when it is built, so training and deployment cannot drift apart.
+
+Kinds:
+
+* ``none``  — inputs are used as they are (shape checked);
+* ``scale`` — ``(x - shift) / scale`` with per-feature or scalar ``shift`` / ``scale``;
+* ``table`` — numeric columns: missing → training median (when imputing), then standardised;
+  categorical columns: one-hot over the training categories (unseen → all zeros);
+* ``text``  — tokenised, mapped through the training vocabulary, padded to ``max_len``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import DataError, bad_value
+
+KINDS = ("none", "scale", "table", "text")
+MISSING_CATEGORY = "<missing>"
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A fitted preprocessing step; ``spec`` is plain JSON data (see the module docstring)."""
+
+    kind: str = "none"
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise bad_value("preprocess.kind", f"one of {KINDS}", self.kind)
+
+    # -- constructors ------------------------------------------------------------------------
+    @classmethod
+    def standardize(cls, train: np.ndarray) -> Preprocess:
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+        std[std == 0] = 1.0  # a constant column stays constant (0) instead of dividing by zero
+        return cls("scale", {"shift": mean.tolist(), "scale": std.tolist()})
+
+    @classmethod
+    def table(cls, train_frame, numeric: list[str], categorical: list[str], impute: bool):
+        numeric_spec = []
+        if numeric:
+            values = train_frame[numeric].to_numpy(dtype=np.float64)
+            median = np.nanmedian(values, axis=0) if len(values) else np.zeros(len(numeric))
+            filled = np.where(np.isnan(values), median, values)
+            mean, std = filled.mean(axis=0), filled.std(axis=0)
+            std[std == 0] = 1.0
+            numeric_spec = [
+                {"column": c, "median": float(m), "mean": float(mu), "std": float(s)}
+                for c, m, mu, s in zip(numeric, median, mean, std)
+            ]
+        categorical_spec = [
+            {
+                "column": c,
+                "categories": sorted(
+                    train_frame[c].astype("string").fillna(MISSING_CATEGORY).unique()
+                ),
+            }
+            for c in categorical
+        ]
+        return cls(
+            "table", {"numeric": numeric_spec, "categorical": categorical_spec, "impute": impute}
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Preprocess:
+        return cls() if not data else cls(data["kind"], dict(data.get("spec") or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "spec": self.spec}
+
+    # -- use ---------------------------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        if self.kind != "table":
+            return []
+        names = [n["column"] for n in self.spec["numeric"]]
+        for c in self.spec["categorical"]:
+            names += [f"{c['column']}={v}" for v in c["categories"]]
+        return names
+
+    @property
+    def columns(self) -> list[str]:
+        """The raw columns a table or text input must have."""
+        if self.kind == "table":
+            return [n["column"] for n in self.spec["numeric"]] + [
+                c["column"] for c in self.spec["categorical"]
+            ]
+        if self.kind == "text":
+            return [self.spec["column"]]
+        return []
+
+    def apply(self, raw: Any, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Raw inputs → model inputs. ``raw``: a DataFrame (table, text), a list of strings
+        (text) or an array (none, scale); ``input_shape`` (without the batch axis) is checked."""
+        if self.kind == "table":
+            return self._table(raw)
+        if self.kind == "text":
+            return self._text(raw)
+        x = _numeric(raw)
+        if input_shape is not None:
+            size = int(np.prod(input_shape))
+            if x[0].size == size and tuple(x.shape[1:]) != tuple(input_shape):
+                x = x.reshape(len(x), *input_shape)  # flattened rows, or no channel axis
+            if tuple(x.shape[1:]) != tuple(input_shape):
+                raise bad_value("inputs", f"samples of shape {tuple(input_shape)}", x.shape[1:])
+        if self.kind == "scale":
+            shift = np.asarray(self.spec["shift"], dtype=np.float64)
+            scale = np.asarray(self.spec["scale"], dtype=np.float64)
+            x = (x - shift) / scale
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _frame(self, raw: Any):
+        import pandas as pd
+
+        frame = raw if isinstance(raw, pd.DataFrame) else pd.DataFrame(raw)
+        frame.columns = [str(c) for c in frame.columns]
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise DataError(
+                f"the input lacks the columns {missing}; the model was trained on {self.columns}."
+            )
+        return frame
+
+    def _table(self, raw: Any) -> np.ndarray:
+        frame = self._frame(raw)
+        blocks = []
+        numeric = self.spec["numeric"]
+        if numeric:
+            cols = [n["column"] for n in numeric]
+            try:
+                values = frame[cols].to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"the columns {cols} must be numeric.") from None
+            values = np.where(np.isfinite(values), values, np.nan)
+            gaps = np.isnan(values)
+            if gaps.any() and not self.spec.get("impute"):
+                bad = [c for c, n in zip(cols, gaps.sum(axis=0)) if n]
+                raise DataError(
+                    f"missing or infinite values in {bad}; the task was loaded without "
+                    "imputation (missing='impute'), so the model cannot fill them."
+                )
+            median = np.array([n["median"] for n in numeric])
+            values = np.where(gaps, median, values)
+            mean = np.array([n["mean"] for n in numeric])
+            std = np.array([n["std"] for n in numeric])
+            blocks.append((values - mean) / std)
+        for c in self.spec["categorical"]:
+            column = frame[c["column"]].astype("string").fillna(MISSING_CATEGORY)
+            blocks.append(
+                np.stack([(column == v).to_numpy(dtype=np.float64) for v in c["categories"]], 1)
+            )
+        x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
+        return x.astype(np.float32)
+
+    def _text(self, raw: Any) -> np.ndarray:
+        from tidian.tasks import text as textlib
+
+        if isinstance(raw, list | tuple) or (isinstance(raw, np.ndarray) and raw.ndim == 1):
+            texts = [str(t) for t in raw]
+        else:
+            texts = [str(t) for t in self._frame(raw)[self.spec["column"]]]
+        lowercase = self.spec.get("lowercase", True)
+        tokens = [textlib.tokenize(t, lowercase=lowercase) for t in texts]
+        return textlib.encode(tokens, self.spec["vocab"], max_len=self.spec["max_len"])
+
+
+def _numeric(raw: Any) -> np.ndarray:
+    try:
+        import pandas as pd
+
+        if isinstance(raw, pd.DataFrame):
+            raw = raw.to_numpy()
+        x = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("the inputs must be numeric for this model.") from None
+    if x.ndim < 2:
+        raise bad_value("inputs", "an array with one row per sample", x.shape)
+    if not np.isfinite(x).all():
+        raise DataError("the inputs hold missing or infinite values.")
+    return x

@@ -1,0 +1,161 @@
+"""Export of a run's candidate and prediction on raw inputs with the task's preprocessing."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tidian.pipeline as pipeline
+from tidian import DataError, load_task
+from tidian.cli import main
+from tidian.export import predict_file
+from tidian.store import Store
+from tidian.tasks.preprocess import Preprocess
+
+pytest.importorskip("onnxruntime")
+
+
+def _table(tmp_path):
+    """A raw table: numeric columns on odd scales, a categorical column, one missing value."""
+    rng = np.random.default_rng(0)
+    n = 240
+    y = rng.integers(0, 3, n)
+    frame = pd.DataFrame(
+        {
+            "size": 1000 + 300 * y + rng.normal(0, 80, n),
+            "weight": rng.normal(5, 2, n),
+            "colour": np.where(y == 2, "red", rng.choice(["blue", "green"], n)),
+            "label": np.array(["ant", "bee", "cat"])[y],
+            "split": np.array(["train"] * 150 + ["val"] * 40 + ["test"] * 50),
+        }
+    )
+    frame.loc[3, "weight"] = np.nan
+    path = tmp_path / "animals.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def test_table_preprocessing_round_trips(tmp_path):
+    path, frame = _table(tmp_path)
+    task = load_task(str(path), target="label", split_column="split", missing="impute")
+    pre = Preprocess.from_dict(json.loads(json.dumps(task.preprocess.to_dict())))
+    test_rows = frame[frame.split == "test"]
+    np.testing.assert_allclose(pre.apply(test_rows), task.test.x, atol=1e-6)
+    assert pre.feature_names == list(task.feature_names)
+    with pytest.raises(DataError, match=r"lacks the columns \['colour'\]"):
+        pre.apply(test_rows.drop(columns="colour"))
+
+
+def test_predict_on_an_export_matches_the_evaluation(tmp_path):
+    path, frame = _table(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    recipe = {
+        "task": {
+            "path": str(path),
+            "target": "label",
+            "split_column": "split",
+            "missing": "impute",
+        },
+        "model": {"name": "mlp", "hidden": [32]},
+        "train": {"epochs": 20, "lr": 0.01},
+        "evaluate": {"seeds": 2, "margin": 0.05},
+        "stages": [{"quantize": {"mode": "dynamic"}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    test_rows = frame[frame.split == "test"].drop(columns=["label", "split"])
+    raw = tmp_path / "new.csv"
+    test_rows.to_csv(raw, index=False)
+    truth = frame[frame.split == "test"].label.to_numpy()
+    url = store.url
+    for row in result.candidates:
+        for fmt in ("onnx", "safetensors"):
+            out = tmp_path / f"export-{row['id']}-{fmt}"
+            with pytest.raises(SystemExit) as done:
+                main(
+                    [
+                        "export",
+                        result.run_id,
+                        "--candidate",
+                        str(row["id"]),
+                        "--out",
+                        str(out),
+                        "--format",
+                        fmt,
+                        "--store",
+                        url,
+                    ]
+                )
+            assert done.value.code in (0, None)
+            predictions = predict_file(out, raw)
+            accuracy = float((predictions.prediction.to_numpy() == truth).mean())
+            if fmt == "onnx" or row["stage"] == "baseline":
+                # what the ledger recorded for the first seed, on the runtime it deploys on
+                assert accuracy == pytest.approx(row["quality"]["per_seed"][0])
+            probs = predictions[["p_ant", "p_bee", "p_cat"]].to_numpy()
+            np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    (quant,) = [r for r in result.candidates if r["stage"] == "quantize"]
+    manifest = json.loads((tmp_path / f"export-{quant['id']}-onnx" / "manifest.json").read_text())
+    assert manifest["quantized"] is True and manifest["task"]["class_names"] == [
+        "ant",
+        "bee",
+        "cat",
+    ]
+    stored = Store(url).get_candidate(quant["id"])["cost"]["export_check"]
+    assert stored["argmax_agreement"] > 0.9 and stored["samples"] == 50
+
+
+def test_predict_on_images_and_sequences_takes_raw_arrays(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    recipe = {
+        "task": "digits",
+        "model": {"name": "linear"},
+        "train": {"epochs": 5, "lr": 0.01},
+        "evaluate": {"seeds": 2},
+    }
+    result = pipeline.run(recipe, store=store)
+    out = tmp_path / "digits-export"
+    main_args = ["export", result.run_id, "--out", str(out), "--store", store.url]
+    with pytest.raises(SystemExit):
+        main(main_args)
+    from sklearn.datasets import load_digits
+
+    from tidian.tasks.task import split_indices
+
+    digits = load_digits()
+    raw = tmp_path / "raw.npz"
+    np.savez(raw, x=digits.data)  # raw 0..16 grey levels, flattened rows
+    predictions = predict_file(out, raw)
+    assert len(predictions) == len(digits.data)
+    # The built-in task's test rows, through the saved scaling: the ledger's first-seed score.
+    _, _, test = split_indices(digits.target, classes=True, val_size=0.2, test_size=0.2, seed=0)
+    hits = predictions.prediction.to_numpy()[test].astype(int) == digits.target[test]
+    assert float(hits.mean()) == pytest.approx(result.incumbent["quality"]["per_seed"][0])
+
+
+def test_export_errors_are_clear(tmp_path, capsys):
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    result = pipeline.run(
+        {
+            "task": "iris",
+            "model": {"name": "linear"},
+            "train": {"epochs": 2},
+            "evaluate": {"seeds": 2},
+        },
+        store=store,
+    )
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    for args, message in [
+        (["export", result.run_id, "--out", str(blocked / "sub")], "cannot write to"),
+        (
+            ["export", result.run_id, "--out", str(tmp_path / "o"), "--format", "pkl"],
+            "format must be one of",
+        ),
+        (["export", "nope", "--out", str(tmp_path / "o")], "nope"),
+        (["predict", str(tmp_path), str(blocked)], "not a tidian export"),
+    ]:
+        with pytest.raises(SystemExit) as done:
+            main([*args, "--store", store.url] if args[0] == "export" else args)
+        assert done.value.code == 2
+        assert message in " ".join(capsys.readouterr().err.split())
