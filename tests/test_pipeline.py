@@ -183,7 +183,20 @@ def test_cli_end_to_end_with_json(tmp_path, capsys):
     code, out, _ = run_cli(
         capsys, "export", run_id, "--out", str(tmp_path / "best"), "--store", url
     )
-    assert (tmp_path / "best" / "model.safetensors").exists()
+    assert code == 0 and (tmp_path / "best" / "model.onnx").exists()
+    assert (tmp_path / "best" / "manifest.json").exists()
+    code, out, _ = run_cli(
+        capsys,
+        "export",
+        run_id,
+        "--out",
+        str(tmp_path / "st"),
+        "--format",
+        "safetensors",
+        "--store",
+        url,
+    )
+    assert code == 0 and (tmp_path / "st" / "model.safetensors").exists()
     code, _, err = run_cli(capsys, "run", "--resume", run_id, "--store", url)
     assert code == 2 and "already finished" in err
     code, out, _ = run_cli(capsys, "recipe", "schema")
