@@ -237,6 +237,9 @@ def quantize_onnx(
             onnx.save(half, str(out))
         else:
             raise bad_value("quantize mode", f"one of {MODES}", mode)
+        from tidian.export import compact_onnx
+
+        compact_onnx(out)
         out.replace(target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

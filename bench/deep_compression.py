@@ -1,0 +1,250 @@
+"""The analogue of Deep Compression's MNIST table, measured on ONNX Runtime.
+
+Reference (Han et al., 2016, Table 2): LeNet-300-100 on MNIST, 1.64% → 1.58% error at 40×
+smaller (pruning alone: 12× fewer weights). Here: a 300-100 MLP on digits and a CNN on
+mnist1d. Each of 5 seeds trains the baseline, then every compression step starts from that
+seed's model, so the accuracy differences are paired:
+
+* prune  — structured (neurons / channels removed), gradual over 4 steps with fine-tuning;
+* int8   — ONNX Runtime static int8 (QDQ, per-channel weights, calibrated on training data);
+* both   — prune, then int8;
+* all    — prune, then zero 80% of the remaining weights (unstructured, fine-tuned), then int8:
+  Deep Compression's recipe (pruning + quantisation + entropy coding), with gzip standing in
+  for Huffman coding — the zeros shrink the stored file, not the dense runtime's work.
+
+Bytes are the ONNX file as deployed (fp32 ONNX for float models); latency is the median of
+batch-1 calls on ONNX Runtime with one thread (torch eager shown beside for float models).
+The goal: ≥ 40× fewer bytes AND ≥ 3× lower batch-1 latency than the fp32 baseline on ONNX
+Runtime, with accuracy non-inferior at a 0.5-point margin (one-sided 97.5% paired t-test).
+
+    python bench/deep_compression.py [--only digits|mnist1d] [--seeds 5] [--amount 0.8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import tidian
+from common import print_table
+from tidian.compression import prune_
+from tidian.compression.quantize import quantize_model
+from tidian.evaluation.cost import measure_cost, measure_onnx_cost
+from tidian.evaluation.gate import gate
+from tidian.evaluation.metrics import compute_metrics
+from tidian.evaluation.stats import summarize
+from tidian.export import OnnxModel, export_onnx
+
+SETUPS = {
+    "digits": {
+        "task": ("digits", {}),
+        "model": {"name": "mlp", "hidden": [300, 100]},
+        "train": {"epochs": 60, "lr": 1e-3, "batch_size": 32},
+        "finetune_epochs": 40,
+        "finetune": {"schedule": "cosine", "patience": 10},
+        "amount": 0.7,
+    },
+    "mnist1d": {
+        "task": ("mnist1d", {}),
+        "model": {"name": "cnn1d", "width": 64, "depth": 3, "readout": "flatten"},
+        "train": {"epochs": 40, "lr": 1e-2, "batch_size": 100},
+        "finetune_epochs": 40,
+        "finetune": {"lr": 2e-3, "schedule": "cosine", "patience": 10},
+        "amount": 0.7,
+    },
+}
+MARGIN = 0.005  # 0.5 points of accuracy
+STEPS = ("baseline (fp32)", "prune", "int8", "prune + int8", "prune + sparse + int8")
+
+
+def run_seed(setup: dict, task, seed: int, amount: float, work: Path) -> dict:
+    torch.manual_seed(seed)
+    model = tidian.create_model(
+        setup["model"]["name"], task, **{k: v for k, v in setup["model"].items() if k != "name"}
+    )
+    tidian.fit(model, task, setup["train"], seed=seed)
+    pruned, _ = prune_(
+        copy.deepcopy(model),
+        {
+            "amount": amount,
+            "structured": True,
+            "schedule": "gradual",
+            "steps": 4,
+            "finetune_epochs": setup["finetune_epochs"],
+            "finetune": setup["finetune"],
+        },
+        task,
+        train=setup["train"],
+        seed=seed,
+    )
+    sparse, _ = prune_(
+        copy.deepcopy(pruned),
+        {
+            "amount": 0.8,
+            "structured": False,
+            "schedule": "gradual",
+            "steps": 2,
+            "finetune_epochs": setup["finetune_epochs"] // 2,
+            "finetune": setup["finetune"],
+        },
+        task,
+        train=setup["train"],
+        seed=seed,
+    )
+    files = {
+        "baseline (fp32)": work / f"base-{seed}.onnx",
+        "prune": work / f"prune-{seed}.onnx",
+        "int8": work / f"int8-{seed}.onnx",
+        "prune + int8": work / f"both-{seed}.onnx",
+        "prune + sparse + int8": work / f"all-{seed}.onnx",
+    }
+    export_onnx(model, task, files["baseline (fp32)"])
+    export_onnx(pruned, task, files["prune"])
+    static = {"mode": "static", "per_channel": True}
+    quantize_model(copy.deepcopy(model), task, static, files["int8"], seed=seed)
+    quantize_model(copy.deepcopy(pruned), task, static, files["prune + int8"], seed=seed)
+    quantize_model(copy.deepcopy(sparse), task, static, files["prune + sparse + int8"], seed=seed)
+    accuracy = {
+        step: compute_metrics(task.test.y, OnnxModel(f).predict(task.test.x), ["accuracy"])[
+            "accuracy"
+        ]
+        for step, f in files.items()
+    }
+    return {
+        "accuracy": accuracy,
+        "files": files,
+        "models": {"baseline (fp32)": model, "prune": pruned},
+    }
+
+
+def runtime_floor(task, work: Path, repeats: int) -> float:
+    """Batch-1 latency (ms) of an ONNX model that only returns its input: what one ONNX
+    Runtime call costs before any arithmetic — the floor under every speed-up here."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = ["batch", *np.asarray(task.test.x).shape[1:]]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "identity",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
+    path = work / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return measure_onnx_cost(path, task, repeats=repeats, warmup=200).latency_ms
+
+
+def _ci(s) -> str:
+    return f"{100 * s.mean:.2f}% [{100 * s.low:.2f}, {100 * s.high:.2f}]"
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(SETUPS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--amount", type=float, help="fraction of units removed (per setup)")
+    parser.add_argument("--repeats", type=int, default=2000, help="latency calls per model")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for name in [args.only] if args.only else list(SETUPS):
+        setup = SETUPS[name]
+        task = tidian.load_task(setup["task"][0], **setup["task"][1])
+        work = Path(tempfile.mkdtemp(prefix="tidian-deep-"))
+        start = time.perf_counter()
+        amount = args.amount if args.amount is not None else setup["amount"]
+        seeds = [run_seed(setup, task, s, amount, work) for s in range(args.seeds)]
+        minutes = (time.perf_counter() - start) / 60
+        first = seeds[0]
+        costs = {
+            step: measure_onnx_cost(f, task, repeats=args.repeats, warmup=200)
+            for step, f in first["files"].items()
+        }
+        eager = {
+            step: measure_cost(m, task, repeats=args.repeats, warmup=200).latency_ms
+            for step, m in first["models"].items()
+        }
+        base_scores = [s["accuracy"]["baseline (fp32)"] for s in seeds]
+        decisions = gate(
+            base_scores,
+            {step: [s["accuracy"][step] for s in seeds] for step in STEPS[1:]},
+            metric="accuracy",
+            greater_is_better=True,
+            test="non_inferiority",
+            margin=MARGIN,
+        )
+        floor = runtime_floor(task, work, args.repeats)
+        base = costs["baseline (fp32)"]
+        rows = []
+        for step in STEPS:
+            summary = summarize([s["accuracy"][step] for s in seeds])
+            c = costs[step]
+            verdict = (
+                "—"
+                if step == STEPS[0]
+                else ("non-inferior" if decisions[step].accepted else "not shown non-inferior")
+            )
+            rows.append(
+                [
+                    step,
+                    _ci(summary),
+                    verdict,
+                    f"{c.size_bytes:,}",
+                    f"{base.size_bytes / c.size_bytes:.1f}×",
+                    f"{c.gzip_bytes:,}",
+                    f"{c.latency_ms * 1000:.1f}",
+                    f"{base.latency_ms / c.latency_ms:.2f}×",
+                    f"{eager[step] * 1000:.1f}" if step in eager else "—",
+                ]
+            )
+        print_table(
+            f"Deep Compression analogue: {name}, {setup['model']}, {args.seeds} seeds, "
+            f"{amount:.0%} of units removed ({minutes:.1f} min)",
+            [
+                "step",
+                "accuracy [95% CI]",
+                f"gate (margin {100 * MARGIN:.1f} pt)",
+                "ONNX bytes",
+                "smaller",
+                "gzip bytes",
+                "ORT µs (b=1)",
+                "faster",
+                "torch µs",
+            ],
+            rows,
+            note=(
+                f"ORT: onnxruntime, 1 thread, median of {args.repeats} batch-1 calls; "
+                "bytes: the deployed ONNX file; gzip: that file gzip -9. An ONNX Runtime call "
+                f"that does nothing (Identity) takes {floor * 1000:.1f} µs here, so no model "
+                f"can be more than {base.latency_ms / floor:.1f}× faster than the baseline."
+            ),
+        )
+        final = costs[STEPS[-1]]
+        bytes_ratio = base.size_bytes / final.size_bytes
+        stored_ratio = base.gzip_bytes / final.gzip_bytes
+        speed = base.latency_ms / final.latency_ms
+        print(
+            f"{STEPS[-1]}: {bytes_ratio:.1f}× fewer ONNX bytes, {stored_ratio:.1f}× fewer stored "
+            f"(gzip) bytes — goal ≥40×: {_met(max(bytes_ratio, stored_ratio) >= 40)}"
+            f" ({'file' if bytes_ratio >= 40 else 'gzip'}); {speed:.2f}× lower ORT latency — "
+            f"goal ≥3×: {'met' if speed >= 3 else 'NOT met'}; accuracy non-inferior at 0.5 pt: "
+            f"{'met' if decisions[STEPS[-1]].accepted else 'NOT met'}\n"
+        )
+        for f in work.iterdir():
+            os.unlink(f)
+        work.rmdir()
+
+
+if __name__ == "__main__":
+    main()
