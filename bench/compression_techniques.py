@@ -124,10 +124,13 @@ def main() -> None:
     base_torch = measure_cost(first["baseline (fp32)"][0], task, repeats=args.repeats, warmup=200)
     for name, (m, path) in first.items():
         s = summarize(scores[name])
-        ort = measure_onnx_cost(path, task, repeats=args.repeats, warmup=200)
-        torch_cost = (
-            measure_cost(m, task, repeats=args.repeats, warmup=200) if m is not None else None
-        )
+        if name == "baseline (fp32)":  # the reference: one measurement, ratios exactly 1
+            ort, torch_cost = base_ort, base_torch
+        else:
+            ort = measure_onnx_cost(path, task, repeats=args.repeats, warmup=200)
+            torch_cost = (
+                measure_cost(m, task, repeats=args.repeats, warmup=200) if m is not None else None
+            )
         nonzero = (
             f"{torch_cost.nonzero_params:,} / {torch_cost.params:,}" if torch_cost else "(int8)"
         )

@@ -328,3 +328,27 @@ def test_quantize_before_prune_is_refused_up_front():
     with pytest.raises(RecipeError, match=r"stages\[1\].prune: comes after stages\[0\]"):
         validate_recipe({**TINY, "stages": [{"quantize": {}}, {"prune": {"amount": 0.5}}]})
     json.dumps(validate_recipe({**TINY, "stages": [{"prune": {}}, {"quantize": {}}]}).to_dict())
+
+
+def test_runtime_auto_falls_back_to_torch_when_onnx_cannot_take_the_model(
+    vector_task, tmp_path, monkeypatch
+):
+    import tidian.export
+    from tidian.evaluation.cost import deployment_cost
+    from tidian.recipe import DeploySpec
+
+    folder = save_model(create_model("mlp", vector_task, hidden=[8]), tmp_path / "m")
+    cost = deployment_cost(folder, vector_task, DeploySpec(), repeats=5)
+    assert cost["runtime"] == "onnxruntime" and cost["export_check"]["passed"]
+    assert set(cost["runtimes"]) == {"torch", "onnxruntime"}
+    assert cost["dense_bytes"] == cost["runtimes"]["torch"]["size_bytes"]
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("ONNX cannot export this model: aten::zeta is not supported")
+
+    monkeypatch.setattr(tidian.export, "export_onnx", refuse)
+    folder = save_model(create_model("mlp", vector_task, hidden=[8]), tmp_path / "n")
+    cost = deployment_cost(folder, vector_task, DeploySpec(), repeats=5)
+    assert cost["runtime"] == "torch" and "zeta" in cost["onnx_error"]
+    with pytest.raises(ConfigError, match="zeta"):
+        deployment_cost(folder, vector_task, DeploySpec(runtime="onnxruntime"), repeats=5)

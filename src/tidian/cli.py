@@ -281,7 +281,7 @@ def _label(row: dict[str, Any] | None) -> str:
 def _print_run(res) -> None:
     base, best = res.baseline, res.incumbent
     table = Table(title=f"run {res.run_id} — {res.status}")
-    for col in ("", "quality (mean [95% CI])", "params", "bytes", "latency ms"):
+    for col in ("", "quality (mean [95% CI])", "params", "bytes", "batch-1 latency"):
         table.add_column(col, justify="left" if not col else "right")
     for name, row in (("baseline", base), ("final", best)):
         cost = (row or {}).get("cost") or {}
@@ -290,11 +290,11 @@ def _print_run(res) -> None:
             _quality_text(row),
             f"{cost.get('params', 0):,}",
             f"{cost.get('size_bytes', 0):,}",
-            f"{cost.get('latency_ms', float('nan')):.4f}",
+            _latency_text(cost),
         )
     console.print(table)
     decisions = Table(title="candidates and decisions")
-    for col in ("id", "stage", "candidate", "quality", "decision"):
+    for col in ("id", "stage", "candidate", "quality", "latency", "decision"):
         decisions.add_column(col)
     for row in res.candidates:
         gate = row.get("gate")
@@ -304,8 +304,23 @@ def _print_run(res) -> None:
                 f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
                 f" Holm p={gate['p_adjusted']:.2g}"
             )
-        decisions.add_row(str(row["id"]), row["stage"], row["label"], _quality_text(row), verdict)
+            if gate["accepted"] and row["decision"] == "rejected":  # rejected on cost
+                verdict += "; " + row["reason"].split(": ", 1)[-1].split(" (", 1)[0]
+        decisions.add_row(
+            str(row["id"]),
+            row["stage"],
+            row["label"],
+            _quality_text(row),
+            _latency_text(row.get("cost") or {}),
+            verdict,
+        )
     console.print(decisions)
+
+
+def _latency_text(cost: dict[str, Any]) -> str:
+    if not cost:
+        return "—"
+    return f"{cost['latency_ms'] * 1000:.1f} µs ({cost.get('runtime', 'torch')})"
 
 
 @app.command("run")

@@ -259,12 +259,14 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
     """
     from pathlib import Path
 
+    from tidian.exceptions import ConfigError
     from tidian.models.io import WEIGHTS, load_model
 
     folder = Path(folder)
     threads = getattr(deploy, "threads", 1)
     batch_size = getattr(deploy, "batch_size", 256)
-    runtime = resolve_runtime(getattr(deploy, "runtime", "auto"))
+    asked = getattr(deploy, "runtime", "auto")
+    runtime = resolve_runtime(asked)
     model = load_model(folder)
     base = measure_cost(model, task, repeats=repeats, threads=threads, batch_size=batch_size)
     cost = base.to_dict()
@@ -284,7 +286,13 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
 
         onnx = folder / "model.fp32.onnx"
         if not onnx.exists():
-            cost["export_check"] = export_onnx(model, task, onnx).to_dict()
+            try:
+                cost["export_check"] = export_onnx(model, task, onnx).to_dict()
+            except ConfigError as err:
+                if asked != "auto":
+                    raise
+                # runtime 'auto': a model ONNX cannot take is measured where it runs, on torch
+                cost["onnx_error"] = str(err)
     if onnx.exists():
         measured = measure_onnx_cost(
             onnx, task, repeats=repeats, threads=threads, batch_size=batch_size

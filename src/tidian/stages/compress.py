@@ -26,7 +26,7 @@ from tidian.compression.lowrank import LowRankConfig
 from tidian.compression.prune import PruneConfig
 from tidian.compression.quantize import QuantizeConfig
 from tidian.evaluation.metrics import greater_is_better, tolerance_units
-from tidian.exceptions import ConfigError, bad_value, require
+from tidian.exceptions import ConfigError, TidianError, bad_value, require
 from tidian.stages.base import STAGES, Context, Proposal, Stage
 
 
@@ -139,28 +139,36 @@ def _trial(
     seed: int,
     metric: str,
 ) -> dict[str, float]:
-    """Compress the first seed's model once; validation score and ONNX Runtime cost."""
+    """Compress the first seed's model once; validation score and ONNX Runtime cost, or
+    ``{"error": message}`` when this combination cannot be applied (the search goes on)."""
+
+    work = Path(tempfile.mkdtemp(prefix="tidian-compress-"))
+    try:
+        return _measure(parent, steps, task, train, seed, metric, work)
+    except TidianError as err:
+        return {"error": str(err)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(parent, steps, task, train, seed, metric, work: Path) -> dict[str, float]:
     from tidian.compression.apply import apply_steps
     from tidian.evaluation.cost import measure_onnx_cost
     from tidian.evaluation.metrics import compute_metrics
     from tidian.export import OnnxModel, export_onnx
     from tidian.models.io import load_model
 
-    work = Path(tempfile.mkdtemp(prefix="tidian-compress-"))
-    try:
-        model = load_model(parent)
-        model, onnx, _ = apply_steps(
-            model, steps, task, train=train, seed=seed, metric=metric, onnx_path=work / "q.onnx"
-        )
-        if onnx is None:
-            onnx = work / "f.onnx"
-            export_onnx(model, task, onnx)
-        split = task.val if len(task.val) else task.test
-        score = compute_metrics(split.y, OnnxModel(onnx).predict(split.x), [metric])[metric]
-        cost = measure_onnx_cost(onnx, task, repeats=100)
-        return {"score": score, "latency_ms": cost.latency_ms, "bytes": cost.size_bytes}
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    model = load_model(parent)
+    model, onnx, _ = apply_steps(
+        model, steps, task, train=train, seed=seed, metric=metric, onnx_path=work / "q.onnx"
+    )
+    if onnx is None:
+        onnx = work / "f.onnx"
+        export_onnx(model, task, onnx)
+    split = task.val if len(task.val) else task.test
+    score = compute_metrics(split.y, OnnxModel(onnx).predict(split.x), [metric])[metric]
+    cost = measure_onnx_cost(onnx, task, repeats=100)
+    return {"score": score, "latency_ms": cost.latency_ms, "bytes": cost.size_bytes}
 
 
 @STAGES.register("compress", config=CompressConfig, kind="cost")
@@ -195,6 +203,8 @@ class Compress(Stage):
         )
         # The uncompressed incumbent on the same runtime: the reference point of the search.
         reference = _trial(parent, [], ctx.task, incumbent.train, seed, metric)
+        if "error" in reference:
+            raise ConfigError(f"compress: the incumbent itself cannot run: {reference['error']}")
         done = sum(t.state.is_finished() for t in study.trials)
         batch = max(1, getattr(ctx.executor, "jobs", 1))
         while done < config.trials:
@@ -212,7 +222,10 @@ class Compress(Stage):
             for t, plan, r in zip(trials, plans, results):
                 t.set_user_attr("steps", plan)
                 t.set_user_attr("result", r)
-                study.tell(t, [r["score"], *(r[c] for c in costs)])
+                if "error" in r:
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(t, [r["score"], *(r[c] for c in costs)])
             done += len(trials)
         return self._proposals(study, incumbent, ctx, reference, costs, sign)
 
@@ -234,6 +247,11 @@ class Compress(Stage):
         notes: dict[str, Any] = {
             "trials": len(study.trials),
             "complete": len(complete),
+            "failed": [
+                {"trial": t.number, "error": t.user_attrs["result"]["error"]}
+                for t in study.trials
+                if "error" in t.user_attrs.get("result", {})
+            ],
             "reference": reference,
             "objectives": [ctx.metric, *costs],
             "pareto": [
