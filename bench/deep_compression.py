@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--amount", type=float, help="fraction of units removed (per setup)")
     parser.add_argument("--repeats", type=int, default=2000, help="latency calls per model")
+    parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (per setup)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name in [args.only] if args.only else list(SETUPS):
@@ -164,6 +165,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="tidian-deep-"))
         start = time.perf_counter()
         amount = args.amount if args.amount is not None else setup["amount"]
+        if args.finetune_epochs is not None:
+            setup = {**setup, "finetune_epochs": args.finetune_epochs}
         seeds = [run_seed(setup, task, s, amount, work) for s in range(args.seeds)]
         minutes = (time.perf_counter() - start) / 60
         first = seeds[0]

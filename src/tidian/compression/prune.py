@@ -39,7 +39,9 @@ class PruneConfig:
     importance: l1 | l2 | taylor. schedule: oneshot | gradual (``steps`` steps).
     scope: ``layer`` removes ``amount`` of each layer; ``global`` ranks all layers together
     (default: layer for structured, global for unstructured).
-    layers: glob patterns over module paths (``blocks.*``); only matching layers are pruned.
+    layers: glob patterns; only matching layers are pruned. Structured pruning matches unit
+    group names (``blocks.0``, ``layers.1``, ``encoder.layers.0.heads``), unstructured pruning
+    parameter names (``blocks.0.0.weight``); an error lists the names when nothing matches.
     finetune_epochs: epochs of fine-tuning after pruning (split across gradual steps).
     finetune: training-config changes for fine-tuning (say, a lower lr).
     """
