@@ -8,6 +8,9 @@ The public API lives here; submodules are implementation details::
     print(result["accuracy"])          # mean ± 95% CI over seeds
 """
 
+from tidian.compression import PruneConfig, prune_
+from tidian.compression.lowrank import LowRankConfig, lowrank_
+from tidian.compression.quantize import QuantizeConfig, quantize_model
 from tidian.evaluation import (
     METRICS,
     Cost,
@@ -33,6 +36,7 @@ from tidian.exceptions import (
     TidianError,
     UnknownNameError,
 )
+from tidian.export import OnnxModel, export_onnx, predict_file
 from tidian.models import (
     MODELS,
     ModelSpec,
@@ -67,10 +71,14 @@ __all__ = [
     "DependencyError",
     "Evaluation",
     "History",
+    "LowRankConfig",
     "ModelSpec",
+    "OnnxModel",
     "PairedComparison",
     "PlainStep",
     "Proposal",
+    "PruneConfig",
+    "QuantizeConfig",
     "Recipe",
     "RecipeError",
     "Registry",
@@ -95,14 +103,19 @@ __all__ = [
     "create_model",
     "describe_models",
     "evaluate",
+    "export_onnx",
     "fit",
     "load_model",
     "load_recipe",
     "load_task",
+    "lowrank_",
     "measure_cost",
     "model_spec",
     "paired_compare",
     "predict",
+    "predict_file",
+    "prune_",
+    "quantize_model",
     "register_model",
     "run",
     "save_model",
