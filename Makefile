@@ -35,3 +35,5 @@ bench: setup
 	$(PY) bench/tune_samplers.py
 	$(PY) bench/tune_mnist1d.py
 	$(PY) bench/mnist1d_paper.py
+	$(PY) bench/deep_compression.py
+	$(PY) bench/compression_techniques.py
