@@ -79,6 +79,7 @@ def run_seed(setup: dict, task, seed: int, amount: float, work: Path) -> dict:
             "steps": 4,
             "finetune_epochs": setup["finetune_epochs"],
             "finetune": setup["finetune"],
+            "distill": setup.get("distill"),
         },
         task,
         train=setup["train"],
@@ -93,6 +94,7 @@ def run_seed(setup: dict, task, seed: int, amount: float, work: Path) -> dict:
             "steps": 2,
             "finetune_epochs": setup["finetune_epochs"] // 2,
             "finetune": setup["finetune"],
+            "distill": setup.get("distill"),
         },
         task,
         train=setup["train"],
@@ -157,6 +159,11 @@ def main() -> None:
     parser.add_argument("--amount", type=float, help="fraction of units removed (per setup)")
     parser.add_argument("--repeats", type=int, default=2000, help="latency calls per model")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (per setup)")
+    parser.add_argument(
+        "--distill",
+        action="store_true",
+        help="fine-tune towards the unpruned model's outputs (T=4, alpha=0.9)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     for name in [args.only] if args.only else list(SETUPS):
@@ -167,6 +174,8 @@ def main() -> None:
         amount = args.amount if args.amount is not None else setup["amount"]
         if args.finetune_epochs is not None:
             setup = {**setup, "finetune_epochs": args.finetune_epochs}
+        if args.distill:
+            setup = {**setup, "distill": {"temperature": 4.0, "alpha": 0.9}}
         seeds = [run_seed(setup, task, s, amount, work) for s in range(args.seeds)]
         minutes = (time.perf_counter() - start) / 60
         first = seeds[0]
@@ -213,7 +222,8 @@ def main() -> None:
             )
         print_table(
             f"Deep Compression analogue: {name}, {setup['model']}, {args.seeds} seeds, "
-            f"{amount:.0%} of units removed ({minutes:.1f} min)",
+            f"{amount:.0%} of units removed, {setup['finetune_epochs']} fine-tuning epochs"
+            f"{', distilled' if setup.get('distill') else ''} ({minutes:.1f} min)",
             [
                 "step",
                 "accuracy [95% CI]",

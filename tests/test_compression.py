@@ -352,3 +352,36 @@ def test_runtime_auto_falls_back_to_torch_when_onnx_cannot_take_the_model(
     assert cost["runtime"] == "torch" and "zeta" in cost["onnx_error"]
     with pytest.raises(ConfigError, match="zeta"):
         deployment_cost(folder, vector_task, DeploySpec(runtime="onnxruntime"), repeats=5)
+
+
+def test_distillation_step_and_distilled_finetuning(vector_task):
+    from tidian.training.steps import DistillStep
+
+    torch.manual_seed(0)
+    model = create_model("mlp", vector_task, hidden=[32])
+    fit(model, vector_task, {"epochs": 10, "lr": 0.01})
+    x = torch.as_tensor(vector_task.train.x)
+    teacher = model(x).detach()
+    index = torch.arange(len(x))
+    y = torch.as_tensor(vector_task.train.y)
+    same = DistillStep(nn.functional.cross_entropy, teacher, temperature=4.0, alpha=1.0)
+    with torch.no_grad():
+        assert float(same(model, x, y, index)) == pytest.approx(0.0, abs=1e-6)  # KL(p ‖ p)
+        shifted = DistillStep(nn.functional.cross_entropy, teacher + torch.randn_like(teacher))
+        assert float(shifted(model, x, y, index)) > 0.01
+    # Distilled fine-tuning of a pruned model ends closer to the unpruned model's outputs.
+    gap = {}
+    for distill in (None, {"temperature": 4.0, "alpha": 1.0}):
+        pruned, _ = prune_(
+            copy.deepcopy(model),
+            PruneConfig(amount=0.7, finetune_epochs=20, distill=distill),
+            vector_task,
+            train={"epochs": 10, "lr": 0.01},
+        )
+        with torch.no_grad():
+            gap[distill is not None] = float(same(pruned, x, y, index))
+    assert gap[True] < gap[False]
+    with pytest.raises(ConfigError, match=r"prune.distill.alpha must be a fraction in \[0, 1\]"):
+        PruneConfig(distill={"alpha": 2})
+    with pytest.raises(ConfigError, match="prune.distill must be null or"):
+        PruneConfig(distill={"temp": 2})

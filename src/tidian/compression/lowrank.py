@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidian.compression.finetune import check_distill, finetune, teacher_outputs
 from tidian.compression.surgery import (
     LowRank,
     get_module,
@@ -39,6 +40,7 @@ class LowRankConfig:
     include_head: bool = False
     finetune_epochs: int = 0
     finetune: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] | None = None  # as for prune: from the unfactorised model
 
     def __post_init__(self) -> None:
         if self.rank is not None:
@@ -49,6 +51,7 @@ class LowRankConfig:
         f = self.finetune_epochs
         if isinstance(f, bool) or not isinstance(f, int) or f < 0:
             raise bad_value("lowrank.finetune_epochs", "a non-negative integer", f)
+        check_distill(self.distill, "lowrank")
 
 
 def _matrix(module: nn.Module) -> torch.Tensor:
@@ -115,10 +118,14 @@ def lowrank_(
     seed: int = 0,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Factorise the chosen layers of ``model`` in place; fine-tune when asked."""
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-
     config = config if isinstance(config, LowRankConfig) else LowRankConfig(**config)
+    if config.finetune_epochs and task is None:
+        raise ConfigError("lowrank fine-tuning needs task=.")
+    teacher = (
+        teacher_outputs(model, task)
+        if config.distill is not None and config.finetune_epochs
+        else None
+    )
     before = sum(p.numel() for p in model.parameters())
     candidates = []
     for path, module in model.named_modules():
@@ -154,12 +161,16 @@ def lowrank_(
         set_module(model, path, factorize(module, rank))
         record_replacement(model, path, {"type": "lowrank", "rank": rank})
         layers[path] = {"rank": rank, "shape": [out_dim, in_dim]}
-    if config.finetune_epochs:
-        if task is None:
-            raise ConfigError("lowrank fine-tuning needs task=.")
-        tc = TrainConfig.coerce(train).replace(init="default", patience=None)
-        tc = tc.replace(**{**config.finetune, "epochs": config.finetune_epochs})
-        fit(model, task, tc, seed=seed + 1000)
+    finetune(
+        model,
+        task,
+        train,
+        config.finetune_epochs,
+        seed + 1000,
+        overrides=config.finetune,
+        teacher=teacher,
+        distill=config.distill,
+    )
     model.eval()
     return model, {
         "layers": layers,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidian.compression.finetune import check_distill, finetune, teacher_outputs
 from tidian.compression.surgery import Group, get_module, remove_units, unit_groups
 from tidian.exceptions import ConfigError, bad_value
 
@@ -44,6 +45,8 @@ class PruneConfig:
     parameter names (``blocks.0.0.weight``); an error lists the names when nothing matches.
     finetune_epochs: epochs of fine-tuning after pruning (split across gradual steps).
     finetune: training-config changes for fine-tuning (say, a lower lr).
+    distill: ``{temperature: 4, alpha: 0.7}`` fine-tunes towards the unpruned model's outputs
+    (knowledge distillation from the model before pruning); null: labels only.
     """
 
     amount: float = 0.5
@@ -56,6 +59,7 @@ class PruneConfig:
     finetune_epochs: int = 0
     finetune: dict[str, Any] = field(default_factory=dict)
     taylor_batches: int = 8
+    distill: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         a = self.amount
@@ -73,6 +77,7 @@ class PruneConfig:
                 raise bad_value(f"prune.{name}", "a non-negative integer", value)
         if self.steps < 1:
             raise bad_value("prune.steps", "an integer >= 1", self.steps)
+        check_distill(self.distill, "prune")
 
     @property
     def effective_scope(self) -> str:
@@ -311,18 +316,13 @@ def prune_(
     ``train`` is the training config fine-tuning starts from (the model's own, usually);
     ``finetune_epochs`` and ``finetune`` override it. Returns the model and a report.
     """
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-
     config = config if isinstance(config, PruneConfig) else PruneConfig(**config)
     if (config.finetune_epochs or config.importance == "taylor") and task is None:
         raise ConfigError("pruning with fine-tuning or taylor importance needs task=.")
     steps = config.steps if config.schedule == "gradual" else 1
     targets = sparsity_schedule(config.amount, steps) if steps > 1 else [config.amount]
     per_step = math.ceil(config.finetune_epochs / steps) if config.finetune_epochs else 0
-    base = TrainConfig.coerce(train).replace(init="default", patience=None)
-    if config.finetune:
-        base = base.replace(**{k: v for k, v in config.finetune.items() if k != "epochs"})
+    teacher = teacher_outputs(model, task) if config.distill is not None and per_step else None
     before = sum(p.numel() for p in model.parameters())
     report: dict[str, Any] = {"steps": []}
     masks: dict[str, torch.Tensor] = {}
@@ -357,8 +357,16 @@ def prune_(
             report["steps"].append({"target": target})
         handles = apply_masks(model, masks) if masks else []
         try:
-            if per_step:
-                fit(model, task, base.replace(epochs=per_step), seed=seed + 1000 * (t + 1))
+            finetune(
+                model,
+                task,
+                train,
+                per_step,
+                seed + 1000 * (t + 1),
+                overrides=config.finetune,
+                teacher=teacher,
+                distill=config.distill,
+            )
         finally:
             for h in handles:
                 h.remove()

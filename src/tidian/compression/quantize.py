@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tidian.compression.finetune import check_distill, finetune, teacher_outputs
 from tidian.compression.surgery import set_module
 from tidian.evaluation.metrics import tolerance_units
 from tidian.exceptions import ConfigError, bad_value, require
@@ -57,6 +58,7 @@ class QuantizeConfig:
     tolerance: float = 0.5
     qat_epochs: int = 5
     finetune: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] | None = None  # QAT towards the float model's outputs
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -72,6 +74,7 @@ class QuantizeConfig:
             )
         if self.tolerance < 0:
             raise bad_value("quantize.tolerance", "a non-negative number of points", self.tolerance)
+        check_distill(self.distill, "quantize")
 
 
 # -- quantisation-aware training -------------------------------------------------------------
@@ -109,11 +112,19 @@ class FakeQuant(nn.Module):
         return self.inner._conv_forward(x, w, self.inner.bias)
 
 
-def qat_(model: nn.Module, task: Any, train: Any, epochs: int, seed: int) -> nn.Module:
-    """Fine-tune ``model`` in place with fake quantisation; returns it, unwrapped, in float."""
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-
+def qat_(
+    model: nn.Module,
+    task: Any,
+    train: Any,
+    epochs: int,
+    seed: int,
+    *,
+    overrides: dict[str, Any] | None = None,
+    distill: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Fine-tune ``model`` in place with fake quantisation; returns it, unwrapped, in float.
+    With ``distill``, towards the float model's own outputs."""
+    teacher = teacher_outputs(model, task) if distill is not None else None
     paths = [
         p
         for p, m in model.named_modules()
@@ -126,8 +137,16 @@ def qat_(model: nn.Module, task: Any, train: Any, epochs: int, seed: int) -> nn.
     for p in paths:
         set_module(model, p, FakeQuant(model.get_submodule(p)))
     try:
-        config = TrainConfig.coerce(train).replace(init="default", patience=None, epochs=epochs)
-        fit(model, task, config, seed=seed + 2000)
+        finetune(
+            model,
+            task,
+            train,
+            epochs,
+            seed + 2000,
+            overrides=overrides,
+            teacher=teacher,
+            distill=distill,
+        )
     finally:
         for p in paths:
             set_module(model, p, model.get_submodule(p).inner)
@@ -313,10 +332,15 @@ def quantize_model(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if config.mode == "qat":
-        from tidian.training.config import TrainConfig
-
-        base = TrainConfig.coerce(train).to_dict()
-        qat_(model, task, {**base, **config.finetune}, config.qat_epochs, seed)
+        qat_(
+            model,
+            task,
+            train,
+            config.qat_epochs,
+            seed,
+            overrides=config.finetune,
+            distill=config.distill,
+        )
     calibration = None
     if config.mode in ("static", "qat"):
         x = np.asarray(task.train.x)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tidian.compression.apply import check_steps
+from tidian.compression.finetune import check_distill
 from tidian.compression.lowrank import LowRankConfig
 from tidian.compression.prune import PruneConfig
 from tidian.compression.quantize import QuantizeConfig
@@ -86,8 +87,8 @@ class CompressConfig:
     percentage point) and metric units otherwise — also the gate's margin for this stage.
     target: latency | size | both. trials: Optuna trials (on the first seed).
     amounts / energies / modes: the search space (0 amount, energy 1 and mode none = off).
-    finetune_epochs: fine-tuning after pruning / factorising. top_k: Pareto points besides
-    the chosen one sent to full evaluation."""
+    finetune_epochs / finetune / distill: fine-tuning after pruning / factorising (as for
+    prune). top_k: Pareto points besides the chosen one sent to full evaluation."""
 
     tolerance: float = 0.5
     target: str = "latency"
@@ -100,6 +101,7 @@ class CompressConfig:
     finetune: dict[str, Any] = field(default_factory=dict)
     top_k: int = 2
     seed: int = 0
+    distill: dict[str, Any] | None = None  # fine-tune towards the uncompressed model
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -116,11 +118,16 @@ class CompressConfig:
         for m in self.modes:
             if m != "none":
                 QuantizeConfig(mode=m)
+        check_distill(self.distill, "compress")
         if not self.amounts or not self.energies or not self.modes:
             raise bad_value("compress", "non-empty amounts, energies and modes", self)
 
     def steps(self, amount: float, energy: float, mode: str) -> list[dict[str, Any]]:
-        tune = {"finetune_epochs": self.finetune_epochs, "finetune": dict(self.finetune)}
+        tune = {
+            "finetune_epochs": self.finetune_epochs,
+            "finetune": dict(self.finetune),
+            "distill": self.distill,
+        }
         steps: list[dict[str, Any]] = []
         if amount > 0:
             steps.append({"prune": {"amount": amount, "structured": self.structured, **tune}})
