@@ -90,6 +90,9 @@ def run_seed(setup: dict, task, seed: int, amount: float, work: Path) -> dict:
         {
             "amount": 0.8,
             "structured": False,
+            # one threshold over all layers: per-layer 80% measured worse on the pruned CNN
+            # (83.9% against 88.4% with 80 distilled fine-tuning epochs)
+            "scope": "global",
             "schedule": "gradual",
             "steps": 2,
             "finetune_epochs": setup["finetune_epochs"] // 2,
