@@ -385,3 +385,19 @@ def test_distillation_step_and_distilled_finetuning(vector_task):
         PruneConfig(distill={"alpha": 2})
     with pytest.raises(ConfigError, match="prune.distill must be null or"):
         PruneConfig(distill={"temp": 2})
+
+
+def test_unstructured_pruning_is_kept_only_as_smaller_when_compressed(store):
+    recipe = {
+        **TINY,
+        "evaluate": {"seeds": 3, "margin": 0.2},  # iris' 30 test rows: a wide margin
+        "stages": [{"prune": {"amount": 0.8, "structured": False, "finetune_epochs": 20}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    (row,) = [c for c in result.candidates if c["stage"] == "prune"]
+    base = result.baseline["cost"]
+    assert row["cost"]["size_bytes"] == base["size_bytes"]  # same dense ONNX file
+    assert row["cost"]["gzip_bytes"] < 0.5 * base["gzip_bytes"]
+    assert row["decision"] == "accepted"
+    assert row["reason"].endswith("smaller gzip'd (same size in memory)")
+    assert "faster" not in row["reason"]

@@ -87,16 +87,17 @@ def count_flops(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _timed(model: nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> np.ndarray:
+def _timed(call: Any, x: Any, repeats: int, warmup: int) -> np.ndarray:
+    """Milliseconds of each of ``repeats`` calls ``call(x)`` after ``warmup`` untimed ones."""
     with torch.inference_mode():
         for _ in range(warmup):
-            model(x)
+            call(x)
         times = np.empty(repeats)
         for i in range(repeats):
             start = time.perf_counter_ns()
-            model(x)
+            call(x)
             times[i] = time.perf_counter_ns() - start
-    return times / 1e6  # milliseconds
+    return times / 1e6
 
 
 def _example(task_or_input: Any, n: int) -> torch.Tensor:
@@ -211,18 +212,8 @@ def measure_onnx_cost(
     one = _example(task_or_input, 1).numpy().astype(runtime.input_dtype)
     batch = _example(task_or_input, batch_size).numpy().astype(runtime.input_dtype)
 
-    def timed(x: np.ndarray, n: int, w: int) -> np.ndarray:
-        for _ in range(w):
-            runtime(x)
-        times = np.empty(n)
-        for i in range(n):
-            start = time.perf_counter_ns()
-            runtime(x)
-            times[i] = time.perf_counter_ns() - start
-        return times / 1e6
-
-    latency = timed(one, repeats, warmup)
-    per_batch = timed(batch, max(5, repeats // 20), max(2, warmup // 10))
+    latency = _timed(runtime, one, repeats, warmup)
+    per_batch = _timed(runtime, batch, max(5, repeats // 20), max(2, warmup // 10))
     return RuntimeCost(
         runtime="onnxruntime",
         size_bytes=os.path.getsize(path),
@@ -294,6 +285,8 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
                 # runtime 'auto': a model ONNX cannot take is measured where it runs, on torch
                 cost["onnx_error"] = str(err)
     if onnx.exists():
+        if onnx.name == "model.onnx":  # quantised: torch runs only its float source
+            cost["runtimes"]["torch"]["model"] = "the float model it was quantised from"
         measured = measure_onnx_cost(
             onnx, task, repeats=repeats, threads=threads, batch_size=batch_size
         ).to_dict()
