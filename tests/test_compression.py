@@ -278,6 +278,7 @@ def test_pipeline_compresses_seed_by_seed_and_gates(store):
     assert over["cost"]["params"] < rows["baseline:baseline"]["cost"]["params"] / 10
     same = rows["prune:prune amount=0.0"]
     assert same["decision"] == "rejected" and "not faster or smaller" in same["reason"]
+    assert "latency_ratio" in same["gate"]  # the same model, timed side by side
     quant = rows["quantize:quantize"]
     assert quant["cost"]["runtime"] == "onnxruntime" and quant["cost"]["file"] == "model.onnx"
     assert quant["cost"]["size_bytes"] < rows["baseline:baseline"]["cost"]["size_bytes"]

@@ -299,3 +299,41 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
             gzip_bytes=measured["gzip_bytes"],
         )
     return cost
+
+
+def deployed_runner(folder: Any, task: Any, threads: int = 1) -> tuple[Any, Any]:
+    """``(call, batch-1 input)`` for a saved candidate on the runtime its cost was measured
+    on: its ONNX file (int8 ``model.onnx`` or ``model.fp32.onnx``) when it has one, else the
+    torch model in eval mode."""
+    from pathlib import Path
+
+    from tidian.models.io import load_model
+
+    folder = Path(folder)
+    for name in ("model.onnx", "model.fp32.onnx"):
+        if (folder / name).exists():
+            from tidian.export import OnnxModel
+
+            runtime = OnnxModel(folder / name, threads=threads)
+            return runtime, _example(task, 1).numpy().astype(runtime.input_dtype)
+    model = load_model(folder).eval()
+
+    def call(x: torch.Tensor) -> Any:
+        with torch.inference_mode(), torch_threads(threads):
+            return model(x)
+
+    return call, _example(task, 1)
+
+
+def interleaved_latency(
+    a: tuple[Any, Any], b: tuple[Any, Any], *, rounds: int = 9, calls: int = 100
+) -> float:
+    """Median over ``rounds`` of (median latency of b) / (median latency of a), the two timed
+    in alternating blocks of ``calls`` so that drift of a shared machine hits both alike.
+    Below 1: b is faster."""
+    ratios = []
+    for _ in range(rounds):
+        ta = np.median(_timed(a[0], a[1], calls, 10))
+        tb = np.median(_timed(b[0], b[1], calls, 10))
+        ratios.append(tb / ta)
+    return float(np.median(ratios))
