@@ -402,3 +402,19 @@ def test_unstructured_pruning_is_kept_only_as_smaller_when_compressed(store):
     assert row["decision"] == "accepted"
     assert row["reason"].endswith("smaller gzip'd (same size in memory)")
     assert "faster" not in row["reason"]
+
+
+def test_compression_in_worker_processes_gives_the_same_scores(tmp_path):
+    recipe = {
+        **TINY,
+        "stages": [
+            {"prune": {"amount": 0.5, "finetune_epochs": 5}},
+            {"quantize": {"mode": "static"}},
+        ],
+    }
+    runs = [
+        pipeline.run(recipe, store=Store(f"sqlite:///{tmp_path / f'{jobs}.db'}"), jobs=jobs)
+        for jobs in (1, 2)
+    ]
+    serial, parallel = ([c["quality"]["per_seed"] for c in r.candidates] for r in runs)
+    assert serial == parallel and len(serial) == 3
