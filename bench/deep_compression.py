@@ -255,6 +255,13 @@ def main() -> None:
                 f"can be more than {base.latency_ms / floor:.1f}× faster than the baseline."
             ),
         )
+        for step in STEPS[1:]:
+            changes = [100 * (s["accuracy"][step] - s["accuracy"][STEPS[0]]) for s in seeds]
+            d = decisions[step]
+            print(
+                f"{step}: change per seed {', '.join(f'{c:+.1f}' for c in changes)} pt; "
+                f"mean {100 * d.gain:+.2f} pt, 95% CI [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+            )
         final = costs[STEPS[-1]]
         bytes_ratio = base.size_bytes / final.size_bytes
         stored_ratio = base.gzip_bytes / final.gzip_bytes
