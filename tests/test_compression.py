@@ -418,3 +418,26 @@ def test_compression_in_worker_processes_gives_the_same_scores(tmp_path):
     ]
     serial, parallel = ([c["quality"]["per_seed"] for c in r.candidates] for r in runs)
     assert serial == parallel and len(serial) == 3
+
+
+def test_compress_picks_the_best_pareto_point_within_tolerance(store):
+    search = {
+        "tolerance": 100.0,  # anything goes: the cheapest Pareto point is chosen
+        "trials": 4,
+        "amounts": [0.0, 0.5],
+        "energies": [1.0],
+        "modes": ["none", "dynamic"],
+        "finetune_epochs": 2,
+        "target": "size",
+        "top_k": 0,
+    }
+    result = pipeline.run({**TINY, "stages": [{"compress": search}]}, store=store)
+    (row,) = [c for c in result.candidates if c["stage"] == "compress"]
+    report = result.stages[1]["report"]
+    assert row["label"].startswith("compress best within tolerance")
+    assert report["choice"] == "within tolerance"
+    smallest = min(p["bytes"] for p in report["pareto"])
+    assert any(
+        p["bytes"] == smallest and f"(trial {p['trial']})" in row["label"] for p in report["pareto"]
+    )
+    assert row["changes"]["transform"]  # a real transform, never the uncompressed model

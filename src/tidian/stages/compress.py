@@ -285,7 +285,8 @@ class Compress(Stage):
         for t in sorted(front, key=lambda t: -sign * t.values[0]):
             if len(picked) > self.config.top_k:
                 break
-            if all(t.number != p.number for _, p in picked):
+            # NSGA-II may sample one combination twice: evaluate each transform once
+            if all(t.user_attrs["steps"] != p.user_attrs["steps"] for _, p in picked):
                 picked.append((f"compress pareto (trial {t.number})", t))
         ctx.notes.update(notes)
         return [_transform(incumbent, label, t.user_attrs["steps"]) for label, t in picked]
