@@ -48,14 +48,9 @@ class ExportCheck:
 
 def example_inputs(task_or_input: Any, n: int = 64) -> np.ndarray:
     """Up to ``n`` real inputs: a task's test split (train if it has none) or an array."""
-    if isinstance(task_or_input, np.ndarray | torch.Tensor):
-        x = np.asarray(task_or_input)
-    else:
-        split = task_or_input.test if len(task_or_input.test) else task_or_input.train
-        x = np.asarray(split.x)
-    if len(x) == 0:
-        raise bad_value("example inputs", "at least one sample", x.shape)
-    return x[:n]
+    from tidian.evaluation.cost import real_inputs
+
+    return real_inputs(task_or_input)[:n]
 
 
 def compact_onnx(path: str | Path) -> None:

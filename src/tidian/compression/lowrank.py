@@ -20,6 +20,7 @@ from tidian.compression.finetune import check_distill, finetune, teacher_outputs
 from tidian.compression.surgery import (
     LowRank,
     get_module,
+    lowrank_layers,
     plain_attention,
     record_replacement,
     set_module,
@@ -76,37 +77,18 @@ def factorize(module: nn.Module, rank: int) -> LowRank:
             f"lowrank.rank {rank} is larger than this layer allows ({out_dim}×{in_dim}: at "
             f"most {limit}); choose a rank <= {limit} or use energy."
         )
+    if not isinstance(module, nn.Linear) and module.groups != 1:
+        raise ConfigError("low-rank factorisation of grouped convolutions is not supported.")
     u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
     root = s[:rank].sqrt()
-    first_w = (root[:, None] * vh[:rank]).float()
-    second_w = (u[:, :rank] * root[None, :]).float()
-    bias = module.bias is not None
-    if isinstance(module, nn.Linear):
-        first, second = nn.Linear(in_dim, rank, bias=False), nn.Linear(rank, out_dim, bias=bias)
-        first_shape, second_shape = first_w.shape, second_w.shape
-    else:
-        if module.groups != 1:
-            raise ConfigError("low-rank factorisation of grouped convolutions is not supported.")
-        conv = type(module)
-        kernel = module.weight.shape[2:]
-        first = conv(
-            module.in_channels,
-            rank,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            dilation=module.dilation,
-            bias=False,
-        )
-        second = conv(rank, out_dim, 1, bias=bias)
-        first_shape = (rank, module.in_channels, *kernel)
-        second_shape = (out_dim, rank, *([1] * len(kernel)))
+    # The layers come from the same builder that rebuilds a saved model, so the two agree.
+    new = lowrank_layers(module, rank)
     with torch.no_grad():
-        first.weight.copy_(first_w.reshape(first_shape))
-        second.weight.copy_(second_w.reshape(second_shape))
-        if bias:
-            second.bias.copy_(module.bias)
-    return LowRank(first, second).train(module.training)
+        new.first.weight.copy_((root[:, None] * vh[:rank]).reshape(new.first.weight.shape))
+        new.second.weight.copy_((u[:, :rank] * root[None, :]).reshape(new.second.weight.shape))
+        if module.bias is not None:
+            new.second.bias.copy_(module.bias)
+    return new.train(module.training)
 
 
 def lowrank_(

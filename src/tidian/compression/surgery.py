@@ -151,8 +151,8 @@ class LowRank(nn.Module):
         return self.second(self.first(x))
 
 
-def _placeholder_lowrank(old: nn.Module, record: dict[str, Any]) -> nn.Module:
-    rank = int(record["rank"])
+def lowrank_layers(old: nn.Module, rank: int) -> LowRank:
+    """The (uninitialised) two-layer replacement of a Linear or Conv layer at ``rank``."""
     if isinstance(old, nn.Linear):
         return LowRank(
             nn.Linear(old.in_features, rank, bias=False),
@@ -169,6 +169,10 @@ def _placeholder_lowrank(old: nn.Module, record: dict[str, Any]) -> nn.Module:
         bias=False,
     )
     return LowRank(first, conv(rank, old.out_channels, 1, bias=old.bias is not None))
+
+
+def _placeholder_lowrank(old: nn.Module, record: dict[str, Any]) -> nn.Module:
+    return lowrank_layers(old, int(record["rank"]))
 
 
 def _placeholder_attention(old: nn.Module, record: dict[str, Any]) -> nn.Module:

@@ -100,14 +100,22 @@ def _timed(call: Any, x: Any, repeats: int, warmup: int) -> np.ndarray:
     return times / 1e6
 
 
-def _example(task_or_input: Any, n: int) -> torch.Tensor:
+def real_inputs(task_or_input: Any) -> np.ndarray:
+    """Inputs to measure or check a model with: a task's test split (its training split when
+    it has no test rows), or the given array."""
     if isinstance(task_or_input, torch.Tensor | np.ndarray):
-        x = torch.as_tensor(task_or_input)
+        x = np.asarray(task_or_input)
     else:
         split = task_or_input.test if len(task_or_input.test) else task_or_input.train
-        x = torch.as_tensor(split.x)
+        x = np.asarray(split.x)
     if len(x) == 0:
         raise bad_value("example input", "at least one sample", tuple(x.shape))
+    return x
+
+
+def _example(task_or_input: Any, n: int) -> torch.Tensor:
+    """Exactly ``n`` real inputs (repeated when there are fewer)."""
+    x = torch.as_tensor(real_inputs(task_or_input))
     reps = -(-n // len(x))
     return x.repeat(reps, *([1] * (x.ndim - 1)))[:n].contiguous()
 
