@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,8 @@ def run_transform(
     """Worker: compress seed ``seed`` of the model saved at ``parent`` into folder ``out``."""
     import torch
 
-    from tidian.evaluation.evaluate import SeedRun
-    from tidian.evaluation.metrics import compute_metrics, predict
+    from tidian.evaluation.evaluate import SeedRun, score_splits
+    from tidian.evaluation.metrics import predict
     from tidian.export import OnnxModel
     from tidian.models.io import load_model, save_model
     from tidian.training.loop import History
@@ -111,13 +112,10 @@ def run_transform(
     model, onnx, reports = apply_steps(
         model, steps, task, train=train, seed=seed, metric=metrics[0], onnx_path=tmp / ONNX_FILE
     )
-    runtime = OnnxModel(onnx) if onnx else None
-    scores = {}
-    for split in ("val", "test"):
-        part = getattr(task, split)
-        if len(part):
-            out_ = runtime.predict(part.x) if runtime else predict(model, part.x)
-            scores[split] = compute_metrics(part.y, out_, metrics)
+    # Scored on the runtime it deploys on: ONNX Runtime for a quantised model.
+    scores = score_splits(
+        task, OnnxModel(onnx).predict if onnx else partial(predict, model), metrics
+    )
     save_model(model, tmp, metadata={"seed": seed, "transform": steps})
     (tmp / REPORT_FILE).write_text(json.dumps(reports, indent=2, default=str))
     shutil.rmtree(target, ignore_errors=True)

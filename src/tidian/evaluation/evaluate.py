@@ -139,6 +139,18 @@ def model_factory(model: ModelRecipe) -> tuple[str, Callable[[Any], nn.Module]]:
     )
 
 
+def score_splits(
+    task: Any, outputs: Callable[[Any], Any], metrics: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """``{split: {metric: value}}`` on the validation and test splits that have rows;
+    ``outputs(x)`` gives a model's outputs (torch or any runtime)."""
+    return {
+        split: compute_metrics(getattr(task, split).y, outputs(getattr(task, split).x), metrics)
+        for split in ("val", "test")
+        if len(getattr(task, split))
+    }
+
+
 def run_seed(
     make: Callable[[Any], nn.Module],
     task: Any,
@@ -154,12 +166,9 @@ def run_seed(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"the model factory returned {type(model).__name__}, not an nn.Module.")
     history = fit(model, task, config, seed=seed)
-    scores = {}
-    for split in ("val", "test"):
-        part = getattr(task, split)
-        if len(part):
-            out = predict(model, part.x, batch_size=config.eval_batch_size)
-            scores[split] = compute_metrics(part.y, out, metrics)
+    scores = score_splits(
+        task, lambda x: predict(model, x, batch_size=config.eval_batch_size), metrics
+    )
     state = (
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_model else None
     )
