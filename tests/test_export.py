@@ -159,3 +159,30 @@ def test_export_errors_are_clear(tmp_path, capsys):
             main([*args, "--store", store.url] if args[0] == "export" else args)
         assert done.value.code == 2
         assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_predict_on_raw_text_lines(tmp_path):
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "lovely", "fine"], ["awful", "poor", "broken"]
+    rows = []
+    for i in range(120):
+        label = i % 2
+        words = [*rng.choice(good if label else bad, 3).tolist(), "the", "item"]
+        rows.append({"text": " ".join(words), "label": ["neg", "pos"][label]})
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    recipe = {
+        "task": {"path": str(path), "text": "text", "target": "label"},
+        "model": {"name": "mlp", "hidden": [8], "embed_dim": 8},
+        "train": {"epochs": 30, "lr": 0.02},
+        "evaluate": {"seeds": 2},
+    }
+    result = pipeline.run(recipe, store=store)
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit):
+        main(["export", result.run_id, "--out", str(out), "--store", store.url])
+    lines = tmp_path / "new.txt"
+    lines.write_text("Great, LOVELY item!\nbroken and awful\nan unseen word\n")
+    predictions = predict_file(out, lines)
+    assert predictions.prediction.tolist()[:2] == ["pos", "neg"] and len(predictions) == 3
