@@ -441,3 +441,23 @@ def test_compress_picks_the_best_pareto_point_within_tolerance(store):
         p["bytes"] == smallest and f"(trial {p['trial']})" in row["label"] for p in report["pareto"]
     )
     assert row["changes"]["transform"]  # a real transform, never the uncompressed model
+
+
+def test_missing_optional_packages_are_named_before_a_run_starts(store, monkeypatch):
+    import importlib
+
+    from tidian import DependencyError
+
+    real = importlib.import_module
+
+    def without_onnxruntime(name, *args):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_onnxruntime)
+    with pytest.raises(
+        DependencyError, match=r"the quantize stage needs .*pip install 'tidian\[onnx\]'"
+    ):
+        pipeline.run({**TINY, "stages": [{"quantize": {}}]}, store=store)
+    assert store.runs() == []  # nothing was written

@@ -26,7 +26,7 @@ from tidian.evaluation.evaluate import ZooFactory
 from tidian.evaluation.gate import gate, pareto_front
 from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.evaluation.stats import summarize
-from tidian.exceptions import ConfigError, DataError
+from tidian.exceptions import ConfigError, DataError, require
 from tidian.executors import Job, LocalExecutor
 from tidian.models.io import save_model
 from tidian.recipe import Recipe, load_recipe, validate_recipe
@@ -444,6 +444,26 @@ def _plain(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
+# Optional packages each stage needs, checked before a run starts (not after the baseline).
+STAGE_NEEDS = {
+    "tune": [("optuna", "tune")],
+    "quantize": [("onnx", "onnx"), ("onnxruntime", "onnx")],
+    "compress": [("optuna", "tune"), ("onnx", "onnx"), ("onnxruntime", "onnx")],
+}
+
+
+def _check_dependencies(recipe: Recipe) -> None:
+    needs = [
+        (m, x, f"the {name} stage")
+        for name, _ in recipe.stage_entries()
+        for m, x in STAGE_NEEDS.get(name, [])
+    ]
+    if recipe.deploy.runtime == "onnxruntime":
+        needs += [(m, "onnx", "deploy.runtime onnxruntime") for m in ("onnx", "onnxruntime")]
+    for module, extra, feature in needs:
+        require(module, extra, feature)
+
+
 def run(
     recipe: str | Path | dict[str, Any] | Recipe | None = None,
     *,
@@ -480,6 +500,7 @@ def run(
     # cannot load leaves nothing behind.
     task = _task_of(parsed)
     check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
+    _check_dependencies(parsed)
     with LocalExecutor(jobs) as executor:
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict())
