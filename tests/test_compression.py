@@ -29,6 +29,9 @@ FAMILIES = [
     ("sequence", "cnn1d", {"width": 8, "depth": 2}),
     ("sequence", "cnn1d", {"width": 8, "depth": 2, "readout": "flatten", "norm": "batch"}),
     ("image", "cnn2d", {"width": 6, "depth": 1, "residual": True, "norm": "batch"}),
+    ("image", "cnn2d", {"width": 6, "depth": 3, "residual": True, "norm": "batch"}),
+    ("vector", "mlp", {"hidden": [12, 12, 12, 6], "residual": True}),
+    ("sequence", "gru", {"hidden": 6, "depth": 3, "residual": True}),
     ("sequence", "gru", {"hidden": 8, "depth": 2}),
     ("sequence", "lstm", {"hidden": 6, "bidirectional": True, "readout": "flatten"}),
     ("text", "gru", {"hidden": 6, "embed_dim": 8}),
@@ -74,14 +77,19 @@ def test_removing_silent_units_keeps_outputs_and_cuts_parameters(
     assert check.passed and check.max_abs_diff < 1e-4 and check.argmax_agreement == 1.0
 
 
-def test_residual_widths_are_left_alone(tiny_tasks):
-    model = create_model("mlp", tiny_tasks["vector"], hidden=[8, 8, 8], residual=True)
-    # blocks 1 and 2 add their inputs: only the widths no residual ties are prunable
-    assert [g.name for g in unit_groups(model)] == []
-    model = create_model("mlp", tiny_tasks["vector"], hidden=[16, 8, 8], residual=True)
-    assert [g.name for g in unit_groups(model)] == ["blocks.0"]  # block 1 has no skip (16→8)
-    model = create_model("mlp", tiny_tasks["vector"], hidden=[8, 8, 4], residual=True)
+def test_residual_streams_are_one_group(tiny_tasks):
+    vector = tiny_tasks["vector"]  # 5 input features
+    # blocks 1 and 2 add to block 0's output: one stream of 12 units through all three
+    model = create_model("mlp", vector, hidden=[12, 12, 12], residual=True)
+    (stream,) = unit_groups(model)
+    readers = {m.module for m in stream.members if m.role == "in"}
+    assert stream.name == "blocks.0" and readers == {"blocks.1.0", "blocks.2.0", "head.linear"}
+    # a stream that starts at the input (block 0 adds to the 5 input features) is left alone
+    model = create_model("mlp", vector, hidden=[5, 5, 3], residual=True)
     assert [g.name for g in unit_groups(model)] == ["blocks.2"]
+    # residual recurrent layers share their hidden units
+    model = create_model("gru", tiny_tasks["sequence"], hidden=6, depth=3, residual=True)
+    assert [(g.name, g.size) for g in unit_groups(model)] == [("layers", 6)]
 
 
 def test_structured_pruning_removes_the_least_important_units(vector_task):

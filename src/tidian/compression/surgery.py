@@ -9,8 +9,9 @@ mask.
 The groups come from the model family, because the coupling between layers (residual adds,
 gate blocks of a GRU, heads of attention, a flattening readout) lives in ``forward`` code, not
 in the module tree. The zoo's families are known here; a user's own module can add a finder
-with :func:`register_groups`. Widths that a residual connection ties together are left alone
-(pruning them would need the same units removed from every layer on the residual path).
+with :func:`register_groups`. Widths that a residual connection ties together form one group
+(a *stream*): its units are removed from every layer that reads or adds to it; a stream that
+starts at the model's input is left alone (its units are input features).
 
 Saved models rebuild through :func:`conform`: modules are resized to the saved tensor shapes
 and the few replaced module types (pruned attention, low-rank factors) are re-created from
@@ -322,47 +323,76 @@ def unit_groups(model: nn.Module) -> list[Group]:
     )
 
 
-def _mlp_groups(model: nn.Module) -> list[Group]:
-    groups, n = [], len(model.blocks)
-    for i, block in enumerate(model.blocks):
-        if model.skips[i] or (i + 1 < n and model.skips[i + 1]):
-            continue  # a residual add ties this width to its neighbour's
-        consumer = f"blocks.{i + 1}.0" if i + 1 < n else "head.linear"
-        members = _out(f"blocks.{i}.0", block[0]) + _norm(f"blocks.{i}.1", block[1])
-        groups.append(Group(f"blocks.{i}", block[0].out_features, members + _in(consumer)))
+@dataclass
+class _Block:
+    """One layer of a chain as the stream logic sees it: the tensors that read the incoming
+    features, those that write its output, and whether its output is *added* to its input
+    (an identity residual), which keeps the incoming width alive instead of starting anew."""
+
+    name: str
+    width: int
+    reads: list[Member]
+    writes: list[Member]
+    adds_to_input: bool
+
+
+def _streams(blocks: list[_Block], final_reads: list[Member]) -> list[Group]:
+    """Unit groups of a chain of blocks. A *stream* is one width: it starts at a block that
+    writes a fresh tensor and runs through every following block that adds to it (their reads
+    and writes share its units), ending at the next reader that starts anew (or the head).
+    A stream that starts at the model's input cannot lose units (they are input features)."""
+    groups: list[Group] = []
+    current: Group | None = None
+    from_input = True  # the stream now flowing started at the model's input
+    for block in blocks:
+        if block.adds_to_input:
+            if current is not None:
+                current.members += block.reads + block.writes
+            continue
+        if current is not None:
+            current.members += block.reads
+            groups.append(current)
+        current, from_input = Group(block.name, block.width, list(block.writes)), False
+    if current is not None and not from_input:
+        current.members += final_reads
+        groups.append(current)
     return groups
+
+
+def _mlp_groups(model: nn.Module) -> list[Group]:
+    blocks = [
+        _Block(
+            f"blocks.{i}",
+            block[0].out_features,
+            _in(f"blocks.{i}.0"),
+            _out(f"blocks.{i}.0", block[0]) + _norm(f"blocks.{i}.1", block[1]),
+            model.skips[i],
+        )
+        for i, block in enumerate(model.blocks)
+    ]
+    return _streams(blocks, _in("head.linear"))
 
 
 def _cnn_groups(model: nn.Module) -> list[Group]:
     from tidian.models.cnn import ConvBlock
 
-    convs = [(i, b) for i, b in enumerate(model.blocks) if isinstance(b, ConvBlock)]
-    groups = []
-    for k, (i, block) in enumerate(convs):
-        following = convs[k + 1] if k + 1 < len(convs) else None
-        if isinstance(block.skip, nn.Identity) or (
-            following and isinstance(following[1].skip, nn.Identity)
-        ):
-            continue
-        members = _out(f"blocks.{i}.body.0", block.body[0])
-        members += _norm(f"blocks.{i}.body.1", block.body[1])
-        if block.skip is not None:
-            members += _out(f"blocks.{i}.skip", block.skip)
-        channels = block.body[0].out_channels
-        if following:
-            j, nxt = following
-            members += _in(f"blocks.{j}.body.0")
-            if nxt.skip is not None:
-                members += _in(f"blocks.{j}.skip")
-        else:
-            members += _in("head.linear", repeat=model.head.linear.in_features // channels)
-        groups.append(Group(f"blocks.{i}", channels, members))
-    return groups
+    blocks = []
+    for i, block in enumerate(model.blocks):
+        if not isinstance(block, ConvBlock):
+            continue  # pooling keeps channels
+        conv_skip = block.skip is not None and not isinstance(block.skip, nn.Identity)
+        reads = _in(f"blocks.{i}.body.0") + (_in(f"blocks.{i}.skip") if conv_skip else [])
+        writes = _out(f"blocks.{i}.body.0", block.body[0])
+        writes += _norm(f"blocks.{i}.body.1", block.body[1])
+        if conv_skip:
+            writes += _out(f"blocks.{i}.skip", block.skip)  # added to the body's output
+        identity = isinstance(block.skip, nn.Identity)
+        blocks.append(_Block(f"blocks.{i}", block.body[0].out_channels, reads, writes, identity))
+    channels = blocks[-1].width if blocks else 1
+    return _streams(blocks, _in("head.linear", repeat=model.head.linear.in_features // channels))
 
 
 def _rnn_groups(model: nn.Module) -> list[Group]:
-    if model.residual and len(model.layers) > 1:
-        return []  # every layer's width is tied to the next one's by the residual add
     directions = 2 if model.bidirectional else 1
     groups = []
     for i, layer in enumerate(model.layers):
@@ -389,6 +419,10 @@ def _rnn_groups(model: nn.Module) -> list[Group]:
                 members += _out("norm", model.norm, "norm", blocks=blocks)
             members += _in("head.linear", blocks=blocks)
         groups.append(Group(path, layer.hidden_size, members))
+    if model.residual and len(groups) > 1:
+        # Each layer adds its output to its input, so hidden unit j of every layer is one
+        # unit of the residual stream: they are removed together.
+        return [Group("layers", groups[0].size, [m for g in groups for m in g.members])]
     return groups
 
 
