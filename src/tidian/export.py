@@ -119,7 +119,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: str, opset: int) -> N
         except Exception as err:  # the TorchScript exporter may be gone or refuse an op
             errors.append(err)
         try:
-            with contextlib.redirect_stdout(open(os.devnull, "w")):
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 program = torch.onnx.export(
                     model,
                     (example,),

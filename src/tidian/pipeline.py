@@ -349,13 +349,17 @@ class _Run:
             margin=spec.margin if margin is None else margin,
         )
         accepted, ratios = [], {}
+        threads = self.recipe.deploy.threads
+        # The incumbent is loaded once; each candidate is timed against it side by side.
+        reference = (
+            deployed_runner(incumbent["artifact"], self.task, threads) if kind == "cost" else None
+        )
         for row in rows:
             decision = decisions[str(row["id"])]
             reason, ok, extra = decision.reason, decision.accepted, {}
             if kind == "cost":
                 ratio = ratios[row["id"]] = interleaved_latency(
-                    deployed_runner(incumbent["artifact"], self.task, self.recipe.deploy.threads),
-                    deployed_runner(row["artifact"], self.task, self.recipe.deploy.threads),
+                    reference, deployed_runner(row["artifact"], self.task, threads), threads=threads
                 )
                 gains = _cost_gains(incumbent["cost"], row["cost"], ratio)
                 extra = {"latency_ratio": ratio}  # candidate / incumbent, timed together

@@ -327,33 +327,23 @@ def prune_(
     report: dict[str, Any] = {"steps": []}
     masks: dict[str, torch.Tensor] = {}
     for t, target in enumerate(targets):
+        scoring = {
+            "importance": config.importance,
+            "scope": config.effective_scope,
+            "layers": config.layers,
+            "task": task,
+            "seed": seed + t,
+            "taylor_batches": config.taylor_batches,
+        }
         if config.structured:
             # Units already removed are gone: the step removes the fraction of what is left
             # that brings the total to ``target`` of the original.
             done = targets[t - 1] if t else 0.0
             step_amount = 1 - (1 - target) / (1 - done)
-            layers = prune_structured(
-                model,
-                step_amount,
-                importance=config.importance,
-                scope=config.effective_scope,
-                layers=config.layers,
-                task=task,
-                seed=seed + t,
-                taylor_batches=config.taylor_batches,
-            )
+            layers = prune_structured(model, step_amount, **scoring)
             report["steps"].append({"target": target, "layers": layers})
         else:
-            masks = magnitude_masks(
-                model,
-                target,
-                scope=config.effective_scope,
-                layers=config.layers,
-                importance=config.importance,
-                task=task,
-                seed=seed + t,
-                taylor_batches=config.taylor_batches,
-            )
+            masks = magnitude_masks(model, target, **scoring)
             report["steps"].append({"target": target})
         handles = apply_masks(model, masks) if masks else []
         try:

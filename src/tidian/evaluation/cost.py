@@ -312,7 +312,8 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
 def deployed_runner(folder: Any, task: Any, threads: int = 1) -> tuple[Any, Any]:
     """``(call, batch-1 input)`` for a saved candidate on the runtime its cost was measured
     on: its ONNX file (int8 ``model.onnx`` or ``model.fp32.onnx``) when it has one, else the
-    torch model in eval mode."""
+    torch model in eval mode (``interleaved_latency`` sets its threads once, outside the
+    timed calls)."""
     from pathlib import Path
 
     from tidian.models.io import load_model
@@ -324,24 +325,24 @@ def deployed_runner(folder: Any, task: Any, threads: int = 1) -> tuple[Any, Any]
 
             runtime = OnnxModel(folder / name, threads=threads)
             return runtime, _example(task, 1).numpy().astype(runtime.input_dtype)
-    model = load_model(folder).eval()
-
-    def call(x: torch.Tensor) -> Any:
-        with torch.inference_mode(), torch_threads(threads):
-            return model(x)
-
-    return call, _example(task, 1)
+    return load_model(folder).eval(), _example(task, 1)
 
 
 def interleaved_latency(
-    a: tuple[Any, Any], b: tuple[Any, Any], *, rounds: int = 9, calls: int = 100
+    a: tuple[Any, Any],
+    b: tuple[Any, Any],
+    *,
+    rounds: int = 9,
+    calls: int = 100,
+    threads: int = 1,
 ) -> float:
     """Median over ``rounds`` of (median latency of b) / (median latency of a), the two timed
     in alternating blocks of ``calls`` so that drift of a shared machine hits both alike.
     Below 1: b is faster."""
     ratios = []
-    for _ in range(rounds):
-        ta = np.median(_timed(a[0], a[1], calls, 10))
-        tb = np.median(_timed(b[0], b[1], calls, 10))
-        ratios.append(tb / ta)
+    with torch_threads(threads):  # for torch models; ONNX Runtime sessions carry their own
+        for _ in range(rounds):
+            ta = np.median(_timed(a[0], a[1], calls, 10))
+            tb = np.median(_timed(b[0], b[1], calls, 10))
+            ratios.append(tb / ta)
     return float(np.median(ratios))
