@@ -66,6 +66,31 @@ def make_regression(n: int = 80, seed: int = 0) -> Task:
 
 KINDS = ("vector", "sequence", "image", "text")
 
+# Options a zoo model needs to be built at all (the conformance suite passes them): the
+# pretrained encoder needs a directory — a tiny random BERT over the tiny text vocabulary.
+REQUIRED_OPTIONS: dict[str, dict] = {}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tiny_pretrained(tmp_path_factory):
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = make_task("text").vocab
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    REQUIRED_OPTIONS["hf_encoder"] = {"path": str(folder)}
+    yield folder
+
 
 @pytest.fixture(scope="session")
 def tiny_tasks() -> dict[str, Task]:

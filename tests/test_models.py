@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import tidian
-from conftest import KINDS
+from conftest import KINDS, REQUIRED_OPTIONS
 from tidian import ConfigError, DataError, UnknownNameError, create_model, load_model, save_model
 
 CASES = [
@@ -34,7 +34,7 @@ def _batch(task, n=6):
 def test_forward_backward(name, kind, tiny_tasks):
     task = tiny_tasks[kind]
     torch.manual_seed(0)
-    model = create_model(name, task)
+    model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {}))
     out = model(_batch(task))
     assert out.shape == (6, task.n_outputs)
     assert torch.isfinite(out).all()
@@ -49,7 +49,7 @@ def test_forward_backward(name, kind, tiny_tasks):
 def test_save_load_round_trip_gives_equal_outputs(name, kind, tiny_tasks, tmp_path):
     task = tiny_tasks[kind]
     torch.manual_seed(1)
-    model = create_model(name, task).eval()
+    model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {})).eval()
     folder = save_model(model, tmp_path / name)
     spec = json.loads((folder / "tidian.json").read_text())
     assert spec["model"]["name"] == name and spec["model"]["signature"] == task.signature()
@@ -67,7 +67,7 @@ def test_same_seed_same_weights(name, kind, tiny_tasks):
 
     def trained(seed):
         torch.manual_seed(seed)
-        model = create_model(name, task)
+        model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {}))
         tidian.fit(model, task, config, seed=seed)
         return model.state_dict()
 
@@ -80,7 +80,7 @@ def test_same_seed_same_weights(name, kind, tiny_tasks):
 @pytest.mark.parametrize(("name", "kind"), REFUSED)
 def test_unsupported_input_kind_is_refused_clearly(name, kind, tiny_tasks):
     with pytest.raises(ConfigError, match=f"does not take {kind} inputs.*try"):
-        create_model(name, tiny_tasks[kind])
+        create_model(name, tiny_tasks[kind], **REQUIRED_OPTIONS.get(name, {}))
 
 
 def test_regression_head_starts_on_the_target_scale(regression_task):

@@ -28,7 +28,7 @@ from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, DataError, require
 from tidian.executors import Job, LocalExecutor
-from tidian.models.io import save_model
+from tidian.models.io import save_model, seed_folder
 from tidian.recipe import Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
 from tidian.store import Store
@@ -219,7 +219,10 @@ class _Run:
 
     def _seed_dir(self, cid: int, seed: int) -> Path:
         """Every seed's model is kept: compression stages transform each seed's weights."""
-        return self.directory / f"candidate-{cid}" / f"seed-{seed}"
+        return seed_folder(self._candidate_dir(cid), seed)
+
+    def _candidate_dir(self, cid: int) -> Path:
+        return self.directory / f"candidate-{cid}"
 
     def _finish(self, cid: int) -> dict[str, Any]:
         """Summarise a candidate's seeds and measure its cost; mark it done (one transaction).
@@ -275,7 +278,15 @@ class _Run:
             entry = STAGES.entry(name)
             stage = entry.obj(config)
             history = tuple(
-                {"label": c["label"], "stage": c["stage"], "mean": (c["quality"] or {}).get("mean")}
+                {
+                    "id": c["id"],
+                    "label": c["label"],
+                    "stage": c["stage"],
+                    "mean": (c["quality"] or {}).get("mean"),
+                    "val_mean": (c["quality"] or {}).get("val_mean"),
+                    "model": c["model"],
+                    "folder": str(self._candidate_dir(c["id"])),
+                }
                 for c in self.store.candidates(self.run_id)
                 if c["status"] == "done"
             )
@@ -304,7 +315,10 @@ class _Run:
             )
             rows = self.evaluate(position, name, proposals, incumbent["id"])
             winner = self._decide(
-                entry.meta.get("kind", "quality"), incumbent, rows, stage.margin(self.metric)
+                stage.gate_kind() or entry.meta.get("kind", "quality"),
+                incumbent,
+                rows,
+                stage.margin(self.metric),
             )
             if winner is not None:
                 incumbent = winner

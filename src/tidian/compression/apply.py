@@ -28,25 +28,49 @@ from tidian.exceptions import ConfigError, bad_value
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "compression.json"
 STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": QuantizeConfig}
+# Steps that build a new model from the parent (as its teacher) rather than change it; they
+# come first in a transform.
+NEW_MODEL_STEPS = ("distill", "transfer")
+
+
+def _validate(kind: str, config: dict[str, Any]) -> None:
+    if kind == "distill":
+        from tidian.stages.distill import DistillConfig
+
+        DistillConfig(**{k: v for k, v in config.items() if k != "folders"})
+    elif kind == "transfer":
+        from tidian.stages.transfer import STRATEGIES
+
+        if config.get("strategy") not in STRATEGIES or not config.get("source"):
+            raise bad_value("transfer step", "{source: ..., strategy: ...}", config)
+    else:
+        STEP_CONFIGS[kind](**config)
 
 
 def check_steps(steps: Any, allow_empty: bool = False) -> list[dict[str, dict[str, Any]]]:
     """Validate a transform: known step kinds, valid configs, quantisation only last."""
     if not isinstance(steps, list) or not (steps or allow_empty):
-        raise bad_value("transform", "a non-empty list of {prune|lowrank|quantize: {...}}", steps)
+        raise bad_value(
+            "transform", "a non-empty list of {distill|prune|lowrank|quantize: {...}}", steps
+        )
     out = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict) or len(step) != 1:
             raise bad_value(f"transform[{i}]", "a one-key mapping {kind: config}", step)
         ((kind, config),) = step.items()
-        if kind not in STEP_CONFIGS:
-            raise bad_value(f"transform[{i}]", f"one of {tuple(STEP_CONFIGS)}", kind)
+        if kind not in STEP_CONFIGS and kind not in NEW_MODEL_STEPS:
+            kinds = (*NEW_MODEL_STEPS, *STEP_CONFIGS)
+            raise bad_value(f"transform[{i}]", f"one of {kinds}", kind)
+        if kind in NEW_MODEL_STEPS and i:
+            raise ConfigError(
+                f"{kind} must be the first step of a transform: it trains a new model."
+            )
         if kind == "quantize" and i != len(steps) - 1:
             raise ConfigError(
                 "quantize must be the last compression step: it produces an ONNX Runtime "
                 "model that torch steps (prune, lowrank) cannot change."
             )
-        STEP_CONFIGS[kind](**(config or {}))  # validates
+        _validate(kind, config or {})
         out.append({kind: dict(config or {})})
     return out
 
@@ -65,7 +89,15 @@ def apply_steps(
     reports, onnx = [], None
     for step in check_steps(steps, allow_empty=True):
         ((kind, config),) = step.items()
-        if kind == "prune":
+        if kind == "distill":
+            from tidian.stages.distill import distill_
+
+            model, report = distill_(model, config, task, train=train, seed=seed)
+        elif kind == "transfer":
+            from tidian.stages.transfer import transfer_
+
+            model, report = transfer_(model, config, task, train=train, seed=seed)
+        elif kind == "prune":
             model, report = prune_(model, config, task, train=train, seed=seed)
         elif kind == "lowrank":
             model, report = lowrank_(model, config, task, train=train, seed=seed)
@@ -99,12 +131,16 @@ def run_transform(
     start = time.perf_counter()
     torch.manual_seed(seed)
     parent_dir = Path(parent)
-    if (parent_dir / ONNX_FILE).exists():
+    first = next(iter(steps[0])) if steps else None
+    needs_parent = first != "transfer" and not (
+        first == "distill" and steps[0]["distill"].get("teacher") != "incumbent"
+    )
+    if needs_parent and (parent_dir / ONNX_FILE).exists():
         raise ConfigError(
-            "this candidate's parent is already quantised (an ONNX Runtime model); put "
-            "quantize after prune and lowrank in the recipe."
+            "this candidate's parent is already quantised (an ONNX Runtime model), which "
+            f"{first} cannot start from; put quantize last in the recipe."
         )
-    model = load_model(parent_dir)
+    model = load_model(parent_dir) if needs_parent else None
     target = Path(out)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

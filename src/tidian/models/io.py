@@ -33,6 +33,11 @@ FORMAT = "tidian-model/1"
 WEIGHTS, SPEC = "model.safetensors", "tidian.json"
 
 
+def seed_folder(candidate: str | Path, seed: int) -> Path:
+    """Where a run keeps one seed's model of a candidate (every seed is kept)."""
+    return Path(candidate) / f"seed-{seed}"
+
+
 def save_model(
     model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None
 ) -> Path:
@@ -51,6 +56,20 @@ def save_model(
     st_save_model(model.cpu(), str(folder / WEIGHTS))
     (folder / SPEC).write_text(json.dumps(doc, indent=2, sort_keys=True))
     return folder
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """The zoo spec ``{name, options, signature}`` of a saved model (without loading it)."""
+    spec_file = Path(path) / SPEC
+    try:
+        doc = json.loads(spec_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"{str(spec_file)!r} cannot be read as a tidian model spec: {err}"
+        ) from None
+    if not doc.get("model"):
+        raise ConfigError(f"{str(path)!r} holds a user-defined model without a zoo spec.")
+    return doc["model"]
 
 
 def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = None) -> nn.Module:

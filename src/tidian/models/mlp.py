@@ -96,3 +96,29 @@ def mlp(
         residual=bool(residual),
         embed_dim=embed_dim,
     )
+
+
+@MODELS.register("embedding_bag", inputs=("text",), instead="mlp, cnn1d or transformer")
+def embedding_bag(
+    sig: Signature,
+    *,
+    embed_dim: int = 64,
+    hidden: int = 0,
+    dropout: float = 0.0,
+    activation: str = "relu",
+) -> nn.Module:
+    """fastText-style text classifier: the mean of the token embeddings (padding excluded),
+    an optional hidden layer, the head. The smallest fast baseline and distillation student."""
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
+        from tidian.exceptions import bad_value
+
+        raise bad_value("hidden", "a non-negative integer (0: no hidden layer)", hidden)
+    return MLP(
+        sig,
+        [hidden] if hidden else [],
+        dropout=check_dropout(dropout),
+        norm="none",
+        act=activation,
+        residual=False,
+        embed_dim=check_positive_int("embed_dim", embed_dim),
+    )

@@ -77,6 +77,10 @@ class Stage:
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         raise NotImplementedError
 
+    def gate_kind(self) -> str | None:
+        """ "quality" or "cost" when the config picks the gate (None: the registered kind)."""
+        return None
+
     def margin(self, metric: str) -> float | None:
         """The non-inferiority margin for this stage's candidates (None: the recipe's)."""
         return None

@@ -316,8 +316,11 @@ def text_task(
     lowercase: bool = True,
     sep: str | None = None,
     columns: Sequence[str] | None = None,
+    tokenizer: str | None = None,
 ) -> Task:
-    """A text task: one text column, one label column; word vocabulary from the training split."""
+    """A text task: one text column, one label column. Tokens: words, with a vocabulary from
+    the training split; or, with ``tokenizer=DIR``, the pretrained tokenizer saved in DIR (for
+    pretrained backbones: ``hf_encoder``, the transfer stage)."""
     if missing not in ("error", "drop"):
         raise bad_value("missing", "'error' or 'drop' for a text task", missing)
     if not (isinstance(max_len, int) and max_len >= 1):
@@ -345,19 +348,31 @@ def text_task(
             y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
         )
     )
-    tokens = [textlib.tokenize(str(t), lowercase=lowercase) for t in frame[text]]
-    vocab = textlib.build_vocab(
-        (tokens[i] for i in parts[0]), max_vocab=max_vocab, min_freq=min_freq
-    )
-    pre = Preprocess(
-        "text", {"column": text, "vocab": list(vocab), "max_len": max_len, "lowercase": lowercase}
-    )
-    x = textlib.encode(tokens, vocab, max_len=max_len)  # what pre.apply gives, tokens reused
+    if tokenizer is not None:
+        from tidian.models.pretrained import tokenizer_at, tokenizer_vocab
+
+        vocab = tokenizer_vocab(tokenizer_at(tokenizer))
+        pre = Preprocess(
+            "text",
+            {"column": text, "tokenizer": str(Path(tokenizer).resolve()), "max_len": max_len},
+        )
+        x = pre.apply(frame[[text]])
+    else:
+        tokens = [textlib.tokenize(str(t), lowercase=lowercase) for t in frame[text]]
+        vocab = textlib.build_vocab(
+            (tokens[i] for i in parts[0]), max_vocab=max_vocab, min_freq=min_freq
+        )
+        pre = Preprocess(
+            "text",
+            {"column": text, "vocab": list(vocab), "max_len": max_len, "lowercase": lowercase},
+        )
+        x = textlib.encode(tokens, vocab, max_len=max_len)  # what pre.apply gives, tokens reused
     source = {
         "path": str(path),
         "text": text,
         "target": target,
         "max_len": max_len,
+        "tokenizer": tokenizer,
         "max_vocab": max_vocab,
         "min_freq": min_freq,
         "val_size": val_size,

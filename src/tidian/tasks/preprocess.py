@@ -11,7 +11,8 @@ Kinds:
 * ``scale`` — ``(x - shift) / scale`` with per-feature or scalar ``shift`` / ``scale``;
 * ``table`` — numeric columns: missing → training median (when imputing), then standardised;
   categorical columns: one-hot over the training categories (unseen → all zeros);
-* ``text``  — tokenised, mapped through the training vocabulary, padded to ``max_len``.
+* ``text``  — tokenised, mapped through the training vocabulary, padded to ``max_len``; or,
+  with ``tokenizer`` (a pretrained directory), tokenised by that tokenizer.
 """
 
 from __future__ import annotations
@@ -170,9 +171,28 @@ class Preprocess:
             texts = [str(t) for t in raw]
         else:
             texts = [str(t) for t in self._frame(raw)[self.spec["column"]]]
+        if self.spec.get("tokenizer"):
+            return _pretrained_ids(self.spec["tokenizer"], texts, self.spec["max_len"])
         lowercase = self.spec.get("lowercase", True)
         tokens = [textlib.tokenize(t, lowercase=lowercase) for t in texts]
         return textlib.encode(tokens, self.spec["vocab"], max_len=self.spec["max_len"])
+
+
+def _pretrained_ids(path: str, texts: list[str], max_len: int) -> np.ndarray:
+    """Ids from a pretrained tokenizer (special tokens added, truncated, padded), with its
+    padding id moved to 0 (tidian's convention; ``models.pretrained.tokenizer_vocab``)."""
+    from tidian.models.pretrained import tokenizer_at
+
+    tokenizer = tokenizer_at(path)
+    ids = tokenizer(
+        texts, max_length=max_len, truncation=True, padding="max_length", return_tensors="np"
+    )["input_ids"].astype(np.int64)
+    pad = tokenizer.pad_token_id or 0
+    if pad:
+        ids = np.where(ids == pad, -1, ids)
+        ids = np.where(ids == 0, pad, ids)
+        ids[ids == -1] = 0
+    return ids
 
 
 def _numeric(raw: Any) -> np.ndarray:

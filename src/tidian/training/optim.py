@@ -50,20 +50,36 @@ def penalized(model: nn.Module) -> list[nn.Parameter]:
     return [
         p
         for n, p in model.named_parameters()
-        if p.requires_grad and p.ndim >= 2 and not n.endswith("position")
+        if (p.requires_grad or getattr(p, UNFREEZE_LATER, False))
+        and p.ndim >= 2
+        and not n.endswith("position")
     ]
+
+
+# Per-parameter attributes a stage may set before training (transfer learning uses them):
+# a learning-rate multiplier (layer-wise decay), and "frozen for now, unfrozen later" (gradual
+# unfreezing: the optimizer must hold the parameter from the start; until it has a gradient,
+# the optimizer skips it).
+LR_SCALE, UNFREEZE_LATER = "_tidian_lr_scale", "_tidian_unfreeze_later"
 
 
 def make_optimizer(model: nn.Module, config) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not config.weight_decay:  # one group: each group costs an optimizer pass per step
-        return OPTIMIZERS.get(config.optimizer)([{"params": params, "weight_decay": 0.0}], config)
-    decay = {id(p) for p in penalized(model)}
-    groups = [
-        {"params": [p for p in params if id(p) in decay], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
-    ]
-    return OPTIMIZERS.get(config.optimizer)([g for g in groups if g["params"]], config)
+    params = [p for p in model.parameters() if p.requires_grad or getattr(p, UNFREEZE_LATER, False)]
+    decay = {id(p) for p in penalized(model)} if config.weight_decay else set()
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for p in params:
+        key = (id(p) in decay, float(getattr(p, LR_SCALE, 1.0)))
+        groups.setdefault(key, []).append(p)
+    # Few groups: each one costs an optimizer pass per step.
+    out = []
+    for (decayed, scale), members in sorted(
+        groups.items(), key=lambda kv: (-kv[0][1], not kv[0][0])
+    ):
+        group = {"params": members, "weight_decay": config.weight_decay if decayed else 0.0}
+        if scale != 1.0:
+            group["lr"] = config.lr * scale
+        out.append(group)
+    return OPTIMIZERS.get(config.optimizer)(out, config)
 
 
 class Schedule:

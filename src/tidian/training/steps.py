@@ -6,7 +6,8 @@ numbers in the training split (a distillation step uses it to look up cached tea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,12 +35,14 @@ class PlainStep:
 
 class DistillStep:
     """Knowledge distillation (Hinton et al., 2015): the supervised loss mixed with a loss
-    towards a teacher's outputs, ``alpha * soft + (1 - alpha) * hard``.
+    towards a teacher's outputs, ``alpha * soft + (1 - alpha) * hard``, plus weighted hint terms.
 
-    For classes the soft loss is KL(teacher ‖ student) on temperature-``temperature``
-    softmaxes, scaled by T² so its gradients keep their size as T changes; for values it is the
-    mean squared error to the teacher's outputs. ``teacher`` holds the teacher's outputs for
-    every row of the training split, computed once (``index`` picks the batch's rows).
+    For classes the soft loss is :func:`~tidian.training.distill.kd_loss` (KL at temperature T,
+    scaled by T²); for values it is the mean squared error to the teacher's outputs.
+    ``teacher`` holds the teacher's outputs for every row of the training split, computed once
+    (``index`` picks the batch's rows). ``hints`` (feature or attention terms) need ``capture``
+    — hooks on the student that record the hinted layers during its forward pass — the cached
+    teacher values in ``hint_targets`` and the ``projections`` (trained with the student).
     """
 
     def __init__(
@@ -50,25 +53,30 @@ class DistillStep:
         temperature: float = 4.0,
         alpha: float = 0.7,
         classes: bool = True,
+        hints: Sequence[Any] = (),
+        hint_targets: dict[str, torch.Tensor] | None = None,
+        capture: Any = None,
+        projections: nn.ModuleDict | None = None,
     ) -> None:
         self.loss, self.teacher = loss, teacher
         self.temperature, self.alpha, self.classes = temperature, alpha, classes
+        self.hints, self.hint_targets = list(hints), hint_targets or {}
+        self.capture, self.projections = capture, projections
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
         import torch.nn.functional as F
 
+        from tidian.training.distill import hint_loss, kd_loss
+
         out = model(x)
-        target = self.teacher[index.to(self.teacher.device)].to(out.device)
-        if self.classes:
-            t = self.temperature
-            soft = F.kl_div(
-                F.log_softmax(out / t, dim=-1),
-                F.log_softmax(target / t, dim=-1),
-                reduction="batchmean",
-                log_target=True,
-            ) * (t * t)
-        else:
-            soft = F.mse_loss(out, target)
-        return self.alpha * soft + (1 - self.alpha) * self.loss(out, y)
+        rows = index.to(self.teacher.device)
+        target = self.teacher[rows].to(out.device)
+        soft = kd_loss(out, target, self.temperature) if self.classes else F.mse_loss(out, target)
+        loss = self.alpha * soft + (1 - self.alpha) * self.loss(out, y)
+        for i, hint in enumerate(self.hints):
+            value = self.capture.values[hint.student]
+            wanted = self.hint_targets[hint.teacher][rows].to(value.device)
+            loss = loss + hint.weight * hint_loss(hint, value, wanted, self.projections[str(i)])
+        return loss
