@@ -74,6 +74,9 @@ REQUIRED_OPTIONS: dict[str, dict] = {}
 @pytest.fixture(autouse=True, scope="session")
 def _tiny_pretrained(tmp_path_factory):
     from transformers import BertConfig, BertModel
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = make_task("text").vocab

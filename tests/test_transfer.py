@@ -260,3 +260,44 @@ def test_source_to_target_inside_tidian(tmp_path):
     spec = json.loads((Path(probe["artifact"]) / "tidian.json").read_text())
     assert spec["metadata"]["transform"][0]["transfer"]["strategy"] == "linear_probe"
     assert score(tidian.load_model(probe["artifact"]), tidian.load_task("digits"))["accuracy"] > 0.8
+
+
+def test_minilm_probe_then_distilled_into_a_tiny_text_model(reviews, tmp_path):
+    """The headline path on a tiny scale: MiniLM linear probe in a run, then distilled into
+    embedding_bag; every model reads the same word-piece ids."""
+    path, _ = reviews
+    recipe = {
+        "task": {
+            "path": str(path),
+            "columns": ["text", "label"],
+            "text": "text",
+            "target": "label",
+            "tokenizer": "all-MiniLM-L6-v2",
+            "max_len": 12,
+        },
+        "model": {"name": "embedding_bag", "embed_dim": 8},
+        "train": {"epochs": 5, "lr": 1e-2, "batch_size": 8},
+        "evaluate": {"seeds": 2},
+        "deploy": {"runtime": "torch"},
+        "stages": [
+            {"transfer": {"pretrained": "all-MiniLM-L6-v2", "train": {"epochs": 10}}},
+            {"distill": {"student": {"name": "embedding_bag", "embed_dim": 8}, "temperature": 2}},
+        ],
+    }
+    result = tidian.run(recipe, store=f"sqlite:///{tmp_path / 'l.db'}")
+    by_stage = {}
+    for c in result.candidates:
+        by_stage.setdefault(c["stage"], []).append(c)
+    (probe,) = by_stage["transfer"]
+    assert probe["model"] == {
+        "name": "hf_encoder",
+        "path": "all-MiniLM-L6-v2",
+        "pooling": "auto",
+    }
+    assert probe["quality"]["mean"] >= 0.8  # the sentiment words are easy for MiniLM
+    assert probe["cost"]["params"] > 20_000_000
+    student = next(c for c in by_stage["distill"] if "distilled" in c["label"])
+    assert student["cost"]["params"] < probe["cost"]["params"] / 50
+    assert student["cost"]["latency_ms"] < probe["cost"]["latency_ms"]
+    reloaded = tidian.load_model(probe["artifact"])  # by the packaged name, not a path
+    assert reloaded.backbone.config.hidden_size == 384

@@ -470,11 +470,24 @@ STAGE_NEEDS = {
 }
 
 
+def _config_needs(name: str, config: Any) -> list[tuple[str, str]]:
+    """Optional packages that depend on a stage's settings."""
+    if name == "distill" and config.teacher == "lightgbm":
+        return [("lightgbm", "boost")]
+    if name == "transfer":
+        needs = [("peft", "transfer")] if "lora" in config.strategies else []
+        tidian_source = config.pretrained.startswith("run:") or (
+            Path(config.pretrained, "tidian.json").exists()
+        )
+        return needs if tidian_source else [("transformers", "transfer"), *needs]
+    return []
+
+
 def _check_dependencies(recipe: Recipe) -> None:
     needs = [
         (m, x, f"the {name} stage")
-        for name, _ in recipe.stage_entries()
-        for m, x in STAGE_NEEDS.get(name, [])
+        for name, config in recipe.stage_entries()
+        for m, x in STAGE_NEEDS.get(name, []) + _config_needs(name, config)
     ]
     if recipe.deploy.runtime == "onnxruntime":
         needs += [(m, "onnx", "deploy.runtime onnxruntime") for m in ("onnx", "onnxruntime")]

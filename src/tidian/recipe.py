@@ -181,6 +181,9 @@ def _check_stage_names(config: Any, where: str) -> None:
     space = getattr(config, "space", None)
     if isinstance(space, dict):
         _check_space_names(space, f"{where}.space")
+    student = getattr(config, "student", None)
+    if isinstance(student, dict) and "name" in student:
+        _check_model(student, f"{where}.student")
 
 
 def _check_space_names(space: dict[str, Any], where: str) -> None:
@@ -271,7 +274,7 @@ def validate_recipe(data: Any) -> Recipe:
 
 
 # Stages that change a trained torch model, and so cannot follow quantisation.
-_TORCH_STAGES = ("prune", "lowrank", "compress")
+_TORCH_STAGES = ("prune", "lowrank", "compress", "distill")
 
 
 def _quantizes(name: str, config: Any) -> bool:

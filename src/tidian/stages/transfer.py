@@ -155,7 +155,11 @@ class Transfer(Stage):
                     f"{ctx.task.input_kind} inputs."
                 )
             check_tokenizer(ctx.task, source["path"])
-            model = {"name": "hf_encoder", "path": source["path"], "pooling": c.pooling, **c.head}
+            from tidian.models.pretrained import PACKAGED
+
+            # a packaged model's name stays portable in the ledger; a directory is absolute
+            where = c.pretrained if c.pretrained in PACKAGED else source["path"]
+            model = {"name": "hf_encoder", "path": where, "pooling": c.pooling, **c.head}
         else:
             from tidian.models.io import read_spec
 
@@ -177,7 +181,7 @@ class Transfer(Stage):
                 "decay": c.llrd.get("decay", 0.8),
                 "lora": dict(c.lora),
             }
-            label = f"transfer {strategy} from {Path(source['path']).name or c.pretrained}"
+            label = f"transfer {strategy} from {Path(c.pretrained).name or c.pretrained}"
             out.append(
                 Proposal(
                     label,
@@ -310,7 +314,7 @@ def lora_wrap(model: nn.Module, options: dict[str, Any]) -> tuple[nn.Module, dic
     """Wrap the body's linear layers with LoRA adapters; returns (the module to train, report).
     Only adapter and head parameters train."""
     peft = require("peft", "transfer", "transfer strategy lora")
-    body = model.backbone if hasattr(model, "backbone") else model
+    body = getattr(model, "backbone", model)
     linear = [n for n, m in body.named_modules() if isinstance(m, nn.Linear)]
     head_ids = {id(m) for m in _top(model).modules()}
     candidates = [
@@ -341,17 +345,15 @@ def lora_wrap(model: nn.Module, options: dict[str, Any]) -> tuple[nn.Module, dic
     with warnings.catch_warnings():  # peft calls an API transformers marks as deprecated
         warnings.simplefilter("ignore", FutureWarning)
         wrapped = peft.get_peft_model(body, config)
-    if hasattr(model, "backbone"):
+    encoder = hasattr(model, "backbone")
+    if encoder:  # the encoder keeps its pooling and head; only the backbone is wrapped
         model.backbone = wrapped
+    trained = model if encoder else wrapped
     for p in _top(model).parameters():
         p.requires_grad_(True)
-    trainable = (
-        sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if hasattr(model, "backbone")
-        else sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
-    )
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
     report = {"lora_layers": len(matched), "lora_params": expected, "trainable_params": trainable}
-    return (model if hasattr(model, "backbone") else wrapped), report
+    return trained, report
 
 
 def transfer_(

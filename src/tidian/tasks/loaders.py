@@ -349,13 +349,17 @@ def text_task(
         )
     )
     if tokenizer is not None:
-        from tidian.models.pretrained import tokenizer_at, tokenizer_vocab
+        from tidian.models.pretrained import (
+            PACKAGED,
+            resolve_pretrained,
+            tokenizer_at,
+            tokenizer_vocab,
+        )
 
         vocab = tokenizer_vocab(tokenizer_at(tokenizer))
-        pre = Preprocess(
-            "text",
-            {"column": text, "tokenizer": str(Path(tokenizer).resolve()), "max_len": max_len},
-        )
+        # a packaged model's name stays portable; a directory is made absolute
+        where = tokenizer if tokenizer in PACKAGED else str(resolve_pretrained(tokenizer).resolve())
+        pre = Preprocess("text", {"column": text, "tokenizer": where, "max_len": max_len})
         x = pre.apply(frame[[text]])
     else:
         tokens = [textlib.tokenize(str(t), lowercase=lowercase) for t in frame[text]]
