@@ -302,6 +302,7 @@ class _Run:
                 if self.recipe.constraints
                 else {},
                 artifacts={s: str(self._seed_dir(incumbent["id"], s)) for s in self.seeds},
+                baseline_train=base.train,
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):

@@ -57,6 +57,7 @@ class Context:
     executor: Any = None  # where a stage runs its own jobs (tuning trials), never processes
     constraints: dict[str, Any] = field(default_factory=dict)  # the recipe's, e.g. max_params
     artifacts: dict[int, str] = field(default_factory=dict)  # seed -> incumbent's saved model
+    baseline_train: dict[str, Any] = field(default_factory=dict)  # the recipe's training config
 
 
 class Stage:

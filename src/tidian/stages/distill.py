@@ -77,7 +77,8 @@ class DistillConfig:
     features / attentions: hints ``[{student: PATH, teacher: PATH, weight: 1.0}]``.
     augment: ``{copies: k, noise: σ, shift: s, token_dropout: p}`` — k augmented copies of the
     training inputs join the transfer set, labelled by the teacher.
-    train: changes to the incumbent's training config for the student (epochs, lr…).
+    train: changes to the student's training config (epochs, lr…), which starts from the
+    recipe's ``train`` for a named student and from the incumbent's for ``{fraction: f}``.
     gate: superiority (the student must beat the incumbent) or non_inferiority (within the
     recipe's margin, and it must be faster or smaller on the deployment runtime).
     compare_alone: also evaluate the student trained on labels alone, on the same seeds (and
@@ -210,7 +211,12 @@ class Distill(Stage):
         from tidian.models.zoo import create_model
 
         create_model(student["name"], ctx.task, **{k: v for k, v in student.items() if k != "name"})
-        train = {**incumbent.train, **c.train}
+        # A named student starts from the recipe's training set-up (the incumbent's may be a
+        # pretrained teacher's fine-tuning one); a scaled-down teacher from the incumbent's.
+        start = (
+            incumbent.train if "fraction" in c.student else (ctx.baseline_train or incumbent.train)
+        )
+        train = {**start, **c.train}
         members: list[str] = []
         if c.teacher == "ensemble":
             ranked = [h for h in ctx.history if h.get("folder") and h.get("val_mean") is not None]
