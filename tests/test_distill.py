@@ -344,6 +344,7 @@ def test_with_augment_the_alone_candidate_sees_the_same_augmented_set():
 
 
 def test_regression_students_follow_the_teachers_values(regression_task):
+    torch.manual_seed(0)
     teacher = create_model("mlp", regression_task, width=16)
     fit(teacher, regression_task, {"epochs": 40, "lr": 1e-2}, seed=0)
     student, report = distill_(
@@ -353,10 +354,10 @@ def test_regression_students_follow_the_teachers_values(regression_task):
         train={"epochs": 60, "lr": 1e-2},
         seed=0,
     )
-    assert report["teacher_scores"]["test"]["rmse"] < 6
+    assert report["teacher_scores"]["test"]["rmse"] < 0.3 * regression_task.test.y.std()
     gap = predict(student, regression_task.test.x) - predict(teacher, regression_task.test.x)
-    # alpha 1: the labels are never seen, yet the student lands near the teacher (measured
-    # 6.4 from it, against targets spread by 32)
+    # alpha 1: the labels are never seen, yet the student lands near the teacher (targets
+    # are spread by about 32)
     assert float(np.sqrt((gap**2).mean())) < 0.3 * regression_task.test.y.std()
     _, info = distill_(
         None,
