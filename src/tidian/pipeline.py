@@ -320,6 +320,7 @@ class _Run:
                 incumbent,
                 rows,
                 stage.margin(self.metric),
+                stage.gate_metric(),
             )
             if winner is not None:
                 incumbent = winner
@@ -350,18 +351,34 @@ class _Run:
         incumbent: dict[str, Any],
         rows: list[dict[str, Any]],
         margin: float | None = None,
+        metric: str | None = None,
     ) -> dict[str, Any] | None:
         spec = self.recipe.evaluate
-        base_scores = incumbent["quality"]["per_seed"]
+        judged = metric or self.metric
+        margin = spec.margin if margin is None else margin
         decisions = gate(
-            base_scores,
-            {str(r["id"]): r["quality"]["per_seed"] for r in rows},
-            metric=self.metric,
-            greater_is_better=self.greater,
+            _per_seed(incumbent, judged),
+            {str(r["id"]): _per_seed(r, judged) for r in rows},
+            metric=judged,
+            greater_is_better=greater_is_better(judged),
             test="superiority" if kind == "quality" else "non_inferiority",
             confidence=spec.confidence,
-            min_effect=spec.min_effect,
-            margin=spec.margin if margin is None else margin,
+            min_effect=spec.min_effect if judged == self.metric else 0.0,
+            margin=margin,
+        )
+        # Judged on another metric (calibration error): the recipe's metric must hold too.
+        kept = (
+            gate(
+                _per_seed(incumbent, self.metric),
+                {str(r["id"]): _per_seed(r, self.metric) for r in rows},
+                metric=self.metric,
+                greater_is_better=self.greater,
+                test="non_inferiority",
+                confidence=spec.confidence,
+                margin=margin,
+            )
+            if judged != self.metric
+            else {}
         )
         accepted, ratios = [], {}
         threads = self.recipe.deploy.threads
@@ -372,6 +389,14 @@ class _Run:
         for row in rows:
             decision = decisions[str(row["id"])]
             reason, ok, extra = decision.reason, decision.accepted, {}
+            guard = kept.get(str(row["id"]))
+            if guard is not None:
+                extra["kept"] = guard.to_dict()
+                detail = guard.reason.split(": ", 1)[-1]
+                if ok and not guard.accepted:
+                    ok, reason = False, f"rejected: {self.metric} may drop: {detail}"
+                else:
+                    reason = f"{reason}; {self.metric} {detail}"
             if kind == "cost":
                 ratio = ratios[row["id"]] = interleaved_latency(
                     reference, deployed_runner(row["artifact"], self.task, threads), threads=threads
@@ -407,11 +432,11 @@ class _Run:
             return None
         if kind == "cost":  # the fastest model that kept its quality, then the smallest
             return min(accepted, key=lambda r: (ratios[r["id"]], r["cost"]["size_bytes"]))
-        sign = 1 if self.greater else -1
+        sign = 1 if greater_is_better(judged) else -1
 
         def validation(row: dict[str, Any]) -> float:
-            val = row["quality"].get("val_mean")
-            return sign * (val if val is not None else row["quality"]["mean"])
+            val = row["quality"]["summary"].get("val", {}).get(judged, {}).get("mean")
+            return sign * (val if val is not None else _per_seed_mean(row, judged))
 
         return max(accepted, key=validation)
 
@@ -451,6 +476,19 @@ def _cost_gains(before: dict[str, Any], after: dict[str, Any], ratio: float) -> 
             "(same size in memory)"
         )
     return gains
+
+
+def _per_seed(row: dict[str, Any], metric: str) -> list[float]:
+    """A candidate's per-seed test scores of ``metric``."""
+    quality = row["quality"]
+    if metric == quality["metric"]:
+        return quality["per_seed"]
+    return list(quality["summary"]["test"][metric]["values"])
+
+
+def _per_seed_mean(row: dict[str, Any], metric: str) -> float:
+    values = _per_seed(row, metric)
+    return sum(values) / len(values)
 
 
 def _cost_line(cost: dict[str, Any]) -> str:

@@ -274,7 +274,7 @@ def validate_recipe(data: Any) -> Recipe:
 
 
 # Stages that change a trained torch model, and so cannot follow quantisation.
-_TORCH_STAGES = ("prune", "lowrank", "compress", "distill")
+_TORCH_STAGES = ("prune", "lowrank", "compress", "distill", "calibrate")
 
 
 def _quantizes(name: str, config: Any) -> bool:

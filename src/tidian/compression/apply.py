@@ -28,6 +28,8 @@ from tidian.exceptions import ConfigError, bad_value
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "compression.json"
 STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": QuantizeConfig}
+# Steps that change a trained model without compressing it (registered by their stage).
+OTHER_STEPS = ("calibrate",)
 # Steps that build a new model from the parent (as its teacher) rather than change it; they
 # come first in a transform.
 NEW_MODEL_STEPS = ("distill", "transfer")
@@ -38,6 +40,10 @@ def _validate(kind: str, config: dict[str, Any]) -> None:
         from tidian.stages.distill import DistillConfig
 
         DistillConfig(**{k: v for k, v in config.items() if k != "folders"})
+    elif kind == "calibrate":
+        from tidian.stages.calibrate import CalibrateConfig
+
+        CalibrateConfig(**config)
     elif kind == "transfer":
         from tidian.stages.transfer import STRATEGIES
 
@@ -58,8 +64,8 @@ def check_steps(steps: Any, allow_empty: bool = False) -> list[dict[str, dict[st
         if not isinstance(step, dict) or len(step) != 1:
             raise bad_value(f"transform[{i}]", "a one-key mapping {kind: config}", step)
         ((kind, config),) = step.items()
-        if kind not in STEP_CONFIGS and kind not in NEW_MODEL_STEPS:
-            kinds = (*NEW_MODEL_STEPS, *STEP_CONFIGS)
+        if kind not in STEP_CONFIGS and kind not in NEW_MODEL_STEPS + OTHER_STEPS:
+            kinds = (*NEW_MODEL_STEPS, *STEP_CONFIGS, *OTHER_STEPS)
             raise bad_value(f"transform[{i}]", f"one of {kinds}", kind)
         if kind in NEW_MODEL_STEPS and i:
             raise ConfigError(
@@ -93,6 +99,10 @@ def apply_steps(
             from tidian.stages.distill import distill_
 
             model, report = distill_(model, config, task, train=train, seed=seed)
+        elif kind == "calibrate":
+            from tidian.stages.calibrate import calibrate_
+
+            model, report = calibrate_(model, config, task, train=train, seed=seed)
         elif kind == "transfer":
             from tidian.stages.transfer import transfer_
 

@@ -82,6 +82,11 @@ class Stage:
         """ "quality" or "cost" when the config picks the gate (None: the registered kind)."""
         return None
 
+    def gate_metric(self) -> str | None:
+        """A metric the gate judges instead of the recipe's (None: the recipe's). The recipe's
+        metric is then still required to be non-inferior within the margin."""
+        return None
+
     def margin(self, metric: str) -> float | None:
         """The non-inferiority margin for this stage's candidates (None: the recipe's)."""
         return None
