@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_task
 
 import tidian
+from conftest import make_task
 from tidian.evaluation.calibration import fit_scaling, fold_scaling, reliability
 from tidian.evaluation.metrics import ece, predict
 from tidian.exceptions import ConfigError
