@@ -1,0 +1,193 @@
+"""Error analysis and learning curves, as plain data (what a report renders, what tests check).
+
+* :func:`error_analysis` — the most confidently wrong examples, the most confused class pairs,
+  and for tabular tasks the quality by feature slice (worst first);
+* :func:`flips` — for a candidate against the incumbent on the same rows: the examples it newly
+  gets right and newly gets wrong;
+* :func:`learning_curve` — quality against the fraction of the training split used (stratified,
+  seeded subsets; every fraction on the same seeds), to answer "would more data help?".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import ConfigError, bad_value
+
+
+def _probabilities(out: np.ndarray) -> np.ndarray:
+    from tidian.evaluation.metrics import softmax
+
+    return softmax(out)
+
+
+def error_analysis(
+    task: Any, outputs: np.ndarray, *, split: str = "test", top: int = 10, slices: int = 4
+) -> dict[str, Any]:
+    """What a classifier gets wrong on ``split``, given its outputs (logits) for that split."""
+    if task.target_kind != "classes":
+        raise ConfigError("error analysis here is for classification tasks.")
+    part = getattr(task, split)
+    if len(outputs) != len(part):
+        raise bad_value("outputs", f"one row per {split} example ({len(part)})", len(outputs))
+    names = list(task.class_names)
+    proba = _probabilities(outputs)
+    pred, confidence = proba.argmax(1), proba.max(1)
+    wrong = np.flatnonzero(pred != part.y)
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:top]
+    confident_wrong = [
+        {
+            "row": int(i),
+            "label": names[int(part.y[i])],
+            "predicted": names[int(pred[i])],
+            "confidence": float(confidence[i]),
+        }
+        for i in order
+    ]
+    k = len(names)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (part.y, pred), 1)
+    pairs = [
+        {"true": names[a], "predicted": names[b], "count": int(matrix[a, b])}
+        for a in range(k)
+        for b in range(k)
+        if a != b and matrix[a, b]
+    ]
+    pairs.sort(key=lambda p: -p["count"])
+    return {
+        "split": split,
+        "accuracy": float((pred == part.y).mean()),
+        "errors": len(wrong),
+        "confident_wrong": confident_wrong,
+        "confused_pairs": pairs[:top],
+        "confusion": matrix.tolist(),
+        "slices": _slices(task, part, pred == part.y, slices)
+        if task.input_kind == "vector"
+        else [],
+    }
+
+
+def _slices(task: Any, part: Any, correct: np.ndarray, bins: int) -> list[dict[str, Any]]:
+    """Accuracy per slice of each feature: quantile bins of numeric features (on the values
+    the model sees; order is what matters), one slice per category of one-hot groups."""
+    names = list(task.feature_names or [f"x{j}" for j in range(part.x.shape[1])])
+    out: list[dict[str, Any]] = []
+    groups: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        if "=" in name:  # one-hot column "column=value"
+            groups.setdefault(name.split("=", 1)[0], []).append(j)
+            continue
+        values = part.x[:, j]
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)))
+        if len(edges) < 2:
+            continue
+        index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        for b in range(len(edges) - 1):
+            members = index == b
+            if members.any():
+                out.append(
+                    {
+                        "feature": name,
+                        "slice": f"[{edges[b]:.3g}, {edges[b + 1]:.3g}]",
+                        "count": int(members.sum()),
+                        "accuracy": float(correct[members].mean()),
+                    }
+                )
+    for column, cols in groups.items():
+        for j in cols:
+            members = part.x[:, j] > 0.5
+            if members.any():
+                out.append(
+                    {
+                        "feature": column,
+                        "slice": names[j].split("=", 1)[1],
+                        "count": int(members.sum()),
+                        "accuracy": float(correct[members].mean()),
+                    }
+                )
+    overall = float(correct.mean())
+    for row in out:
+        row["gap"] = row["accuracy"] - overall
+    out.sort(key=lambda r: (r["accuracy"], -r["count"]))
+    return out
+
+
+def flips(y: np.ndarray, incumbent: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
+    """Rows the candidate newly gets right and newly gets wrong (outputs of the same rows)."""
+    before, after = incumbent.argmax(1) == y, candidate.argmax(1) == y
+    right, wrong = np.flatnonzero(~before & after), np.flatnonzero(before & ~after)
+    return {
+        "newly_right": right.tolist(),
+        "newly_wrong": wrong.tolist(),
+        "net": int(len(right) - len(wrong)),
+    }
+
+
+def subsample(task: Any, fraction: float, seed: int) -> Any:
+    """The task with a stratified, seeded ``fraction`` of its training split."""
+    from sklearn.model_selection import train_test_split
+
+    from tidian.tasks.task import Split
+
+    if not 0 < fraction <= 1:
+        raise bad_value("fraction", "a number in (0, 1]", fraction)
+    if fraction == 1:
+        return task
+    n = len(task.train)
+    keep = max(2, round(fraction * n))
+    stratify = task.train.y if task.target_kind == "classes" else None
+    try:
+        index, _ = train_test_split(
+            np.arange(n), train_size=keep, random_state=seed, stratify=stratify
+        )
+    except ValueError:  # too few rows per class to stratify
+        index, _ = train_test_split(np.arange(n), train_size=keep, random_state=seed)
+    index = np.sort(index)
+    return dataclasses.replace(task, train=Split(task.train.x[index], task.train.y[index]))
+
+
+def learning_curve(
+    model: Any,
+    task: Any,
+    config: Any = None,
+    *,
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    seeds: int | Sequence[int] = 3,
+    metric: str | None = None,
+    n_jobs: int = 1,
+) -> dict[str, Any]:
+    """Test (and validation) quality of ``model`` trained on growing shares of the training
+    split: ``{"metric", "points": [{fraction, rows, mean, low, high, per_seed, val_mean}]}``.
+    Each seed draws its own subset, and the same seeds are used at every fraction."""
+    from tidian.evaluation.evaluate import evaluate
+
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    metric = metric or task.metric
+    points = []
+    for fraction in sorted(float(f) for f in fractions):
+        per_seed, val = [], []
+        for seed in seed_list:
+            part = subsample(task, fraction, seed)
+            ev = evaluate(model, part, config, seeds=[seed], metric=metric, n_jobs=n_jobs)
+            per_seed.append(ev.scores(metric)[0])
+            if "val" in ev.summary:
+                val.append(ev.summary["val"][metric].mean)
+        from tidian.evaluation.stats import summarize
+
+        s = summarize(per_seed)
+        points.append(
+            {
+                "fraction": fraction,
+                "rows": len(subsample(task, fraction, seed_list[0]).train),
+                "mean": s.mean,
+                "low": s.low,
+                "high": s.high,
+                "per_seed": per_seed,
+                "val_mean": float(np.mean(val)) if val else None,
+            }
+        )
+    return {"metric": metric, "seeds": seed_list, "points": points}
