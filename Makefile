@@ -37,3 +37,5 @@ bench: setup
 	$(PY) bench/mnist1d_paper.py
 	$(PY) bench/deep_compression.py
 	$(PY) bench/compression_techniques.py
+	$(PY) bench/hinton_mnist1d.py
+	$(PY) bench/text_transfer.py
