@@ -301,3 +301,16 @@ def test_minilm_probe_then_distilled_into_a_tiny_text_model(reviews, tmp_path):
     assert student["cost"]["latency_ms"] < probe["cost"]["latency_ms"]
     reloaded = tidian.load_model(probe["artifact"])  # by the packaged name, not a path
     assert reloaded.backbone.config.hidden_size == 384
+
+
+def test_lora_on_a_zoo_model_merges_into_a_plain_saveable_model(tmp_path):
+    src = create_model("mlp", make_task("vector", n=150), width=16)
+    tidian.save_model(src, tmp_path / "src")
+    target = make_task("vector", n=90, classes=2, seed=1)
+    step = {"source": {"kind": "tidian", "path": str(tmp_path / "src")}, "strategy": "lora"}
+    model, report = transfer_(None, {**step, "lora": {"r": 2}}, target, train={"epochs": 2}, seed=0)
+    # the two body layers (5→16, 16→16), not the head: r × (in + out) each
+    assert report["lora_layers"] == 2 and report["lora_params"] == 2 * (5 + 16) + 2 * (16 + 16)
+    assert not any("lora" in n for n in model.state_dict())
+    restored = tidian.load_model(tidian.save_model(model, tmp_path / "dst"))
+    assert restored.head.linear.out_features == 2
