@@ -58,6 +58,15 @@ def errors(model, task) -> int:
     return int((out.argmax(1) != task.test.y).sum())
 
 
+def trained(spec: dict, task, train: dict, seed: int):
+    """A zoo model trained on labels: (model, test errors, seconds)."""
+    tick = time.perf_counter()
+    torch.manual_seed(seed)
+    model = create_model(spec["name"], task, **{k: v for k, v in spec.items() if k != "name"})
+    fit(model, task, train, seed=seed)
+    return model, errors(model, task), time.perf_counter() - tick
+
+
 def one_seed(seed: int, epochs: int, temperature: float, alpha: float, sweep: list[float]):
     torch.set_num_threads(1)
     task = tidian.load_task("mnist1d")
@@ -67,21 +76,8 @@ def one_seed(seed: int, epochs: int, temperature: float, alpha: float, sweep: li
     train = {"epochs": epochs, "lr": 1e-2, "schedule": "cosine", "batch_size": 64}
     teacher_train = {**train, "epochs": 30, "lr": 3e-3}
     out, seconds = {}, {}
-    tick = time.perf_counter()
-    torch.manual_seed(seed)
-    teacher = create_model(
-        TEACHER["name"], task, **{k: v for k, v in TEACHER.items() if k != "name"}
-    )
-    fit(teacher, task, teacher_train, seed=seed)
-    out["teacher"], seconds["teacher"] = errors(teacher, task), time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    torch.manual_seed(seed)
-    student = create_model(
-        STUDENT["name"], task, **{k: v for k, v in STUDENT.items() if k != "name"}
-    )
-    fit(student, task, train, seed=seed)
-    out["alone"], seconds["alone"] = errors(student, task), time.perf_counter() - tick
+    teacher, out["teacher"], seconds["teacher"] = trained(TEACHER, task, teacher_train, seed)
+    student, out["alone"], seconds["alone"] = trained(STUDENT, task, train, seed)
 
     runs = {
         "KD": {"temperature": temperature, "alpha": alpha},

@@ -33,9 +33,9 @@ def check_distill(distill: Any, where: str) -> None:
 
 def teacher_outputs(model: nn.Module, task: Any) -> torch.Tensor:
     """The model's outputs on every training row (eval mode, no gradients)."""
-    from tidian.evaluation.metrics import predict
+    from tidian.training.distill import teacher_targets
 
-    return torch.from_numpy(predict(model, task.train.x))
+    return teacher_targets(model, task.train.x).outputs
 
 
 def finetune(

@@ -164,25 +164,25 @@ def learning_curve(
     split: ``{"metric", "points": [{fraction, rows, mean, low, high, per_seed, val_mean}]}``.
     Each seed draws its own subset, and the same seeds are used at every fraction."""
     from tidian.evaluation.evaluate import evaluate
+    from tidian.evaluation.stats import summarize
 
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     metric = metric or task.metric
     points = []
     for fraction in sorted(float(f) for f in fractions):
-        per_seed, val = [], []
+        per_seed, val, rows = [], [], 0
         for seed in seed_list:
             part = subsample(task, fraction, seed)
+            rows = len(part.train)  # the same size for every seed
             ev = evaluate(model, part, config, seeds=[seed], metric=metric, n_jobs=n_jobs)
             per_seed.append(ev.scores(metric)[0])
             if "val" in ev.summary:
                 val.append(ev.summary["val"][metric].mean)
-        from tidian.evaluation.stats import summarize
-
         s = summarize(per_seed)
         points.append(
             {
                 "fraction": fraction,
-                "rows": len(subsample(task, fraction, seed_list[0]).train),
+                "rows": rows,
                 "mean": s.mean,
                 "low": s.low,
                 "high": s.high,

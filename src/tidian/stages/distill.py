@@ -350,16 +350,20 @@ def _lightgbm_teacher(task: Any, options: dict[str, Any], seed: int) -> tuple[An
     return model, outputs
 
 
-def _ensemble_outputs(folders: list[str], seed: int, x: np.ndarray, classes: bool) -> np.ndarray:
+def _ensemble(folders: list[str], seed: int, classes: bool):
+    """The averaged ensemble of the members' seed-``seed`` models, as ``x -> outputs``
+    (log of the mean probability for classes); each member is loaded once."""
     from tidian.evaluation.metrics import predict
     from tidian.models.io import load_model, seed_folder
 
-    outs = []
-    for folder in folders:
-        out = torch.from_numpy(predict(load_model(seed_folder(folder, seed)), x))
-        outs.append(out.softmax(dim=-1) if classes else out)
-    mean = torch.stack(outs).mean(dim=0)
-    return (mean.clamp_min(1e-7).log() if classes else mean).numpy()
+    members = [load_model(seed_folder(folder, seed)) for folder in folders]
+
+    def outputs(x: np.ndarray) -> np.ndarray:
+        outs = [torch.from_numpy(predict(m, x)) for m in members]
+        mean = torch.stack([o.softmax(dim=-1) if classes else o for o in outs]).mean(dim=0)
+        return (mean.clamp_min(1e-7).log() if classes else mean).numpy()
+
+    return outputs
 
 
 def distill_(
@@ -403,8 +407,7 @@ def distill_(
         targets = teacher_targets(teacher, transfer.train.x, {h.teacher: h.kind for h in hints})
         teacher_scores = score_splits(task, lambda x: predict(teacher, x), metrics)
     elif kind == "ensemble":
-        folders = list(config.get("folders") or [])
-        fn = lambda x: _ensemble_outputs(folders, seed, x, classes)  # noqa: E731
+        fn = _ensemble(list(config.get("folders") or []), seed, classes)
         targets = TeacherTargets(torch.from_numpy(fn(transfer.train.x)), {})
         teacher_scores = score_splits(task, fn, metrics)
     else:
