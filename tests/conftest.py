@@ -108,3 +108,35 @@ def vector_task() -> Task:
 @pytest.fixture(scope="session")
 def regression_task() -> Task:
     return make_regression()
+
+
+REPORT_RECIPE = {
+    "task": {"name": "iris"},
+    "model": {"name": "linear"},
+    "train": {"epochs": 3, "lr": 0.01},
+    "evaluate": {"seeds": 3},
+    "stages": [
+        {"train_variants": {"candidates": [{"epochs": 40}, {"lr": 0.0001}]}},
+        {
+            "architecture": {
+                "candidates": [{"name": "mlp", "hidden": [16]}],
+                "train": {"epochs": 40},
+            }
+        },
+        {"tune": {"trials": 5, "space": {"lr": {"float": [0.001, 0.1], "log": True}}}},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished run with a tuning stage (for the report, serve and browser tests):
+    ``(store, run_id)``."""
+    import tidian.pipeline as pipeline
+    from tidian.store import Store
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    store = Store(f"sqlite:///{folder / 'ledger.db'}")
+    result = pipeline.run(REPORT_RECIPE, store=store)
+    assert result.status == "finished"
+    return store, result.run_id

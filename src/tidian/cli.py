@@ -125,20 +125,29 @@ def evaluate_cmd(
         typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
     ] = 1,
     confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
+    folds: Annotated[
+        int | None,
+        typer.Option(min=2, help="Cross-validate: each seed gives FOLDS units (all rows pooled)."),
+    ] = None,
+    repeated: Annotated[
+        bool, typer.Option(help="With --folds: reshuffle the folds per seed.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Train and evaluate one model over several seeds; print quality (mean ± CI) and cost."""
+    """Train and evaluate one model over several seeds (or seeds × folds); print quality
+    (mean ± CI) and cost."""
     loaded = tidian.load_task(task, **_pairs(task_option, "--task-option"))
     config = tidian.TrainConfig.from_dict(
         {"epochs": epochs, **_pairs(train, "--train")}, where="--train"
     )
     options = _pairs(option, "--option")
     fitted = tidian.create_model(model, loaded, **options)  # fails fast on bad options
-    with (
-        console.status(f"training {model} on {loaded.name} over {seeds} seeds…", spinner="dots")
-        if not as_json
-        else contextlib.nullcontext()
-    ):
+    units = seeds * (folds or 1)
+    what = f"training {model} on {loaded.name}: " + (
+        f"{seeds} seeds × {folds} folds" if folds else f"{seeds} seeds"
+    )
+    with _progress() if not as_json else contextlib.nullcontext() as progress:
+        bar = progress.add_task(what, total=units) if progress else None
         result = tidian.evaluate(
             {"name": model, **options},
             loaded,
@@ -147,6 +156,9 @@ def evaluate_cmd(
             n_jobs=jobs,
             confidence=confidence,
             keep_models=True,
+            folds=folds,
+            repeated=repeated,
+            on_seed=(lambda run: progress.advance(bar)) if progress else None,
         )
     run = result.runs[0]
     fitted.load_state_dict(run.state)
@@ -159,13 +171,21 @@ def evaluate_cmd(
     s = loaded.summary()
     console.print(
         f"[bold]{model}[/] on [bold]{loaded.name}[/] — {s['input']}, {s['target']}, "
-        f"{s['train']}/{s['val']}/{s['test']} train/val/test; seeds {result.seeds}; "
+        + (
+            f"{s['train']}/{s['val']}/{s['test']} train/val/test; seeds"
+            if not folds
+            else f"all {s['train'] + s['val'] + s['test']} rows pooled, {folds}-fold "
+            f"cross-validation{' (repeated)' if repeated else ''}, units"
+        )
+        + f" {result.seeds}; "
         f"{config.epochs} epochs, {config.optimizer} lr={config.lr}"
     )
-    table = Table(
-        title=f"Quality on the test split (mean and {confidence:.0%} CI over "
-        f"{len(result.seeds)} seeds)"
+    over = (
+        f"{len(result.seeds)} CV units, corrected for overlap"
+        if folds
+        else f"{len(result.seeds)} seeds"
     )
+    table = Table(title=f"Quality on the test split (mean and {confidence:.0%} CI over {over})")
     for col in ("metric", "mean", "CI low", "CI high", "std", "val mean"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, summ in result.summary["test"].items():
@@ -222,7 +242,9 @@ def recipe_check(path: Annotated[Path, typer.Argument(help="Recipe YAML file.")]
     recipe = load_recipe(path)
     console.print(
         f"[green]ok[/] {path}: task {recipe.task!r}, baseline "
-        f"{recipe.model['name']}, {len(recipe.seed_list())} seeds, stages: "
+        f"{recipe.model['name']}, {len(recipe.seed_list())} seeds"
+        + (f" × {recipe.evaluate.folds} folds" if recipe.evaluate.folds else "")
+        + ", stages: "
         f"{', '.join(name for name, _ in recipe.stage_entries()) or 'none'}"
     )
 
@@ -334,26 +356,9 @@ def run_cmd(
     ] = 1,
 ) -> None:
     """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     import tidian.pipeline as pipeline
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with _progress(console) as progress:
         try:
             res = pipeline.run(
                 recipe, store=store, resume=resume, jobs=jobs, events=_Progress(progress)
@@ -438,6 +443,7 @@ def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> N
         b["quality"]["per_seed"],
         metric=metric,
         greater_is_better=greater_is_better(metric),
+        correction=a["quality"].get("correction") or 0.0,
     )
     console.print(
         f"{metric}: {b['label']} − {a['label']} = {cmp.mean:+.4f} "
@@ -492,6 +498,200 @@ def predict_cmd(
         sys.stdout.write(frame.to_csv(index=False))
     else:
         console.print(f"wrote {len(frame)} predictions to {out}")
+
+
+# -- evidence: attributions, the report, the report server -------------------------------------
+
+
+class _Steps:
+    """A rich progress bar fed by ``(what, done, total)`` callbacks; one line per phase."""
+
+    def __init__(self, progress) -> None:
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total)
+
+
+def _progress(output: Console | None = None):
+    """Rich progress bars with what is being done, counts, elapsed time and an ETA (on
+    stderr unless ``output`` is given)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=output or Console(stderr=True),
+        transient=True,
+    )
+
+
+@app.command("explain")
+def explain_cmd(
+    run_id: str,
+    candidate: Annotated[str, typer.Option(help="'best' (the incumbent) or a candidate id.")] = (
+        "best"
+    ),
+    examples: Annotated[int, typer.Option(min=1, help="First N test rows to explain.")] = 3,
+    rows: Annotated[
+        str | None, typer.Option(help="Test rows to explain instead, e.g. 0,7,42.")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=2, help="Integrated Gradients steps.")] = 64,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Captum's internal batch size (bounds memory).")
+    ] = 256,
+    top: Annotated[int, typer.Option(min=1, help="Inputs listed per example.")] = 8,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Attributions for a candidate's predictions: Integrated Gradients and saliency per
+    example (with IG's completeness gap and the two methods' agreement), and permutation
+    importance of each feature for tabular tasks."""
+    import numpy as np
+
+    from tidian.export import candidate_artifact
+    from tidian.pipeline import _task_of
+    from tidian.recipe import validate_recipe
+    from tidian.report import explain_examples, to_json
+    from tidian.store import Store
+
+    ledger = Store(store)
+    row, folder = candidate_artifact(ledger, run_id, candidate, "explain")
+    task = _task_of(validate_recipe(ledger.run(run_id)["recipe"]))
+    chosen = None
+    if rows:
+        try:
+            chosen = [int(r) for r in rows.split(",") if r.strip()]
+        except ValueError:
+            raise ConfigError(f"--rows must be comma-separated integers; got {rows!r}.") from None
+    with _progress() as progress:
+        data = explain_examples(
+            folder,
+            task,
+            examples=examples,
+            rows=chosen,
+            n_steps=steps,
+            internal_batch_size=batch,
+            progress=_Steps(progress),
+        )
+    data["candidate"] = {"id": row["id"], "label": row["label"], "folder": str(folder)}
+    if as_json:
+        print(json.dumps(to_json(data), indent=2))
+        return
+    ag = data["agreement"]
+    console.print(
+        f"candidate {row['id']} ({row['label']}) of run {run_id}: Integrated Gradients "
+        f"({steps} steps, zero baseline) and saliency; agreement Spearman "
+        f"{ag['mean_spearman']:.2f}, top-{ag['top']} overlap {ag['mean_top_overlap']:.0%}",
+        highlight=False,
+    )
+    names = data.get("feature_names")
+    for ex in data["examples"]:
+        ig = np.asarray(ex["integrated_gradients"]).reshape(-1)
+        sal = np.asarray(ex["saliency"]).reshape(-1)
+        shape = np.asarray(ex["integrated_gradients"]).shape
+        table = Table(
+            title=f"test row {ex['row']}: label {ex['label']}, predicted {ex['predicted']} — "
+            f"completeness gap {ex['relative_delta']:.1%}, Spearman {ex['spearman']:.2f}"
+        )
+        for col in ("input", "integrated gradients", "saliency"):
+            table.add_column(col, justify="left" if col == "input" else "right")
+        for j in np.argsort(-np.abs(ig))[:top]:
+            if ex.get("tokens"):
+                where = f"token {j}: {ex['tokens'][j]}"
+            elif names:
+                where = names[j]
+            else:
+                where = "position " + ",".join(map(str, np.unravel_index(j, shape)))
+            table.add_row(where, f"{ig[j]:+.4g}", f"{sal[j]:.4g}")
+        console.print(table)
+    if data.get("permutation"):
+        table = Table(title=f"permutation importance on the test split ({task.metric} drop)")
+        for col in ("feature", "drop", "std"):
+            table.add_column(col, justify="left" if col == "feature" else "right")
+        for p in data["permutation"][:top]:
+            table.add_row(p["feature"], f"{p['drop']:+.4f}", f"{p['std']:.4f}")
+        console.print(table)
+
+
+@app.command("report")
+def report_cmd(
+    run_id: str,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: report-RUN_ID.html).")] = (
+        None
+    ),
+    analyses: Annotated[
+        bool,
+        typer.Option(help="Load the final model for confusion, calibration and attributions."),
+    ] = True,
+    examples: Annotated[int, typer.Option(min=0, help="Test rows with attributions.")] = 3,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the collected data.")] = False,
+) -> None:
+    """One self-contained HTML report of a run (opens offline): headline, each stage's gain
+    with its CI, Pareto plots, learning curves, errors, calibration, attributions, lineage,
+    environment and the recipe to reproduce it."""
+    from tidian.report import collect, to_json, write_report
+    from tidian.store import Store
+
+    ledger = Store(store)
+    options = {"analyses": analyses, "examples": examples}
+    if as_json:
+        with _progress() as progress:
+            data = collect(ledger, run_id, progress=_Steps(progress), **options)
+        print(json.dumps(to_json(data), indent=2))
+        return
+    target = out or Path(f"report-{run_id}.html")
+    with _progress() as progress:
+        data = write_report(ledger, run_id, target, progress=_Steps(progress), **options)
+    console.print(f"wrote {target} ({target.stat().st_size:,} bytes)", highlight=False)
+    for what, why in data["skipped"].items():
+        console.print(f"[yellow]not shown[/] {what}: {why}", highlight=False)
+
+
+@app.command("serve")
+def serve_cmd(
+    store: StoreOpt = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1.")] = 8765,
+    analyses: Annotated[
+        bool, typer.Option(help="Compute model analyses when a report is opened.")
+    ] = True,
+) -> None:
+    """Serve the store's runs and their reports on http://127.0.0.1:PORT (read-only)."""
+    from tidian.report.serve import make_server
+    from tidian.store import Store
+
+    ledger = Store(store)
+    try:
+        server = make_server(ledger, port, analyses)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot listen on 127.0.0.1:{port}: {err.strerror}; try --port."
+        ) from None
+    console.print(
+        f"serving {len(ledger.runs())} runs of {ledger.display_url()} on "
+        f"http://127.0.0.1:{server.server_port}/ (read-only; Ctrl-C stops)",
+        highlight=False,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -265,6 +265,37 @@ def task_manifest(task: Any) -> dict[str, Any]:
     }
 
 
+def candidate_artifact(
+    store: Any, run_id: str, candidate: str | int, purpose: str
+) -> tuple[dict[str, Any], Path]:
+    """Candidate ``candidate`` of run ``run_id`` ('best': the incumbent) and the folder of its
+    saved model (first seed); a clear error when it has none. ``purpose`` names the need."""
+    from tidian.models.io import WEIGHTS
+
+    run = store.run(run_id)
+    if candidate == "best":
+        cid = run["incumbent_id"]
+        if cid is None:
+            raise DataError(f"run {run_id} has no incumbent yet; give --candidate ID.")
+    else:
+        try:
+            cid = int(candidate)
+        except (TypeError, ValueError):
+            raise bad_value("candidate", "'best' or a candidate id", candidate) from None
+    row = store.get_candidate(cid)
+    if row["run_id"] != run_id:
+        raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
+    artifact = Path(row["artifact"]) if row["artifact"] else None
+    if artifact is None or not (artifact / WEIGHTS).exists():
+        where = f"at {str(artifact)!r}" if artifact else f"(status {row['status']!r})"
+        raise DataError(
+            f"candidate {cid} of run {run_id} has no saved model {where}; {purpose} needs its "
+            f"weights: finish the run with `tidian run --resume {run_id}`, or work where the "
+            "run's artifacts folder is."
+        )
+    return row, artifact
+
+
 def export_candidate(
     store: Any, run_id: str, candidate: str | int, out: str | Path, fmt: str = "onnx"
 ) -> dict[str, Any]:
@@ -282,24 +313,8 @@ def export_candidate(
     if fmt not in FORMATS:
         raise bad_value("format", f"one of {FORMATS}", fmt)
     run = store.run(run_id)
-    if candidate == "best":
-        cid = run["incumbent_id"]
-        if cid is None:
-            raise DataError(f"run {run_id} has no incumbent yet; give --candidate ID.")
-    else:
-        try:
-            cid = int(candidate)
-        except (TypeError, ValueError):
-            raise bad_value("candidate", "'best' or a candidate id", candidate) from None
-    row = store.get_candidate(cid)
-    if row["run_id"] != run_id:
-        raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
-    artifact = Path(row["artifact"]) if row["artifact"] else None
-    if artifact is None or not (artifact / WEIGHTS).exists():
-        raise DataError(
-            f"candidate {cid} of run {run_id} has no saved model (status {row['status']!r}); "
-            f"finish the run with `tidian run --resume {run_id}` first."
-        )
+    row, artifact = candidate_artifact(store, run_id, candidate, "export")
+    cid = row["id"]
     task = _task_of(validate_recipe(run["recipe"]))
     out = Path(out)
     try:

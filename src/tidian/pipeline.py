@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tidian.compression.apply import run_transform
+from tidian.environment import environment
 from tidian.evaluation.cost import deployed_runner, deployment_cost, interleaved_latency
 from tidian.evaluation.evaluate import ZooFactory
 from tidian.evaluation.gate import gate, pareto_front
@@ -136,8 +137,20 @@ class _Run:
         self.metric = recipe.evaluate.metric or self.task.metric
         self.metrics = list(dict.fromkeys([self.metric, *DEFAULT_METRICS[self.task.target_kind]]))
         self.greater = greater_is_better(self.metric)
-        self.seeds = recipe.seed_list()
+        self.seeds = recipe.units()  # seeds, or cross-validation units (evaluation/cv.py)
+        self.cv = recipe.cv()
+        self.correction = self.cv.correction(task) if self.cv else 0.0
+        self._unit_tasks: dict[int, Any] = {}
         self.directory = Path(store.run(run_id)["directory"])
+
+    def task_for(self, seed: int) -> Any:
+        """The task seed ``seed`` trains and is scored on: the run's task, or with folds its
+        cross-validation unit (made once per unit)."""
+        if self.cv is None:
+            return self.task
+        if seed not in self._unit_tasks:
+            self._unit_tasks[seed] = self.cv.task(self.task, seed)
+        return self._unit_tasks[seed]
 
     # -- one stage's candidates ------------------------------------------------------------------
     def evaluate(
@@ -173,7 +186,7 @@ class _Run:
                         extra=(
                             str(self._seed_dir(parent, seed)),
                             proposal.transform,
-                            self.task,
+                            self.task_for(seed),
                             proposal.train,
                             seed,
                             list(self.metrics),
@@ -186,7 +199,8 @@ class _Run:
             options = dict(proposal.model)
             make = ZooFactory(options.pop("name"), options)
             jobs += [
-                Job(row, make, self.task, config, seed, tuple(self.metrics), True) for seed in todo
+                Job(row, make, self.task_for(seed), config, seed, tuple(self.metrics), True)
+                for seed in todo
             ]
         if jobs or done_before:
             self.emit("seeds_started", {"total": len(jobs) + done_before, "done": done_before})
@@ -244,7 +258,10 @@ class _Run:
             if all(split in results[s]["scores"] for s in self.seeds):
                 summary[split] = {
                     m: summarize(
-                        [results[s]["scores"][split][m] for s in self.seeds], conf, ci
+                        [results[s]["scores"][split][m] for s in self.seeds],
+                        conf,
+                        ci,
+                        self.correction,
                     ).to_dict()
                     for m in self.metrics
                 }
@@ -258,6 +275,9 @@ class _Run:
             "per_seed": test["values"],
             "val_mean": val["mean"] if val else None,
             "summary": summary,
+            "units": list(self.seeds),
+            "folds": self.cv.folds if self.cv else None,
+            "correction": self.correction,
         }
 
     # -- the whole run ---------------------------------------------------------------------------
@@ -291,7 +311,8 @@ class _Run:
                 if c["status"] == "done"
             )
             ctx = Context(
-                self.task,
+                # with folds, stages that search on one split (tune, compress) use unit 0's
+                self.task_for(self.seeds[0]),
                 self.metric,
                 tuple(self.seeds),
                 history,
@@ -365,6 +386,7 @@ class _Run:
             confidence=spec.confidence,
             min_effect=spec.min_effect if judged == self.metric else 0.0,
             margin=margin,
+            correction=self.correction,
         )
         # Judged on another metric (calibration error): the recipe's metric must hold too.
         kept = (
@@ -376,6 +398,7 @@ class _Run:
                 test="non_inferiority",
                 confidence=spec.confidence,
                 margin=margin,
+                correction=self.correction,
             )
             if judged != self.metric
             else {}
@@ -573,7 +596,7 @@ def run(
     _check_dependencies(parsed)
     with LocalExecutor(jobs) as executor:
         if run_id is None:
-            run_id = ledger.create_run(parsed.to_dict())
+            run_id = ledger.create_run(parsed.to_dict(), environment())
         try:
             _Run(parsed, ledger, run_id, executor, events, task).execute()
         except KeyboardInterrupt:

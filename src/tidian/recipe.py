@@ -38,6 +38,15 @@ class EvaluateSpec(BaseModel):
     ci: str = Field("t", pattern="^(t|bootstrap)$", description="t-interval or bootstrap.")
     min_effect: float = Field(0.0, ge=0, description="Gain a quality stage must show beyond.")
     margin: float = Field(0.01, ge=0, description="Loss a cost stage may show (non-inferiority).")
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="Cross-validation: each seed gives `folds` units, each tested on one fold "
+        "of all rows pooled (for small data sets); intervals use the corrected variance.",
+    )
+    repeated: bool = Field(
+        False, description="With folds: reshuffle the folds per seed (repeated k-fold)."
+    )
 
 
 class Constraints(BaseModel):
@@ -77,6 +86,17 @@ class Recipe(BaseModel):
     def seed_list(self) -> list[int]:
         seeds = self.evaluate.seeds
         return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+    def cv(self):
+        """The cross-validation of ``evaluate.folds`` (None: one fixed split)."""
+        from tidian.evaluation.cv import make_cv
+
+        return make_cv(self.evaluate.folds, self.evaluate.repeated)
+
+    def units(self) -> list[int]:
+        """What every candidate is evaluated on: the seeds, or with folds the CV units."""
+        cv = self.cv()
+        return cv.units(self.seed_list()) if cv else self.seed_list()
 
     def stage_entries(self) -> list[tuple[str, Any]]:
         """(name, validated config object) for each stage, in order."""
@@ -246,7 +266,16 @@ def validate_recipe(data: Any) -> Recipe:
             f"evaluate.seeds: must be a positive count or distinct integers; "
             f"got {recipe.evaluate.seeds!r}."
         )
-    if len(seeds) < 2:
+    if recipe.evaluate.folds:
+        if min(seeds) < 0:
+            raise RecipeError("evaluate.seeds: seeds must be non-negative with folds.")
+        if recipe.evaluate.ci != "t":
+            raise RecipeError(
+                "evaluate.ci: cross-validation (folds) needs the corrected t-interval, 't'."
+            )
+    elif recipe.evaluate.repeated:
+        raise RecipeError("evaluate.repeated: only means something with evaluate.folds.")
+    if len(recipe.units()) < 2:
         raise RecipeError("evaluate.seeds: the gate needs at least 2 seeds to estimate noise.")
     quantized_at = None
     for i, entry in enumerate(recipe.stages):

@@ -57,6 +57,8 @@ class Evaluation:
     ci: str
     config: TrainConfig
     summary: dict[str, dict[str, Summary]] = field(default_factory=dict)
+    folds: int | None = None  # cross-validation: ``seeds`` are CV units (tidian.evaluation.cv)
+    correction: float = 0.0  # ρ of the corrected variance of CV units (0: independent seeds)
 
     def scores(self, metric: str | None = None, split: str = "test") -> list[float]:
         metric = metric or self.metric
@@ -74,6 +76,8 @@ class Evaluation:
             "seeds": self.seeds,
             "confidence": self.confidence,
             "ci": self.ci,
+            "folds": self.folds,
+            "correction": self.correction,
             "config": self.config.to_dict(),
             "summary": {s: {m: v.to_dict() for m, v in d.items()} for s, d in self.summary.items()},
             "runs": [
@@ -188,6 +192,9 @@ def evaluate(
     n_jobs: int = 1,
     keep_models: bool = False,
     name: str | None = None,
+    folds: int | None = None,
+    repeated: bool = False,
+    on_seed: Callable[[SeedRun], None] | None = None,
 ) -> Evaluation:
     """Train ``model`` once per seed on ``task`` and summarise validation and test scores.
 
@@ -195,7 +202,14 @@ def evaluate(
     module (re-initialised per seed). ``seeds``: a count (seeds 0..k-1) or explicit seeds.
     ``n_jobs > 1`` trains seeds in that many worker processes, each on one thread; the factory
     must then be picklable (zoo names and mappings always are).
+
+    ``on_seed(run)`` is called as each seed (or unit) finishes, for progress displays.
+
+    ``folds=k`` evaluates by cross-validation: every seed gives k units (all rows pooled, each
+    unit tested on one fold; ``repeated`` reshuffles the folds per seed), and intervals use
+    the corrected variance for overlapping training sets (see ``tidian.evaluation.cv``).
     """
+    from tidian.evaluation.cv import make_cv
     from tidian.tasks import load_task
 
     task = load_task(task) if isinstance(task, str) else task
@@ -213,21 +227,44 @@ def evaluate(
         raise bad_value("n_jobs", "a positive integer", n_jobs)
     from tidian.executors import LocalExecutor
 
+    cv = make_cv(folds, repeated)
+    correction = 0.0
+    if cv is not None:
+        if ci != "t":
+            raise bad_value("ci", "'t' with folds (the corrected t-interval)", ci)
+        seed_list, correction = cv.units(seed_list), cv.correction(task)
+    done: dict[int, SeedRun] = {}
     with LocalExecutor(min(n_jobs, len(seed_list))) as executor:
-        done = {
-            r.seed: r
-            for r in executor.run_seeds(
-                make, task, config, seed_list, names, lambda seed: keep_models
-            )
-        }
+        for r in executor.run_seeds(
+            make,
+            task,
+            config,
+            seed_list,
+            names,
+            lambda seed: keep_models,
+            task_for=(lambda unit: cv.task(task, unit)) if cv else None,
+        ):
+            done[r.seed] = r
+            if on_seed is not None:
+                on_seed(r)
     runs = [done[s] for s in seed_list]
     evaluation = Evaluation(
-        label if name is None else name, task.name, metric, seed_list, runs, confidence, ci, config
+        label if name is None else name,
+        task.name,
+        metric,
+        seed_list,
+        runs,
+        confidence,
+        ci,
+        config,
+        folds=cv.folds if cv else None,
+        correction=correction,
     )
     for split in ("val", "test"):
         if all(split in r.scores for r in runs):
             evaluation.summary[split] = {
-                m: summarize([r.scores[split][m] for r in runs], confidence, ci) for m in names
+                m: summarize([r.scores[split][m] for r in runs], confidence, ci, correction)
+                for m in names
             }
     return evaluation
 
@@ -253,6 +290,7 @@ def compare(
         greater_is_better=greater_is_better(metric),
         confidence=baseline.confidence,
         method=baseline.ci,
+        correction=max(baseline.correction, candidate.correction),
     )
 
 

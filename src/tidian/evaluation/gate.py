@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
-from tidian.evaluation.stats import paired_compare
+from tidian.evaluation.stats import paired_compare, variance_factor
 from tidian.exceptions import bad_value
 
 TESTS = ("superiority", "non_inferiority")
@@ -49,13 +49,13 @@ class Decision:
         return asdict(self)
 
 
-def _one_sided_p(gains: np.ndarray, threshold: float) -> float:
+def _one_sided_p(gains: np.ndarray, threshold: float, correction: float = 0.0) -> float:
     d = gains - threshold
     if len(d) < 2:
         return 1.0
     if np.ptp(d) == 0:  # no spread: the sign decides
         return 0.0 if d[0] > 0 else 1.0
-    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    t = d.mean() / (d.std(ddof=1) * math.sqrt(variance_factor(len(d), correction)))
     return float(sps.t.sf(t, len(d) - 1))
 
 
@@ -81,8 +81,11 @@ def gate(
     confidence: float = 0.95,
     min_effect: float = 0.0,
     margin: float = 0.01,
+    correction: float = 0.0,
 ) -> dict[str, Decision]:
-    """Decide every candidate of one stage against the incumbent (per-seed, same seeds)."""
+    """Decide every candidate of one stage against the incumbent (per-seed, same seeds).
+    ``correction`` (ρ = n_test / n_train) when the seeds are cross-validation units: the
+    t statistic then uses Nadeau & Bengio's corrected variance."""
     if test not in TESTS:
         raise bad_value("test", f"one of {TESTS}", test)
     alpha = (1 - confidence) / 2
@@ -97,9 +100,10 @@ def gate(
             metric=metric,
             greater_is_better=greater_is_better,
             confidence=confidence,
+            correction=correction,
         )
         comparisons[name] = cmp
-        p_values.append(_one_sided_p(sign * np.asarray(cmp.differences), threshold))
+        p_values.append(_one_sided_p(sign * np.asarray(cmp.differences), threshold, correction))
     adjusted = holm(p_values) if names else []
     decisions = {}
     for name, p, p_adj in zip(names, p_values, adjusted):

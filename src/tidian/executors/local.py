@@ -114,9 +114,22 @@ class LocalExecutor:
         seeds: Sequence[int],
         metrics: Sequence[str],
         keep_model: Callable[[int], bool] = lambda seed: False,
+        task_for: Callable[[int], Any] | None = None,
     ) -> Iterator[Any]:
-        """Yield a SeedRun per seed of one model recipe as each finishes."""
-        jobs = [Job(None, make, task, config, s, tuple(metrics), keep_model(s)) for s in seeds]
+        """Yield a SeedRun per seed of one model recipe as each finishes; ``task_for(seed)``,
+        when given, is the task of each seed (cross-validation units)."""
+        jobs = [
+            Job(
+                None,
+                make,
+                task_for(s) if task_for else task,
+                config,
+                s,
+                tuple(metrics),
+                keep_model(s),
+            )
+            for s in seeds
+        ]
         for _, result in self.run(jobs):
             yield result
 

@@ -29,6 +29,8 @@ class RunRow(Base):
     incumbent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pareto: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # versions, CPU, threads, command line (tidian.environment); None for older runs
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class StageRow(Base):

@@ -82,6 +82,10 @@ class Store:
             artifacts = base / "tidian-runs"
         self.artifacts = Path(artifacts)
 
+    def display_url(self) -> str:
+        """The URL with any password hidden (for messages and pages)."""
+        return self._safe_url().strip("'")
+
     def _safe_url(self) -> str:
         try:
             from sqlalchemy.engine import make_url
@@ -146,7 +150,7 @@ class Store:
             session.close()
 
     # -- runs ----------------------------------------------------------------------------------
-    def create_run(self, recipe: dict[str, Any]) -> str:
+    def create_run(self, recipe: dict[str, Any], environment: dict[str, Any] | None = None) -> str:
         run_id = uuid.uuid4().hex[:12]
         directory = self.artifacts / run_id
         try:
@@ -161,6 +165,7 @@ class Store:
                     status="running",
                     recipe=recipe,
                     directory=str(directory),
+                    environment=environment,
                 )
             )
         return run_id
@@ -169,8 +174,14 @@ class Store:
         with self._session() as s:
             row = s.get(RunRow, run_id)
             if row is None:
+                recent = s.scalars(select(RunRow.id).order_by(RunRow.created.desc()).limit(5))
+                recent = list(recent)
+                listed = (
+                    f"recent runs: {', '.join(recent)}" if recent else "the store has no runs yet"
+                )
                 raise DataError(
-                    f"no run {run_id!r} in {self._safe_url()}; `tidian runs` lists the runs."
+                    f"no run {run_id!r} in {self._safe_url()}; {listed} "
+                    "(`tidian runs` lists them all)."
                 )
             return _row(row)
 

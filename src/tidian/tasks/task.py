@@ -190,6 +190,52 @@ class Task:
                 val=Split(x[va], y[va]),
             )
 
+    def cv_unit(self, unit: int, folds: int, *, repeated: bool = False) -> Task:
+        """Cross-validation unit ``unit`` of ``folds``-fold CV over all rows (train, val and
+        test pooled): its test split is fold ``unit % folds`` of a stratified partition (the
+        same partition for every unit, or a fresh shuffle per group of ``folds`` units when
+        ``repeated``); the other rows are split into train and validation keeping this task's
+        validation share. Over ``folds`` consecutive units every row is tested exactly once."""
+        from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+        if not isinstance(folds, int) or folds < 2:
+            raise bad_value("folds", "an integer >= 2", folds)
+        if not isinstance(unit, int | np.integer) or unit < 0:
+            raise bad_value("unit", "a non-negative integer", unit)
+        parts = [p for p in (self.train, self.val, self.test) if len(p)]
+        x = np.concatenate([p.x for p in parts])
+        y = np.concatenate([p.y for p in parts])
+        if folds > len(y):
+            raise bad_value("folds", f"at most the number of rows ({len(y)})", folds)
+        repeat, fold = divmod(int(unit), folds)
+        shuffle = repeat if repeated else 0
+        stratify = self.is_classification and np.bincount(y).min(initial=folds) >= folds
+        splitter = (
+            StratifiedKFold(folds, shuffle=True, random_state=shuffle)
+            if stratify
+            else KFold(folds, shuffle=True, random_state=shuffle)
+        )
+        rest, test = list(splitter.split(x, y))[fold]
+        share = len(self.val) / max(len(self.train) + len(self.val), 1)
+        if share > 0:
+            labels = y[rest] if stratify else None
+            try:
+                tr, va = train_test_split(
+                    rest, test_size=share, random_state=int(unit), stratify=labels
+                )
+            except ValueError:  # a class too small to stratify the validation split
+                tr, va = train_test_split(rest, test_size=share, random_state=int(unit))
+        else:
+            tr, va = rest, rest[:0]
+        tr, va = np.sort(tr), np.sort(va)
+        return self.replace(
+            name=f"{self.name}[cv {fold + 1}/{folds}"
+            + (f", repeat {repeat + 1}]" if repeated else "]"),
+            train=Split(x[tr], y[tr]),
+            val=Split(x[va], y[va]),
+            test=Split(x[test], y[test]),
+        )
+
 
 # -- helpers shared by the built-in tasks and the file loaders -----------------------------------
 

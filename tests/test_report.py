@@ -1,0 +1,237 @@
+"""The report: collect's numbers against the ledger, the rendered page, bad input, the CLI
+commands (report, explain) and the read-only server."""
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tidian import DataError
+from tidian.cli import main
+from tidian.evaluation.stats import paired_compare
+from tidian.report import collect, render, to_json, write_report
+from tidian.report.serve import make_server
+
+
+@pytest.fixture(scope="module")
+def data(tiny_run):
+    store, run_id = tiny_run
+    return to_json(collect(store, run_id, examples=2))
+
+
+def test_collect_numbers_equal_the_store(tiny_run, data):
+    store, run_id = tiny_run
+    run = store.run(run_id)
+    rows = {r["id"]: r for r in store.candidates(run_id)}
+    final, base = (
+        rows[run["incumbent_id"]],
+        next(r for r in rows.values() if r["stage"] == "baseline"),
+    )
+    head = data["headline"]
+    assert head["final"]["id"] == final["id"] and head["baseline"]["id"] == base["id"]
+    assert head["final"]["quality"]["mean"] == final["quality"]["mean"]
+    assert head["final"]["quality"]["low"] == final["quality"]["ci_low"]
+    assert head["final"]["cost"]["latency_ms"] == final["cost"]["latency_ms"]
+    assert head["baseline"]["cost"]["bytes"] == base["cost"]["size_bytes"]
+    gain = paired_compare(
+        base["quality"]["per_seed"], final["quality"]["per_seed"], metric="accuracy"
+    )
+    assert head["gain"]["mean"] == pytest.approx(gain.mean)
+    assert head["gain"]["low"] == pytest.approx(gain.low)
+    assert head["speedup"] == pytest.approx(
+        base["cost"]["latency_ms"] / final["cost"]["latency_ms"]
+    )
+    # one waterfall step per stage after the baseline; accepted exactly where it changed
+    stages = store.stages(run_id)
+    assert [w["stage"] for w in data["waterfall"]] == [s["name"] for s in stages[1:]]
+    for w, s in zip(data["waterfall"], stages[1:]):
+        assert w["accepted"] == (s["incumbent_after"] != s["incumbent_before"])
+        if w["accepted"]:
+            assert w["candidate"] == s["incumbent_after"]
+    # the Pareto points are the finished candidates; the front is the run's
+    assert {p["id"] for p in data["pareto"]} == set(rows)
+    assert {p["id"] for p in data["pareto"] if p["front"]} == set(run["pareto"])
+    assert [p["id"] for p in data["pareto"] if p["incumbent"]] == [final["id"]]
+    # lineage edges are the parent links
+    assert sorted(map(tuple, data["lineage"]["edges"])) == sorted(
+        (r["parent_id"], r["id"]) for r in rows.values() if r["parent_id"]
+    )
+    # learning curves: one point per epoch, the mean over seeds
+    curve = next(c for c in data["curves"] if c["candidate"] == base["id"])
+    histories = [h["history"] for h in store.seed_results(base["id"]).values()]
+    assert len(curve["train_loss"]) == 3
+    assert curve["train_loss"][0] == pytest.approx(
+        np.mean([h["epochs"][0]["train_loss"] for h in histories])
+    )
+    assert data["tuning"] and "lr" in data["tuning"][0]["importances"]
+    assert data["environment"]["versions"]["torch"]
+    assert data["reproduce"]["recipe_yaml"].startswith("task:")
+
+
+def test_collect_analyses_of_the_final_model(data):
+    test_rows = data["task"]["test"]
+    confusion = np.array(data["confusion"]["matrix"])
+    assert confusion.sum() == test_rows * data["confusion"]["seeds"] == test_rows * 3
+    assert sum(b["count"] for b in data["reliability"]["bins"]) == test_rows * 3
+    assert 0 <= data["reliability"]["ece"] <= 1
+    assert data["errors"]["errors"] == round((1 - data["errors"]["accuracy"]) * test_rows)
+    a = data["attributions"]
+    assert len(a["examples"]) == 2 and a["permutation"]
+    assert all(ex["relative_delta"] < 0.05 for ex in a["examples"])
+    assert len(a["examples"][0]["integrated_gradients"]) == 4  # iris has four features
+    if "flips" in data:
+        f = data["flips"]
+        assert not set(f["newly_right"]) & set(f["newly_wrong"])
+
+
+def test_render_is_self_contained_and_shows_the_headline(data):
+    page = render(data)
+    assert page.startswith("<!doctype html>")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+    assert "<script" not in page
+    final = data["headline"]["final"]["quality"]
+    assert f"{final['mean']:.4f} [{final['low']:.4f}, {final['high']:.4f}]" in page
+    plots = re.findall(r'data-plot="([^"]+)"', page)
+    for name in (
+        "waterfall",
+        "pareto-latency",
+        "pareto-size",
+        "curves-loss",
+        "confusion",
+        "reliability",
+        "lineage",
+        "permutation",
+    ):
+        assert name in plots
+
+
+def test_ledger_only_report_loads_no_model(tiny_run):
+    store, run_id = tiny_run
+    data = collect(store, run_id, analyses=False)
+    assert "confusion" not in data and "attributions" not in data
+    assert "not requested" in data["skipped"]["analyses"]
+    assert "<svg" in render(to_json(data))
+
+
+def test_unknown_run_lists_recent_ones(tiny_run):
+    store, run_id = tiny_run
+    with pytest.raises(DataError, match=f"no run 'nope'.*recent runs: {run_id}"):
+        collect(store, "nope")
+
+
+def test_unwritable_output_is_a_clear_error(tiny_run, tmp_path):
+    store, run_id = tiny_run
+    with pytest.raises(DataError, match="does not exist"):
+        write_report(store, run_id, tmp_path / "missing" / "r.html", analyses=False)
+    with pytest.raises(DataError, match="is a folder"):
+        write_report(store, run_id, tmp_path, analyses=False)
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def test_report_and_explain_commands(tiny_run, tmp_path, capsys):
+    store, run_id = tiny_run
+    out = tmp_path / "r.html"
+    code, text, _ = run_cli(
+        capsys, "report", run_id, "--store", store.url, "--out", str(out), "--examples", "1"
+    )
+    assert code == 0 and "wrote" in text and out.read_text().count('class="plot"') >= 8
+    code, text, _ = run_cli(
+        capsys, "report", run_id, "--store", store.url, "--json", "--no-analyses"
+    )
+    assert code == 0 and json.loads(text)["run"]["id"] == run_id
+    code, text, _ = run_cli(
+        capsys, "explain", run_id, "--store", store.url, "--rows", "0,5", "--json"
+    )
+    doc = json.loads(text)
+    assert code == 0 and [e["row"] for e in doc["examples"]] == [0, 5]
+    assert doc["candidate"]["id"] == store.run(run_id)["incumbent_id"]
+    code, text, _ = run_cli(capsys, "explain", run_id, "--store", store.url)
+    assert code == 0 and "completeness gap" in text and "permutation importance" in text
+    code, _, err = run_cli(capsys, "explain", run_id, "--store", store.url, "--rows", "9999")
+    assert code == 2 and "test rows in 0.." in err
+    code, _, err = run_cli(capsys, "report", "nope", "--store", store.url)
+    assert code == 2 and "recent runs" in err
+
+
+def test_explain_names_missing_artifacts(tiny_run, tmp_path, capsys):
+    from tidian.store import Store
+
+    store, run_id = tiny_run
+    other = Store(f"sqlite:///{tmp_path / 'other.db'}")
+    rid = other.create_run(store.run(run_id)["recipe"])
+    cand = other.candidate(rid, 0, "baseline", "baseline", None, {"name": "linear"}, {}, {})
+    code, _, err = run_cli(
+        capsys, "explain", rid, "--store", other.url, "--candidate", str(cand["id"])
+    )
+    assert code == 2 and "has no saved model" in err and "--resume" in err
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    store, _ = tiny_run
+    srv = make_server(store, port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def _get(url: str, method: str = "GET") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method)) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_serve_lists_runs_and_serves_reports_read_only(tiny_run, server):
+    store, run_id = tiny_run
+    code, page = _get(server + "/")
+    assert code == 200 and f"/runs/{run_id}" in page
+    code, page = _get(f"{server}/runs/{run_id}?analyses=0")
+    assert code == 200 and 'data-plot="waterfall"' in page
+    code, body = _get(f"{server}/runs/{run_id}.json?analyses=0")
+    doc = json.loads(body)
+    final = store.get_candidate(store.run(run_id)["incumbent_id"])
+    assert doc["headline"]["final"]["quality"]["mean"] == final["quality"]["mean"]
+    assert _get(f"{server}/runs/0123abc")[0] == 404
+    assert "recent runs" in _get(f"{server}/runs/0123abc")[1]
+    assert _get(f"{server}/runs/{run_id}", "POST")[0] == 405
+    assert _get(server + "/etc/passwd")[0] == 404
+
+
+@pytest.mark.parametrize("kind", ["sequence", "image", "text"])
+def test_attribution_maps_of_every_input_kind(tiny_tasks, tmp_path, kind):
+    import torch
+
+    import tidian
+    from tidian.report import explain_examples
+    from tidian.report.render import _attribution_map
+
+    task = tiny_tasks[kind]
+    name = {"sequence": "cnn1d", "image": "cnn2d", "text": "embedding_bag"}[kind]
+    torch.manual_seed(0)
+    tidian.save_model(tidian.create_model(name, task), tmp_path / "m")
+    data = to_json(explain_examples(tmp_path / "m", task, examples=2))
+    assert len(data["examples"]) == 2 and "permutation" not in data
+    ex = data["examples"][0]
+    assert ex["relative_delta"] < 0.05
+    page = _attribution_map("a", "IG", ex["integrated_gradients"], data, ex.get("tokens"))
+    cells = np.asarray(ex["integrated_gradients"]).size
+    if kind == "image":
+        cells //= task.input_shape[0]  # channels summed per pixel
+    if kind == "text":
+        cells = sum(t not in ("[PAD]", "<pad>") for t in ex["tokens"]) or cells
+        assert ex["tokens"][0] in task.vocab
+    assert page.count('class="mark"') == cells
