@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: setup
-	$(VENV)/bin/tidian run
+	$(VENV)/bin/tidian run --report report.html
 
 test: setup
 	$(PY) -m pytest -q

@@ -124,6 +124,7 @@ REPORT_RECIPE = {
             }
         },
         {"tune": {"trials": 5, "space": {"lr": {"float": [0.001, 0.1], "log": True}}}},
+        {"learning_curve": {"fractions": [0.25, 1.0], "seeds": 2}},
     ],
 }
 

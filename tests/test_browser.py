@@ -118,7 +118,7 @@ def test_report_file_renders_in_chromium(browser, tiny_run, tmp_path, artifacts)
     plots = _check_report_page(page, store, run_id)
     names = {p["name"] for p in plots}
     assert {"waterfall", "pareto-latency", "confusion", "reliability", "lineage"} <= names
-    assert {"attribution-ig-0", "permutation", "curves-loss"} <= names
+    assert {"attribution-ig-0", "permutation", "curves-loss", "learning-curve-4"} <= names
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
     assert (artifacts / "report.png").stat().st_size > 10_000
     page.close()

@@ -199,6 +199,11 @@ def test_cli_end_to_end_with_json(tmp_path, capsys):
     assert code == 0 and (tmp_path / "st" / "model.safetensors").exists()
     code, _, err = run_cli(capsys, "run", "--resume", run_id, "--store", url)
     assert code == 2 and "already finished" in err
+    code, _, err = run_cli(
+        capsys, "run", str(path), "--store", url, "--report", str(tmp_path / "no" / "r.html")
+    )
+    assert code == 2 and "does not exist" in " ".join(err.split())
+    assert len(Store(url).runs()) == 1  # the bad report path was caught before the run
     code, out, _ = run_cli(capsys, "recipe", "schema")
     assert "train_variants" in json.dumps(json.loads(out)["properties"]["stages"])
     bad = tmp_path / "bad.yaml"

@@ -68,6 +68,13 @@ def test_collect_numbers_equal_the_store(tiny_run, data):
         np.mean([h["epochs"][0]["train_loss"] for h in histories])
     )
     assert data["tuning"] and "lr" in data["tuning"][0]["importances"]
+    # the learning curve: rows grow with the fraction; at 1.0 it retrains the incumbent's
+    # recipe on the full split with the same seeds, so it reproduces its scores exactly
+    (lc,) = data["learning_curves"]
+    small, full = lc["points"]
+    assert (small["fraction"], full["fraction"]) == (0.25, 1.0)
+    assert small["rows"] < full["rows"] == data["task"]["train"]
+    assert full["per_seed"] == pytest.approx(final["quality"]["per_seed"][:2])
     assert data["environment"]["versions"]["torch"]
     assert data["reproduce"]["recipe_yaml"].startswith("task:")
 
@@ -135,7 +142,7 @@ def run_cli(capsys, *argv):
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
     out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
+    return exit_.value.code, out.out, " ".join(out.err.split())  # rich wraps long lines
 
 
 def test_report_and_explain_commands(tiny_run, tmp_path, capsys):

@@ -264,6 +264,7 @@ class _Progress:
         self.progress = progress
         self.stage_bar = None
         self.seed_bar = None
+        self.seed_label = ""
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         p = self.progress
@@ -276,9 +277,16 @@ class _Progress:
         elif kind == "seeds_started":
             if self.seed_bar is not None:
                 p.remove_task(self.seed_bar)
-            self.seed_bar = p.add_task(
-                "  seeds (all candidates)", total=data["total"], completed=data["done"]
-            )
+            self.seed_label = "  seeds (all candidates)"
+            self.seed_bar = p.add_task(self.seed_label, total=data["total"], completed=data["done"])
+        elif kind == "stage_progress":  # long work inside a stage (a learning curve)
+            label = f"  {data['what']}"
+            if self.seed_bar is None or self.seed_label != label:
+                if self.seed_bar is not None:
+                    p.remove_task(self.seed_bar)
+                self.seed_bar = p.add_task(label, total=data["total"])
+                self.seed_label = label
+            p.update(self.seed_bar, completed=data["done"], total=data["total"])
         elif kind == "seed_done" and self.seed_bar is not None:
             p.advance(self.seed_bar)
         elif kind in ("candidate_done", "candidate_cached") and self.stage_bar is not None:
@@ -354,9 +362,17 @@ def run_cmd(
         int,
         typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
     ] = 1,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the run's HTML report here at the end.")
+    ] = None,
 ) -> None:
     """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
     import tidian.pipeline as pipeline
+
+    if report is not None:
+        from tidian.report import writable
+
+        writable(report)  # a bad path fails now, not after the run
 
     with _progress(console) as progress:
         try:
@@ -371,6 +387,13 @@ def run_cmd(
             raise typer.Exit(130) from None
     _print_run(res)
     console.print(f"store: {res.store}; `tidian show {res.run_id}` for details.")
+    if report is not None:
+        from tidian.report import write_report
+        from tidian.store import Store
+
+        with _progress() as progress:
+            write_report(Store(store), res.run_id, report, progress=_Steps(progress))
+        console.print(f"report: {report} (open it in a browser; it works offline)")
 
 
 @app.command("runs")

@@ -324,6 +324,10 @@ class _Run:
                 else {},
                 artifacts={s: str(self._seed_dir(incumbent["id"], s)) for s in self.seeds},
                 baseline_train=base.train,
+                progress=lambda what, done, total, at=position: self.emit(
+                    "stage_progress",
+                    {"position": at, "what": what, "done": done, "total": total},
+                ),
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):

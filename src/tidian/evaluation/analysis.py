@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,30 +159,54 @@ def learning_curve(
     seeds: int | Sequence[int] = 3,
     metric: str | None = None,
     n_jobs: int = 1,
+    executor: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Test (and validation) quality of ``model`` trained on growing shares of the training
-    split: ``{"metric", "points": [{fraction, rows, mean, low, high, per_seed, val_mean}]}``.
-    Each seed draws its own subset, and the same seeds are used at every fraction."""
-    from tidian.evaluation.evaluate import evaluate
+    split: ``{"metric", "seeds", "points": [{fraction, rows, mean, low, high, per_seed,
+    val_mean}]}``. Each seed draws its own subset, and the same seeds are used at every
+    fraction. All (fraction, seed) trainings go to one executor (``executor``, or a new one
+    with ``n_jobs`` workers); ``progress(done, total)`` follows them."""
+    from tidian.evaluation.evaluate import model_factory
+    from tidian.evaluation.metrics import check_metrics
     from tidian.evaluation.stats import summarize
+    from tidian.executors import Job, LocalExecutor
+    from tidian.training.config import TrainConfig
 
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise bad_value("seeds", "at least one seed", seeds)
     metric = metric or task.metric
+    names = check_metrics([metric], task.target_kind)
+    config = TrainConfig.coerce(config)
+    _, make = model_factory(model)
+    fractions = sorted({float(f) for f in fractions})
+    jobs = [
+        Job((fraction, seed), make, subsample(task, fraction, seed), config, seed, tuple(names))
+        for fraction in fractions
+        for seed in seed_list
+    ]
+    results: dict[tuple[float, int], Any] = {}
+    own = executor is None
+    executor = LocalExecutor(min(n_jobs, len(jobs))) if own else executor
+    try:
+        for job, run in executor.run(jobs):
+            results[job.key] = (run, len(job.task.train))
+            if progress is not None:
+                progress(len(results), len(jobs))
+    finally:
+        if own:
+            executor.close()
     points = []
-    for fraction in sorted(float(f) for f in fractions):
-        per_seed, val, rows = [], [], 0
-        for seed in seed_list:
-            part = subsample(task, fraction, seed)
-            rows = len(part.train)  # the same size for every seed
-            ev = evaluate(model, part, config, seeds=[seed], metric=metric, n_jobs=n_jobs)
-            per_seed.append(ev.scores(metric)[0])
-            if "val" in ev.summary:
-                val.append(ev.summary["val"][metric].mean)
+    for fraction in fractions:
+        runs = [results[(fraction, seed)] for seed in seed_list]
+        per_seed = [r.scores["test"][metric] for r, _ in runs]
+        val = [r.scores["val"][metric] for r, _ in runs if "val" in r.scores]
         s = summarize(per_seed)
         points.append(
             {
                 "fraction": fraction,
-                "rows": rows,
+                "rows": runs[0][1],  # the same size for every seed
                 "mean": s.mean,
                 "low": s.low,
                 "high": s.high,

@@ -383,6 +383,14 @@ def explain_examples(
     return out
 
 
+def _learning_curves(stages: list[dict]) -> list[dict[str, Any]]:
+    return [
+        {"position": st["position"], **st["report"]["learning_curve"]}
+        for st in stages
+        if (st.get("report") or {}).get("learning_curve")
+    ]
+
+
 def _tuning(stages: list[dict]) -> list[dict[str, Any]]:
     return [
         {
@@ -459,6 +467,7 @@ def collect(
         else [],
         "lineage": _lineage(rows),
         "tuning": _tuning(stages),
+        "learning_curves": _learning_curves(stages),
         "environment": run.get("environment"),
         "reproduce": _reproduce(run),
         "skipped": {},

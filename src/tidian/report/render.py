@@ -216,9 +216,41 @@ def _pareto(d: dict[str, Any]) -> str:
     )
 
 
+def _data_curves(d: dict[str, Any]) -> str:
+    """Quality against the share of training data (learning_curve stages)."""
+    parts = []
+    for c in d.get("learning_curves", []):
+        rows = {p["fraction"]: p["rows"] for p in c["points"]}
+        parts.append(
+            svg.curve(
+                f"learning-curve-{c['position']}",
+                "Test quality against training rows",
+                [(p["rows"], p["mean"], p["low"], p["high"]) for p in c["points"]],
+                "training rows",
+                c["metric"],
+            )
+        )
+        last = c["points"][-1]
+        prev = c["points"][-2] if len(c["points"]) > 1 else None
+        trend = (
+            f" From {prev['rows']} to {last['rows']} rows: {last['mean'] - prev['mean']:+.4f}."
+            if prev
+            else ""
+        )
+        parts.append(
+            f"<p class='muted'>{escape(c['model'].get('name', '?'))} trained from scratch on "
+            f"stratified shares {sorted(rows)} of the training split, {len(c['seeds'])} seeds "
+            f"each (mean and 95% CI).{trend}</p>"
+        )
+    return "".join(parts)
+
+
 def _curves(d: dict[str, Any]) -> str:
+    data_curves = _data_curves(d)
     if not d["curves"]:
-        return "<p class='muted'>No per-epoch history (compression-only candidates).</p>"
+        return data_curves or (
+            "<p class='muted'>No per-epoch history (compression-only candidates).</p>"
+        )
     loss = svg.lines(
         "curves-loss",
         "Training and validation loss per epoch (mean over seeds)",
@@ -237,7 +269,7 @@ def _curves(d: dict[str, Any]) -> str:
         "epoch",
         f"validation {d['metric']}",
     )
-    return f'<div class="grid"><div>{loss}</div><div>{metric}</div></div>'
+    return f'<div class="grid"><div>{loss}</div><div>{metric}</div></div>' + data_curves
 
 
 def _errors(d: dict[str, Any]) -> str:

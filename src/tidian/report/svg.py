@@ -269,6 +269,39 @@ def lines(
     return "".join(parts)
 
 
+def curve(
+    name: str,
+    title: str,
+    points: Sequence[tuple[float, float, float, float]],
+    xlabel: str,
+    ylabel: str,
+) -> str:
+    """A line through (x, mean) with a whisker low–high at each point."""
+    pts = [p for p in points if p[1] is not None]
+    if not pts:
+        return ""
+    xs = Scale(*_padded([p[0] for p in pts]), PAD_L, W - PAD_R)
+    finite = [v for p in pts for v in p[1:] if v is not None and math.isfinite(v)]
+    ys = Scale(*_padded(finite, 0.1), H - PAD_B, PAD_T)
+    parts = _open(name, title)
+    _axes(parts, xs, ys, xlabel, ylabel)
+    path = " ".join(f"{_num(xs(x))},{_num(ys(m))}" for x, m, _, _ in pts)
+    parts.append(f'<polyline points="{path}" fill="none" stroke="{NEUTRAL}" stroke-width="2"/>')
+    for x, m, lo, hi in pts:
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            parts.append(
+                f'<line x1="{_num(xs(x))}" y1="{_num(ys(lo))}" x2="{_num(xs(x))}" '
+                f'y2="{_num(ys(hi))}" stroke="#222"/>'
+            )
+        parts.append(
+            f'<circle class="mark" cx="{_num(xs(x))}" cy="{_num(ys(m))}" r="4" '
+            f'fill="{NEUTRAL}"><title>{fmt(x)}: {fmt(m, 4)} [{fmt(lo, 4)}, {fmt(hi, 4)}]'
+            "</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def heatmap(
     name: str,
     title: str,

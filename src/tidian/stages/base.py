@@ -58,6 +58,7 @@ class Context:
     constraints: dict[str, Any] = field(default_factory=dict)  # the recipe's, e.g. max_params
     artifacts: dict[int, str] = field(default_factory=dict)  # seed -> incumbent's saved model
     baseline_train: dict[str, Any] = field(default_factory=dict)  # the recipe's training config
+    progress: Any = None  # progress(what, done, total) for long work inside a stage
 
 
 class Stage:
