@@ -12,6 +12,7 @@ from tidian import ConfigError
 from tidian.evaluation.cv import CV
 from tidian.evaluation.stats import confidence_interval, paired_compare
 from tidian.recipe import RecipeError, validate_recipe
+from tidian.report import collect, render, to_json
 from tidian.store import Store
 
 
@@ -104,3 +105,8 @@ def test_pipeline_gates_on_cv_units(tmp_path):
     # each unit was tested on its own fold: 150 rows / 4 folds
     sizes = {round(len(tidian.load_task("iris").cv_unit(u, 4).test)) for u in range(4)}
     assert sizes <= {37, 38}
+    # the report's confusion matrix is out-of-fold: every iris row exactly once
+    data = collect(store, result.run_id, examples=1)
+    assert np.array(data["confusion"]["matrix"]).sum() == 150
+    assert data["waterfall"][0]["gain"]["low"] == pytest.approx(cmp.low)
+    assert "cross-validation units (4 folds" in render(to_json(data))

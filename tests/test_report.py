@@ -93,6 +93,19 @@ def test_collect_analyses_of_the_final_model(data):
     if "flips" in data:
         f = data["flips"]
         assert not set(f["newly_right"]) & set(f["newly_wrong"])
+    # every finished candidate with a parent has its flips against that parent
+    flips = data["candidate_flips"]
+    children = [c for st in data["stages"] for c in st["candidates"] if c["parent"]]
+    assert set(flips) == {str(c["id"]) for c in children}
+    for c in children:
+        f = flips[str(c["id"])]
+        assert f["against"] == c["parent"] and f["net"] == f["newly_right"] - f["newly_wrong"]
+        # the net change in correct rows is the change in seed 0's accuracy, in rows
+        parent = next(
+            p for st in data["stages"] for p in st["candidates"] if p["id"] == c["parent"]
+        )
+        moved = (c["quality"]["per_seed"][0] - parent["quality"]["per_seed"][0]) * test_rows
+        assert f["net"] == round(moved)
 
 
 def test_render_is_self_contained_and_shows_the_headline(data):

@@ -240,75 +240,118 @@ def _outputs(folder: Path, task: Any) -> np.ndarray:
     return predict(load_model(folder), task.test.x)
 
 
+def _seed_models(run: dict[str, Any], cid: int, seeds: list[int]) -> dict[int, Path]:
+    """The saved model folders of candidate ``cid`` for ``seeds`` that exist."""
+    from tidian.models.io import WEIGHTS, seed_folder
+
+    folder = Path(run["directory"]) / f"candidate-{cid}"
+    return {s: seed_folder(folder, s) for s in seeds if (seed_folder(folder, s) / WEIGHTS).exists()}
+
+
+def _candidate_flips(
+    store: Any, run: dict[str, Any], rows: list[dict], task_of: Any, seed: int, progress: Progress
+) -> dict[str, dict[str, Any]]:
+    """For every finished candidate with a parent: the test rows of seed ``seed`` it newly gets
+    right and newly gets wrong against its parent (the incumbent when it was proposed)."""
+    from tidian.evaluation.analysis import flips
+
+    task = task_of(seed)
+    cache: dict[int, np.ndarray | None] = {}
+
+    def outputs(cid: int) -> np.ndarray | None:
+        if cid not in cache:
+            found = _seed_models(run, cid, [seed])
+            cache[cid] = _outputs(found[seed], task) if found else None
+        return cache[cid]
+
+    todo = [r for r in rows if r["parent_id"] is not None and r["status"] == "done"]
+    out = {}
+    for i, row in enumerate(todo):
+        progress("flips of every candidate", i, len(todo))
+        mine, parent = outputs(row["id"]), outputs(row["parent_id"])
+        if mine is not None and parent is not None:
+            f = flips(task.test.y, parent, mine)
+            out[str(row["id"])] = {
+                "against": row["parent_id"],
+                "seed": seed,
+                "newly_right": len(f["newly_right"]),
+                "newly_wrong": len(f["newly_wrong"]),
+                "net": f["net"],
+            }
+    progress("flips of every candidate", len(todo), len(todo))
+    return out
+
+
 def _analyses(
     store: Any,
     run: dict[str, Any],
-    task: Any,
+    task_of: Any,
     final: dict[str, Any],
     base: dict[str, Any] | None,
+    rows: list[dict],
     examples: int,
     progress: Progress,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Confusion, reliability, error analysis, flips and attributions of the final model."""
+    """Confusion, reliability, error analysis, flips and attributions of the final model.
+    ``task_of(seed)`` is the task each seed was trained and tested on (with cross-validation,
+    its unit: pooled over units, the confusion matrix is out-of-fold)."""
     from tidian.evaluation.analysis import error_analysis, flips
     from tidian.evaluation.calibration import reliability
-    from tidian.models.io import seed_folder
 
     out: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    candidate_dir = Path(run["directory"]) / f"candidate-{final['id']}"
-    seeds = sorted(store.seed_results(final["id"]))
-    folders = [seed_folder(candidate_dir, s) for s in seeds]
-    folders = [f for f in folders if (f / "model.safetensors").exists()]
-    if not folders:
+    models = _seed_models(run, final["id"], sorted(store.seed_results(final["id"])))
+    if not models:
         reason = (
-            f"no saved model for candidate {final['id']} under {str(candidate_dir)!r} "
+            f"no saved model for candidate {final['id']} under {run['directory']!r} "
             "(the run's artifacts folder is needed; resume or re-run to recreate it)"
         )
         return out, {"analyses": reason}
-    outputs = []
-    for i, folder in enumerate(folders):
-        progress("test outputs of the final model", i, len(folders))
-        outputs.append(_outputs(folder, task))
-    progress("test outputs of the final model", len(folders), len(folders))
-    if task.target_kind == "classes":
-        y = task.test.y
-        pooled_y = np.concatenate([y] * len(outputs))
-        pooled = np.concatenate(outputs)
+    seeds = list(models)
+    outputs, ys = [], []
+    for i, seed in enumerate(seeds):
+        progress("test outputs of the final model", i, len(seeds))
+        outputs.append(_outputs(models[seed], task_of(seed)))
+        ys.append(task_of(seed).test.y)
+    progress("test outputs of the final model", len(seeds), len(seeds))
+    first = task_of(seeds[0])
+    if first.target_kind == "classes":
+        pooled_y, pooled = np.concatenate(ys), np.concatenate(outputs)
         out["reliability"] = {**reliability(pooled_y, pooled), "seeds": len(outputs)}
-        errors = error_analysis(task, outputs[0])
+        errors = error_analysis(first, outputs[0])
         errors["seed"] = seeds[0]
         out["errors"] = errors
-        matrix = np.zeros((task.n_classes, task.n_classes), dtype=np.int64)
-        for o in outputs:
-            np.add.at(matrix, (y, o.argmax(1)), 1)
+        matrix = np.zeros((first.n_classes, first.n_classes), dtype=np.int64)
+        np.add.at(matrix, (pooled_y, pooled.argmax(1)), 1)
         out["confusion"] = {
-            "classes": list(task.class_names),
+            "classes": list(first.class_names),
             "matrix": matrix.tolist(),
             "seeds": len(outputs),
         }
         if base is not None and base["id"] != final["id"]:
-            base_folder = seed_folder(Path(run["directory"]) / f"candidate-{base['id']}", seeds[0])
-            if (base_folder / "model.safetensors").exists():
+            found = _seed_models(run, base["id"], [seeds[0]])
+            if found:
                 out["flips"] = {
-                    **flips(y, _outputs(base_folder, task), outputs[0]),
+                    **flips(first.test.y, _outputs(found[seeds[0]], first), outputs[0]),
                     "seed": seeds[0],
                     "against": base["id"],
                 }
+        out["candidate_flips"] = _candidate_flips(store, run, rows, task_of, seeds[0], progress)
     else:
         skipped["confusion"] = "a regression task has no confusion matrix or reliability diagram"
-        residual = outputs[0].reshape(len(task.test.y), -1)[:, 0] - task.test.y
+        y = first.test.y
+        residual = outputs[0].reshape(len(y), -1)[:, 0] - y
         out["residuals"] = {
             "mean": float(residual.mean()),
             "std": float(residual.std()),
             "worst": [
-                {"row": int(i), "target": float(task.test.y[i]), "error": float(residual[i])}
+                {"row": int(i), "target": float(y[i]), "error": float(residual[i])}
                 for i in np.argsort(-np.abs(residual))[:10]
             ],
         }
     try:
         out["attributions"] = explain_examples(
-            folders[0], task, examples=examples, progress=progress
+            models[seeds[0]], first, examples=examples, progress=progress
         )
     except TidianError as err:
         skipped["attributions"] = str(err)
@@ -475,7 +518,8 @@ def collect(
     if run.get("environment") is None:
         data["skipped"]["environment"] = "this run was made before runs recorded their environment"
     try:
-        task = _task_of(validate_recipe(run["recipe"]))
+        recipe = validate_recipe(run["recipe"])
+        task = _task_of(recipe)
         data["task"] = task.summary()
     except TidianError as err:
         data["task"] = None
@@ -486,7 +530,17 @@ def collect(
     elif final_row is None or final_row["status"] != "done":
         data["skipped"]["analyses"] = "the run has no finished incumbent yet"
     else:
-        found, skipped = _analyses(store, run, task, final, base, examples, progress)
+        cv = recipe.cv()
+        units: dict[int, Any] = {}
+
+        def task_of(seed: int) -> Any:
+            if cv is None:
+                return task
+            if seed not in units:
+                units[seed] = cv.task(task, seed)
+            return units[seed]
+
+        found, skipped = _analyses(store, run, task_of, final, base, rows, examples, progress)
         data.update(found)
         data["skipped"].update(skipped)
     return data

@@ -145,9 +145,12 @@ def _stages(d: dict[str, Any]) -> str:
             '<p class="muted">Filled: the stage changed the incumbent (the step it made). '
             "Hollow: turned down — the closest candidate's gain, with the reason below.</p>"
         )
+    flipped = d.get("candidate_flips") or {}
     for st in d["stages"]:
         rows = []
         for c in st["candidates"]:
+            f = flipped.get(str(c["id"]))
+            changed = f"+{f['newly_right']} / −{f['newly_wrong']}" if f else "—"
             gate = c.get("gate") or {}
             gain = (
                 f"{gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}]"
@@ -163,6 +166,7 @@ def _stages(d: dict[str, Any]) -> str:
                     _td(gain),
                     _td(_us(c["cost"]["latency_ms"])),
                     _td(_int(c["cost"]["bytes"])),
+                    _td(changed),
                     _td(decision, cls=decision),
                     _td(c["reason"] or "", cls="l muted"),
                 ]
@@ -181,6 +185,7 @@ def _stages(d: dict[str, Any]) -> str:
                     "gain (gate)",
                     "latency",
                     "bytes",
+                    "test rows right / wrong vs parent",
                     "decision",
                     "why",
                 ],
