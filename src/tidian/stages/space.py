@@ -50,8 +50,18 @@ def check_space(space: Any, where: str) -> None:
         _check(spec, f"{where}.{key}")
 
 
+# Keys of other libraries' range syntax: a mapping of them is a mistaken distribution, not a
+# fixed value (it would fail only when the first trial builds its config).
+_RANGE_WORDS = {"low", "high", "min", "max", "log", "step", "values", "choices", "range"}
+
+
 def _check(spec: Any, where: str) -> None:
     if not _is_dist(spec):
+        if isinstance(spec, dict) and set(spec) & _RANGE_WORDS and "name" not in spec:
+            raise ConfigError(
+                f"{where}: {spec!r} is not a distribution here; write {{float: [low, high], "
+                "log: true}, {int: [low, high], step: 1} or {choice: [a, b, ...]}."
+            )
         if isinstance(spec, dict) and any(_is_dist(v) for v in spec.values()):
             check_space(spec, where)
         return
