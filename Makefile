@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/digits.py
 	$(PY) bench/seed_parallel.py
 	$(PY) bench/gate_calibration.py
+	$(PY) bench/cv_coverage.py
 	$(PY) bench/tune_overhead.py
 	$(PY) bench/tune_samplers.py
 	$(PY) bench/tune_mnist1d.py

@@ -405,17 +405,15 @@ def _attributions(d: dict[str, Any]) -> str:
             f"{fmt(ex['spearman'])}</p>"
         )
         tokens = ex.get("tokens")
-        parts.append('<div class="grid"><div>')
-        parts.append(
-            _attribution_map(
-                f"attribution-ig-{k}", "Integrated Gradients", ex["integrated_gradients"], a, tokens
-            )
+        ig = _attribution_map(
+            f"attribution-ig-{k}", "Integrated Gradients", ex["integrated_gradients"], a, tokens
         )
-        parts.append("</div><div>")
+        sal = _attribution_map(f"attribution-saliency-{k}", "Saliency", ex["saliency"], a, tokens)
         parts.append(
-            _attribution_map(f"attribution-saliency-{k}", "Saliency", ex["saliency"], a, tokens)
+            '<div class="grid"><div><p class="muted">Integrated Gradients (blue: towards the '
+            f'prediction, red: against)</p>{ig}</div><div><p class="muted">Saliency '
+            f"(|gradient|)</p>{sal}</div></div>"
         )
-        parts.append("</div></div>")
     if a.get("permutation"):
         parts.append(
             "<h3>Permutation importance (drop in the metric when a column is shuffled, test)</h3>"
