@@ -68,7 +68,9 @@ KINDS = ("vector", "sequence", "image", "text")
 
 # Options a zoo model needs to be built at all (the conformance suite passes them): the
 # pretrained encoder needs a directory — a tiny random BERT over the tiny text vocabulary.
-REQUIRED_OPTIONS: dict[str, dict] = {}
+REQUIRED_OPTIONS: dict[str, dict] = {
+    "ensemble": {"members": [{"name": "mlp", "hidden": [8]}, {"name": "linear"}]},
+}
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -303,7 +303,7 @@ def validate_recipe(data: Any) -> Recipe:
 
 
 # Stages that change a trained torch model, and so cannot follow quantisation.
-_TORCH_STAGES = ("prune", "lowrank", "compress", "distill", "calibrate")
+_TORCH_STAGES = ("prune", "lowrank", "compress", "distill", "calibrate", "ensemble")
 
 
 def _quantizes(name: str, config: Any) -> bool:

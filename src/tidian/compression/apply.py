@@ -32,7 +32,7 @@ STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": Quan
 OTHER_STEPS = ("calibrate",)
 # Steps that build a new model from the parent (as its teacher) rather than change it; they
 # come first in a transform.
-NEW_MODEL_STEPS = ("distill", "transfer")
+NEW_MODEL_STEPS = ("distill", "transfer", "ensemble")
 
 
 def _validate(kind: str, config: dict[str, Any]) -> None:
@@ -44,6 +44,15 @@ def _validate(kind: str, config: dict[str, Any]) -> None:
         from tidian.stages.calibrate import CalibrateConfig
 
         CalibrateConfig(**config)
+    elif kind == "ensemble":
+        from tidian.stages.ensemble import EnsembleConfig
+
+        EnsembleConfig(
+            members=config.get("members"),
+            k=config.get("k"),
+            combine=config.get("combine"),
+            weights=config.get("weights"),
+        )
     elif kind == "transfer":
         from tidian.stages.transfer import STRATEGIES
 
@@ -103,6 +112,10 @@ def apply_steps(
             from tidian.stages.calibrate import calibrate_
 
             model, report = calibrate_(model, config, task, train=train, seed=seed)
+        elif kind == "ensemble":
+            from tidian.stages.ensemble import ensemble_
+
+            model, report = ensemble_(model, config, task, train=train, seed=seed, metric=metric)
         elif kind == "transfer":
             from tidian.stages.transfer import transfer_
 
@@ -143,7 +156,8 @@ def run_transform(
     parent_dir = Path(parent)
     first = next(iter(steps[0])) if steps else None
     needs_parent = first != "transfer" and not (
-        first == "distill" and steps[0]["distill"].get("teacher") != "incumbent"
+        (first == "distill" and steps[0]["distill"].get("teacher") != "incumbent")
+        or (first == "ensemble" and steps[0]["ensemble"].get("members") != "seeds")
     )
     if needs_parent and (parent_dir / ONNX_FILE).exists():
         raise ConfigError(

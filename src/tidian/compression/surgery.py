@@ -204,8 +204,17 @@ def record_replacement(model: nn.Module, path: str, record: dict[str, Any]) -> N
 
 def structure_of(model: nn.Module) -> dict[str, Any]:
     """What a saved model needs to rebuild beyond its zoo spec: replaced modules by path,
-    and under ``""`` whether units were removed (tensor shapes then come from the weights)."""
-    return dict(getattr(model, STRUCTURE_ATTR, {}) or {})
+    and under ``""`` whether units were removed (tensor shapes then come from the weights).
+    Records of compressed sub-models (an ensemble's members) are included under their path."""
+    out = dict(getattr(model, STRUCTURE_ATTR, {}) or {})
+    for path, module in model.named_modules():
+        if path and path not in out:
+            for sub, record in (getattr(module, STRUCTURE_ATTR, {}) or {}).items():
+                key = f"{path}.{sub}" if sub else path
+                out.setdefault(key, record)
+    if any(k for k in out) and "" not in out:
+        out[""] = {"type": "resized"}  # shapes come from the weights
+    return out
 
 
 # -- keeping module attributes true to their tensors ----------------------------------------
@@ -257,7 +266,7 @@ def conform(model: nn.Module, shapes: dict[str, tuple[int, ...]], structure: dic
     resize every tensor whose saved shape differs (its values are loaded afterwards)."""
     for path, record in sorted(structure.items(), key=lambda kv: kv[0].count(".")):
         kind = record.get("type")
-        if path == "" and kind == "resized":
+        if kind == "resized":  # the model (or a member) had units removed: shapes below
             continue
         if kind not in REPLACEMENTS:
             raise ConfigError(f"saved model names an unknown module replacement {kind!r}.")

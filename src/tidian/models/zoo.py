@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 # Importing the family modules registers their models.
-from tidian.models import cnn, mlp, pretrained, rnn, transformer  # noqa: F401
+from tidian.models import cnn, ensemble, mlp, pretrained, rnn, transformer  # noqa: F401
 from tidian.models.base import MODELS, Head, Signature, refuse
 from tidian.registry import check_options
 

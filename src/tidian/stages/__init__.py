@@ -4,6 +4,7 @@ from tidian.stages import (  # noqa: F401  (registers the built-in stages)
     calibrate,
     compress,
     distill,
+    ensemble,
     learning_curve,
     transfer,
     tune,

@@ -1,0 +1,371 @@
+"""The ``ensemble`` stage: several models combined into one candidate (``models/ensemble.py``).
+
+Members (``members``):
+
+* ``top`` — the ``k`` best candidates of the run so far on validation (their saved models of
+  the same seed, so the ensemble stays paired with the incumbent seed by seed);
+* ``seeds`` — the incumbent and ``k − 1`` more trainings of its recipe with other seeds;
+* ``bagging`` — ``k`` trainings of the incumbent's recipe, each on a bootstrap resample of
+  the training split;
+* ``snapshot`` — one training of the incumbent's recipe cut into ``k`` cosine cycles (the
+  learning rate restarts at each cycle, Huang et al.'s snapshot ensembles); the model at the
+  end of each cycle is a member.
+
+Combinations (``combine``, one candidate each): ``vote``, ``average``, ``weighted`` (weights
+on the simplex minimising the validation log loss, or MSE for regression; or fixed
+``weights``), ``stacking`` (multinomial logistic regression / ridge on the members'
+validation outputs, its strength chosen by 5-fold cross-validation inside the validation
+split; the members never trained on those rows, so its inputs are out-of-fold), ``greedy``
+(Caruana et al.'s selection with replacement on validation: start empty, add the member that
+helps most, keep the best prefix — never worse on validation than the best single member;
+members it never picks are dropped, so the ensemble is only as large as it needs to be).
+
+The ensemble is gated like any candidate, and its cost is measured as what it is: one module
+running every member. Distilling it afterwards is the usual next step
+(``- distill: {teacher: incumbent, student: ...}``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tidian.exceptions import ConfigError, bad_value
+from tidian.models.ensemble import COMBINE
+from tidian.stages.base import STAGES, Context, Proposal, Stage
+
+MEMBERS = ("top", "seeds", "bagging", "snapshot")
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """members: top | seeds | bagging | snapshot; k: how many; combine: one of vote, average,
+    weighted, stacking, greedy, or a list (one candidate each); weights: fixed weights for
+    ``weighted`` (else fitted on validation); train: training overrides for trained members."""
+
+    members: str = "top"
+    k: int = 5
+    combine: str | list[str] = "average"
+    weights: list[float] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.members not in MEMBERS:
+            raise bad_value("ensemble.members", f"one of {MEMBERS}", self.members)
+        if not isinstance(self.k, int) or self.k < 2:
+            raise ConfigError(f"ensemble.k: an ensemble needs at least 2 members; got {self.k!r}.")
+        combos = self.combines
+        if not combos or len(set(combos)) != len(combos) or set(combos) - set(COMBINE):
+            raise bad_value(
+                "ensemble.combine", f"one of {COMBINE}, or a list of them", self.combine
+            )
+        if self.weights is not None:
+            w = self.weights
+            if "weighted" not in combos:
+                raise ConfigError("ensemble.weights: only used with combine: weighted.")
+            if (
+                not isinstance(w, list)
+                or not all(isinstance(v, int | float) and v >= 0 for v in w)
+                or not sum(w) > 0
+            ):
+                raise bad_value("ensemble.weights", "non-negative numbers with a positive sum", w)
+            if len(w) != self.k:
+                raise bad_value("ensemble.weights", f"one weight per member (k={self.k})", w)
+        if not isinstance(self.train, dict):
+            raise bad_value("ensemble.train", "a mapping of training options", self.train)
+
+    @property
+    def combines(self) -> list[str]:
+        return [self.combine] if isinstance(self.combine, str) else list(self.combine)
+
+
+@STAGES.register("ensemble", config=EnsembleConfig, kind="quality")
+class EnsembleStage(Stage):
+    """Several models combined into one candidate, gated like any other."""
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        from tidian.evaluation.metrics import greater_is_better
+
+        c: EnsembleConfig = self.config
+        if "vote" in c.combines and ctx.task.target_kind != "classes":
+            raise ConfigError(
+                "ensemble.combine: 'vote' needs a classification task; use average or weighted."
+            )
+        folders: list[str] = []
+        if c.members == "top":
+            sign = -1 if greater_is_better(ctx.metric) else 1
+            ranked = sorted(
+                (h for h in ctx.history if h.get("folder") and h.get("val_mean") is not None),
+                key=lambda h: sign * h["val_mean"],
+            )
+            folders = [h["folder"] for h in ranked[: c.k]]
+            if len(folders) < 2:
+                raise ConfigError(
+                    f"ensemble.members top: the run has {len(folders)} finished candidate(s) "
+                    "before this stage; an ensemble needs at least 2. Put an architecture or "
+                    "tuning stage first, or use members: seeds | bagging | snapshot."
+                )
+        train = {**incumbent.train, **c.train}
+        proposals = []
+        for combine in c.combines:
+            step = {
+                "members": c.members,
+                "k": c.k,
+                "combine": combine,
+                "folders": folders,
+                "model": dict(incumbent.model),
+                "train": train,
+                "weights": c.weights if combine == "weighted" else None,
+            }
+            size = len(folders) if folders else c.k
+            proposals.append(
+                Proposal(
+                    f"ensemble of {size} ({c.members}), {combine}",
+                    {"name": "ensemble", "combine": combine},
+                    train,
+                    {"ensemble": {"members": c.members, "k": size, "combine": combine}},
+                    transform=[{"ensemble": step}],
+                )
+            )
+        return proposals
+
+
+# -- fitting the combination on validation outputs (plain numpy/torch, testable alone) ---------
+
+
+def _combined(outs: np.ndarray, w: np.ndarray, classes: bool) -> np.ndarray:
+    """Weighted mean of member outputs (k, n, out): probabilities for classes."""
+    if classes:
+        z = outs - outs.max(-1, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+        return np.tensordot(w, p, axes=1)
+    return np.tensordot(w, outs, axes=1)
+
+
+def _loss(combined: np.ndarray, y: np.ndarray, classes: bool) -> float:
+    if classes:
+        return float(-np.log(np.clip(combined[np.arange(len(y)), y], 1e-7, 1)).mean())
+    return float(((combined.reshape(len(y), -1)[:, 0] - y) ** 2).mean())
+
+
+def fit_weights(outs: np.ndarray, y: np.ndarray, classes: bool) -> np.ndarray:
+    """Simplex weights minimising the validation log loss (MSE for regression)."""
+    k = outs.shape[0]
+    logits = torch.zeros(k, requires_grad=True)
+    member = torch.from_numpy(outs.astype(np.float32))
+    target = torch.from_numpy(np.asarray(y))
+    base = member.softmax(-1) if classes else member
+    opt = torch.optim.LBFGS([logits], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        mix = (logits.softmax(0).reshape(-1, 1, 1) * base).sum(0)
+        if classes:
+            loss = nn.functional.nll_loss(mix.clamp_min(1e-7).log(), target)
+        else:
+            loss = ((mix[:, 0] - target.float()) ** 2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return logits.detach().softmax(0).numpy()
+
+
+def greedy_selection(
+    outs: np.ndarray, y: np.ndarray, classes: bool, score: Any, greater: bool, rounds: int = 50
+) -> tuple[np.ndarray, list[float]]:
+    """Caruana's ensemble selection with replacement: returns counts-based weights (zeros for
+    members never picked) and the validation score after each round. The kept selection is
+    the best prefix, so the result is never worse than the best single member."""
+    k = outs.shape[0]
+    counts = np.zeros(k)
+    path: list[tuple[float, np.ndarray]] = []
+    sign = 1.0 if greater else -1.0
+    for _ in range(rounds):
+        best = None
+        for j in range(k):
+            trial = counts.copy()
+            trial[j] += 1
+            combined = _combined(outs, trial / trial.sum(), classes)
+            s = score(y, np.log(np.clip(combined, 1e-7, None)) if classes else combined)
+            # ties (common for accuracy) go to the lower loss
+            key = (sign * s, -_loss(combined, y, classes))
+            if best is None or key > best[0]:
+                best = (key, j, s)
+        counts[best[1]] += 1
+        path.append((best[2], counts.copy()))
+    i = max(range(len(path)), key=lambda t: (sign * path[t][0], -t))  # earliest best
+    kept = path[i][1]
+    return kept / kept.sum(), [p[0] for p in path]
+
+
+def fit_stacking(outs: np.ndarray, y: np.ndarray, classes: bool, seed: int) -> tuple[Any, Any]:
+    """Meta-model on the members' validation outputs (k, n, out): (weight, bias) of a linear
+    layer over their concatenated log-probabilities (outputs for regression)."""
+    feats = outs
+    if classes:
+        z = outs - outs.max(-1, keepdims=True)
+        feats = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    x = feats.transpose(1, 0, 2).reshape(outs.shape[1], -1)
+    if classes:
+        from sklearn.linear_model import LogisticRegressionCV
+
+        folds = max(2, min(5, int(np.bincount(y)[np.bincount(y) > 0].min())))
+        with warnings.catch_warnings():  # sklearn's attribute-layout notice; convergence noise
+            warnings.simplefilter("ignore")
+            meta = LogisticRegressionCV(Cs=10, cv=folds, max_iter=2000, random_state=seed)
+            meta.fit(x, y)
+        n_classes = outs.shape[2]
+        weight = np.zeros((n_classes, x.shape[1]))
+        bias = np.zeros(n_classes)
+        if len(meta.classes_) == 2 and meta.coef_.shape[0] == 1:
+            # binary: one row of log-odds for class 1; as two logits: [0, w·x + b]
+            weight[meta.classes_[1]] = meta.coef_[0]
+            bias[meta.classes_[1]] = meta.intercept_[0]
+        else:
+            weight[meta.classes_] = meta.coef_
+            bias[meta.classes_] = meta.intercept_
+        # a class missing from the validation split is never predicted
+        missing = np.setdiff1d(np.arange(n_classes), meta.classes_)
+        bias[missing] = -30.0
+        return weight, bias
+    from sklearn.linear_model import RidgeCV
+
+    meta = RidgeCV(alphas=np.logspace(-4, 3, 15)).fit(x, y)
+    return meta.coef_.reshape(1, -1), np.atleast_1d(meta.intercept_)
+
+
+# -- the job (runs in a worker, through compression.apply) --------------------------------------
+
+
+def _member_spec(folder: Any) -> dict[str, Any]:
+    from tidian.models.io import read_spec
+
+    spec = read_spec(folder)
+    return {"name": spec["name"], **spec["options"]}
+
+
+def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any, seed: int):
+    """Members trained here from the incumbent's recipe (seeds, bagging, snapshot)."""
+    from tidian.models.zoo import create_model
+    from tidian.tasks.task import Split
+    from tidian.training.config import TrainConfig
+    from tidian.training.loop import fit
+
+    model = dict(config["model"])
+    name, options = model.pop("name"), model
+    train = TrainConfig.from_dict(config["train"])
+    kind, k = config["members"], int(config["k"])
+    members = []
+    if kind == "seeds":
+        if parent is None:
+            raise ConfigError("ensemble members seeds: the incumbent's model is missing.")
+        members.append(parent)
+        for i in range(1, k):
+            s = seed * 1000 + i
+            torch.manual_seed(s)
+            m = create_model(name, task, **options)
+            fit(m, task, train, seed=s)
+            members.append(m)
+    elif kind == "bagging":
+        rng = np.random.default_rng([seed, 104729])
+        n = len(task.train)
+        for i in range(k):
+            rows = rng.integers(0, n, n)
+            bag = task.replace(train=Split(task.train.x[rows], task.train.y[rows]))
+            s = seed * 1000 + i
+            torch.manual_seed(s)
+            m = create_model(name, task, **options)
+            fit(m, bag, train, seed=s)
+            members.append(m)
+    else:  # snapshot: k cosine cycles of one training run, a member at the end of each
+        import copy
+
+        cycle = train.replace(schedule="cosine", epochs=max(1, train.epochs // k), patience=None)
+        torch.manual_seed(seed)
+        m = create_model(name, task, **options)
+        for i in range(k):
+            fit(m, task, cycle, seed=seed * 1000 + i)
+            members.append(copy.deepcopy(m))
+    return [(name, options)] * k, members
+
+
+def ensemble_(
+    parent: nn.Module | None,
+    config: dict[str, Any],
+    task: Any,
+    *,
+    train: Any = None,
+    seed: int = 0,
+    metric: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build seed ``seed``'s ensemble: its members, then the combination fitted on ``task.val``."""
+    from tidian.evaluation.metrics import METRICS, greater_is_better, predict
+    from tidian.models.io import load_model, seed_folder
+    from tidian.models.zoo import create_model
+
+    combine = config["combine"]
+    classes = task.target_kind == "classes"
+    if config["members"] == "top":
+        folders = [seed_folder(f, seed) for f in config["folders"]]
+        for f in folders:
+            if (f / "model.onnx").exists():
+                raise ConfigError(
+                    f"ensemble members top: {str(f)!r} is a quantised ONNX Runtime model; "
+                    "ensemble before quantising (put quantize last)."
+                )
+        specs = [_member_spec(f) for f in folders]
+        members = [load_model(f) for f in folders]
+    else:
+        pairs, members = _trained_members(parent, config, task, seed)
+        specs = [{"name": n, **o} for n, o in pairs]
+    model = create_model("ensemble", task, members=specs, combine=combine)
+    for i, m in enumerate(members):  # the trained (possibly pruned) modules themselves
+        model.members[i] = m
+    shapes = {tuple(np.asarray(predict(m, task.val.x[:2])).shape[1:]) for m in members}
+    if len(shapes) != 1:
+        raise ConfigError(f"ensemble members give outputs of different shapes: {sorted(shapes)}.")
+    report: dict[str, Any] = {"members": len(members), "combine": combine}
+    if combine in ("weighted", "greedy", "stacking"):
+        if not len(task.val):
+            raise ConfigError(
+                f"ensemble combine {combine!r} fits on the validation split; this task has "
+                "none (load it with val_size > 0), or use average or vote."
+            )
+        outs = np.stack([predict(m, task.val.x) for m in members])
+        y = task.val.y
+        if combine == "weighted":
+            w = config.get("weights") or fit_weights(outs, y, classes)
+            model.set_weights(w)
+        elif combine == "greedy":
+            metric = metric or task.metric
+            w, path = greedy_selection(
+                outs, y, classes, METRICS.get(metric), greater_is_better(metric)
+            )
+            keep = np.flatnonzero(w > 0)
+            report["validation_path"] = path
+            if len(keep) < len(members):  # drop members never picked: no cost for nothing
+                specs = [specs[i] for i in keep]
+                kept = [model.members[i] for i in keep]
+                if len(kept) == 1:
+                    single = kept[0]
+                    report.update(weights=[1.0], kept=keep.tolist())
+                    return single, report
+                model = create_model("ensemble", task, members=specs, combine=combine)
+                for i, m in enumerate(kept):
+                    model.members[i] = m
+                w = w[keep]
+            model.set_weights(w)
+            report["kept"] = keep.tolist()
+        else:
+            weight, bias = fit_stacking(outs, y, classes, seed)
+            with torch.no_grad():
+                model.meta.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+                model.meta.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        report["weights"] = model.weights.tolist()
+    return model.eval(), report

@@ -1,0 +1,230 @@
+"""Ensembles: each combination on constructed outputs, greedy selection, stacking on
+validation only, bad input, and the stage end to end (members top, seeds, bagging, snapshot)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import tidian
+import tidian.pipeline as pipeline
+from tidian import ConfigError, load_model, save_model
+from tidian.evaluation.metrics import METRICS
+from tidian.models.ensemble import Ensemble
+from tidian.recipe import RecipeError, validate_recipe
+from tidian.stages import ensemble as ens
+from tidian.store import Store
+
+
+class Fixed(nn.Module):
+    """A member whose outputs are given: row i of x (an index) → logits[i]."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.register_buffer("logits", torch.as_tensor(logits, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.logits[x[:, 0].long()]
+
+
+def _ens(members, combine, classes=True):
+    return Ensemble([Fixed(m) for m in members], combine, classes, len(members[0][0]))
+
+
+def test_average_is_the_mean_of_the_members_probabilities():
+    rng = np.random.default_rng(0)
+    members = [rng.normal(size=(5, 3)) for _ in range(3)]
+    out = _ens(members, "average")(torch.arange(5.0)[:, None])
+    hand = np.mean([np.exp(m) / np.exp(m).sum(1, keepdims=True) for m in members], axis=0)
+    np.testing.assert_allclose(out.softmax(-1).numpy(), hand, atol=1e-6)
+
+
+def test_vote_majority_and_ties_broken_by_the_averaged_probability():
+    a = [[5.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # row 0: class 0; row 1: class 1 (weakly)
+    b = [[4.0, 0.0, 0.0], [0.0, 0.0, 9.0]]  # row 1: class 2 (strongly)
+    c = [[0.0, 3.0, 0.0], [2.0, 0.0, 0.0]]  # row 1: class 0
+    out = _ens([a, b, c], "vote")(torch.arange(2.0)[:, None])
+    assert out.argmax(1).tolist()[0] == 0  # two votes of three
+    assert out.softmax(-1)[0, 0] == pytest.approx(2 / 3, abs=1e-3)
+    # row 1: one vote each — the tie goes to class 2, the highest averaged probability
+    assert out.argmax(1).tolist()[1] == 2
+
+
+def test_regression_average_and_vote_refused():
+    out = Ensemble([Fixed([[1.0], [2.0]]), Fixed([[3.0], [6.0]])], "average", False, 1)
+    assert out(torch.arange(2.0)[:, None]).reshape(-1).tolist() == [2.0, 4.0]
+    task = tidian.load_task("iris")
+    sig = {**task.signature(), "target_kind": "values", "n_outputs": 1}
+    with pytest.raises(ConfigError, match="vote"):
+        tidian.create_model("ensemble", sig, members=[{"name": "linear"}] * 2, combine="vote")
+
+
+def test_weights_are_fitted_towards_the_better_member():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    good = np.eye(3)[y] * 3 + rng.normal(size=(300, 3))
+    bad = rng.normal(size=(300, 3))
+    w = ens.fit_weights(np.stack([good, bad]), y, True)
+    assert w.sum() == pytest.approx(1.0) and w[0] > 0.8
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_selection_never_worsens_the_best_single_member(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, 200)
+    outs = np.stack(
+        [np.eye(4)[y] * rng.uniform(0, 2) + rng.normal(size=(200, 4)) for _ in range(6)]
+    )
+    accuracy = METRICS.get("accuracy")
+    w, path = ens.greedy_selection(outs, y, True, accuracy, True)
+    best_single = max(accuracy(y, o) for o in outs)
+    combined = ens._combined(outs, w, True)
+    assert accuracy(y, np.log(combined)) >= best_single
+    assert accuracy(y, np.log(combined)) == max(path)
+    assert w.sum() == pytest.approx(1.0) and (w >= 0).all()
+
+
+def test_stacking_is_fitted_on_validation_outputs_only(vector_task, monkeypatch):
+    seen = []
+    real = ens.fit_stacking
+
+    def spy(outs, y, classes, seed):
+        seen.append((outs.shape, y.copy()))
+        return real(outs, y, classes, seed)
+
+    monkeypatch.setattr(ens, "fit_stacking", spy)
+    step = {
+        "members": "bagging",
+        "k": 2,
+        "combine": "stacking",
+        "folders": [],
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 5},
+    }
+    model, report = ens.ensemble_(None, step, vector_task, seed=0)
+    ((shape, y),) = seen
+    assert shape[:2] == (2, len(vector_task.val)) and np.array_equal(y, vector_task.val.y)
+    assert model.meta is not None and report["members"] == 2
+
+
+def test_bad_ensembles_are_clear_errors():
+    with pytest.raises(ConfigError, match="at least 2 members"):
+        ens.EnsembleConfig(k=1)
+    with pytest.raises(ConfigError, match="positive sum"):
+        ens.EnsembleConfig(k=2, combine="weighted", weights=[0, 0])
+    with pytest.raises(ConfigError, match="one weight per member"):
+        ens.EnsembleConfig(k=3, combine="weighted", weights=[1, 2])
+    with pytest.raises(ConfigError, match="at least two members"):
+        tidian.create_model("ensemble", tidian.load_task("iris"), members=[{"name": "mlp"}])
+    model = _ens([[[1.0, 0.0]], [[0.0, 1.0]]], "weighted")
+    with pytest.raises(ConfigError, match="non-negative"):
+        model.set_weights([1.0, -1.0])
+    with pytest.raises(RecipeError, match="stages\\[0\\].ensemble"):
+        validate_recipe(
+            {"task": "iris", "model": {"name": "mlp"}, "stages": [{"ensemble": {"k": 1}}]}
+        )
+
+
+def test_members_with_different_outputs_are_refused(vector_task, monkeypatch):
+    import tidian.models.io as io
+
+    class Wide(nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 7)
+
+    loads = iter([tidian.create_model("linear", vector_task), Wide()])
+    monkeypatch.setattr(ens, "_member_spec", lambda folder: {"name": "linear"})
+    monkeypatch.setattr(io, "load_model", lambda folder: next(loads))
+    step = {"members": "top", "k": 2, "combine": "average", "folders": ["a", "b"], "model": {}}
+    with pytest.raises(ConfigError, match="different shapes"):
+        ens.ensemble_(None, step, vector_task, seed=0)
+
+
+@pytest.mark.parametrize("members", ["seeds", "bagging", "snapshot"])
+def test_trained_members_build_a_saveable_ensemble(vector_task, members, tmp_path):
+    step = {
+        "members": members,
+        "k": 3,
+        "combine": "average",
+        "folders": [],
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 6, "lr": 0.01},
+    }
+    torch.manual_seed(0)
+    parent = tidian.create_model("mlp", vector_task, hidden=[8])
+    model, report = ens.ensemble_(parent, step, vector_task, seed=0)
+    assert report["members"] == 3 and len(model.members) == 3
+    if members == "seeds":
+        assert model.members[0] is parent
+    outs = [m(torch.from_numpy(vector_task.test.x)) for m in model.members]
+    assert not torch.equal(outs[0], outs[1])  # members differ
+    restored = load_model(save_model(model, tmp_path / "e"))
+    x = torch.from_numpy(vector_task.test.x)
+    torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+
+
+def test_ensemble_stage_end_to_end_then_distilled(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'e.db'}")
+    recipe = {
+        "task": {"name": "iris"},
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 20, "lr": 0.01},
+        "evaluate": {"seeds": 3},
+        "stages": [
+            {"architecture": {"candidates": [{"name": "mlp", "hidden": [16]}, {"name": "linear"}]}},
+            {"ensemble": {"members": "top", "k": 3, "combine": ["average", "greedy", "vote"]}},
+            {
+                "distill": {
+                    "student": {"name": "linear"},
+                    "teacher": "incumbent",
+                    "compare_alone": False,
+                }
+            },
+        ],
+    }
+    result = pipeline.run(recipe, store=store)
+    rows = [r for r in result.candidates if r["stage"] == "ensemble"]
+    assert len(rows) == 3 and all(r["status"] == "done" for r in rows)
+    for row in rows:
+        assert len(row["quality"]["per_seed"]) == 3 and row["gate"]["n"] == 3
+        assert row["cost"]["runtime"] == "onnxruntime"  # one ONNX graph, measured as such
+        assert row["cost"]["export_check"]["passed"]
+    average = next(r for r in rows if r["label"].endswith("average"))
+    assert average["cost"]["params"] == sum(
+        r["cost"]["params"] for r in result.candidates if r["stage"] in ("baseline", "architecture")
+    )
+    distilled = next(r for r in result.candidates if r["stage"] == "distill")
+    assert distilled["status"] == "done" and distilled["model"]["name"] == "linear"
+
+
+def test_compressed_members_save_and_load(tmp_path):
+    from tidian.compression.lowrank import lowrank_
+    from tidian.compression.prune import prune_
+
+    task = tidian.load_task("digits")
+    torch.manual_seed(0)
+    pruned, _ = prune_(
+        tidian.create_model("mlp", task, hidden=[32]),
+        {"amount": 0.5, "structured": True, "finetune_epochs": 0},
+        task,
+        train={"epochs": 1},
+        seed=0,
+    )
+    factored, _ = lowrank_(
+        tidian.create_model("mlp", task, hidden=[32, 32]),
+        {"energy": 0.5, "finetune_epochs": 0},
+        task,
+        train={"epochs": 1},
+        seed=0,
+    )
+    model = tidian.create_model(
+        "ensemble",
+        task,
+        members=[{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [32, 32]}],
+    )
+    model.members[0], model.members[1] = pruned, factored
+    x = torch.from_numpy(task.test.x[:8])
+    restored = load_model(save_model(model, tmp_path / "a"))
+    torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+    again = load_model(save_model(restored, tmp_path / "b"))  # and once more, from the loaded one
+    torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
