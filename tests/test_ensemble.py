@@ -228,3 +228,21 @@ def test_compressed_members_save_and_load(tmp_path):
     torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
     again = load_model(save_model(restored, tmp_path / "b"))  # and once more, from the loaded one
     torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+
+
+def test_members_without_weight_are_dropped(vector_task, monkeypatch):
+    monkeypatch.setattr(ens, "fit_weights", lambda outs, y, classes: np.array([0.0, 0.6, 0.4]))
+    step = {
+        "members": "bagging",
+        "k": 3,
+        "combine": "weighted",
+        "folders": [],
+        "model": {"name": "linear"},
+        "train": {"epochs": 2},
+    }
+    model, report = ens.ensemble_(None, step, vector_task, seed=0)
+    assert report["kept"] == [1, 2] and len(model.members) == 2
+    assert model.weights.tolist() == pytest.approx([0.6, 0.4])
+    monkeypatch.setattr(ens, "fit_weights", lambda outs, y, classes: np.array([0.0, 1.0, 0.0]))
+    single, report = ens.ensemble_(None, step, vector_task, seed=0)
+    assert not isinstance(single, Ensemble) and report["kept"] == [1]

@@ -561,6 +561,20 @@ def _check_dependencies(recipe: Recipe) -> None:
         require(module, extra, feature)
 
 
+def _check_against_task(recipe: Recipe, task: Any) -> None:
+    """Settings that only the task can judge (an augmentation for its input kind), checked
+    before the ledger gets a row; errors name the recipe place."""
+    from tidian.training.augment import check_policy
+
+    if recipe.train.get("augment"):
+        check_policy(recipe.train["augment"], task.input_kind, task.target_kind, "train.augment")
+    for i, (name, config) in enumerate(recipe.stage_entries()):
+        try:
+            STAGES.entry(name).obj(config).check(task)
+        except ConfigError as err:
+            raise ConfigError(f"stages[{i}].{name}: {err}") from None
+
+
 def run(
     recipe: str | Path | dict[str, Any] | Recipe | None = None,
     *,
@@ -598,6 +612,7 @@ def run(
     task = _task_of(parsed)
     check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
     _check_dependencies(parsed)
+    _check_against_task(parsed, task)
     with LocalExecutor(jobs) as executor:
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict(), environment())

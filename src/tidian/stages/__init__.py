@@ -1,6 +1,7 @@
 """Upgrade stages. Importing this package registers the built-in ones."""
 
 from tidian.stages import (  # noqa: F401  (registers the built-in stages)
+    augment,
     calibrate,
     compress,
     distill,

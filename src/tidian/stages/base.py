@@ -79,6 +79,10 @@ class Stage:
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         raise NotImplementedError
 
+    def check(self, task: Any) -> None:
+        """Raise ConfigError when the config cannot apply to ``task`` (called before the run
+        starts, so a bad setting fails before the baseline trains)."""
+
     def gate_kind(self) -> str | None:
         """ "quality" or "cost" when the config picks the gate (None: the registered kind)."""
         return None

@@ -12,10 +12,11 @@ Members (``members``):
   end of each cycle is a member.
 
 Combinations (``combine``, one candidate each): ``vote``, ``average``, ``weighted`` (weights
-on the simplex minimising the validation log loss, or MSE for regression; or fixed
-``weights``), ``stacking`` (multinomial logistic regression / ridge on the members'
-validation outputs, its strength chosen by 5-fold cross-validation inside the validation
-split; the members never trained on those rows, so its inputs are out-of-fold), ``greedy``
+on the simplex minimising the validation log loss, or MSE for regression — members left with
+under 0.1% are dropped; or fixed ``weights``), ``stacking`` (multinomial logistic regression /
+ridge on the members' validation outputs, its strength chosen by 5-fold cross-validation
+inside the validation split; the members never trained on those rows, so its inputs are
+out-of-fold), ``greedy``
 (Caruana et al.'s selection with replacement on validation: start empty, add the member that
 helps most, keep the best prefix — never worse on validation than the best single member;
 members it never picks are dropped, so the ensemble is only as large as it needs to be).
@@ -40,6 +41,7 @@ from tidian.models.ensemble import COMBINE
 from tidian.stages.base import STAGES, Context, Proposal, Stage
 
 MEMBERS = ("top", "seeds", "bagging", "snapshot")
+MIN_WEIGHT = 1e-3  # fitted weights below this drop their member
 
 
 @dataclass(frozen=True)
@@ -339,33 +341,35 @@ def ensemble_(
             )
         outs = np.stack([predict(m, task.val.x) for m in members])
         y = task.val.y
-        if combine == "weighted":
-            w = config.get("weights") or fit_weights(outs, y, classes)
-            model.set_weights(w)
-        elif combine == "greedy":
-            metric = metric or task.metric
-            w, path = greedy_selection(
-                outs, y, classes, METRICS.get(metric), greater_is_better(metric)
-            )
-            keep = np.flatnonzero(w > 0)
-            report["validation_path"] = path
-            if len(keep) < len(members):  # drop members never picked: no cost for nothing
-                specs = [specs[i] for i in keep]
+        if combine == "stacking":
+            weight, bias = fit_stacking(outs, y, classes, seed)
+            with torch.no_grad():
+                model.meta.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+                model.meta.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        else:
+            if combine == "weighted":
+                w = np.asarray(config.get("weights") or fit_weights(outs, y, classes), float)
+                w = w / w.sum()
+            else:
+                metric = metric or task.metric
+                w, path = greedy_selection(
+                    outs, y, classes, METRICS.get(metric), greater_is_better(metric)
+                )
+                report["validation_path"] = path
+            # Members that carry (next to) no weight are dropped: running them costs latency
+            # and buys nothing. Fixed weights are kept as given.
+            keep = np.flatnonzero(w > (0 if config.get("weights") else MIN_WEIGHT))
+            report["kept"] = keep.tolist()
+            if len(keep) == 1:
+                report["weights"] = [1.0]
+                return model.members[int(keep[0])].eval(), report
+            if len(keep) < len(members):
                 kept = [model.members[i] for i in keep]
-                if len(kept) == 1:
-                    single = kept[0]
-                    report.update(weights=[1.0], kept=keep.tolist())
-                    return single, report
+                specs = [specs[i] for i in keep]
                 model = create_model("ensemble", task, members=specs, combine=combine)
                 for i, m in enumerate(kept):
                     model.members[i] = m
                 w = w[keep]
             model.set_weights(w)
-            report["kept"] = keep.tolist()
-        else:
-            weight, bias = fit_stacking(outs, y, classes, seed)
-            with torch.no_grad():
-                model.meta.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-                model.meta.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         report["weights"] = model.weights.tolist()
     return model.eval(), report

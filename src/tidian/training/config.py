@@ -32,6 +32,8 @@ class TrainConfig:
     init           default (PyTorch's) | xavier | kaiming | orthogonal — re-initialises weights
     device         auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
     amp            mixed precision on CUDA (bfloat16 where supported, else float16 with scaling)
+    augment        a per-batch augmentation policy {operation: strength} (training/augment.py);
+                   which operations apply depends on the task's input kind
     """
 
     optimizer: str = "adam"
@@ -59,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     eval_batch_size: int = 1024
+    augment: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -116,6 +119,16 @@ class TrainConfig:
         number("min_delta", 0)
         number("clip_grad_norm", 0, open_low=True, optional=True)
         number("eval_batch_size", 1, integer=True)
+        if self.augment is not None:
+            from tidian.training.augment import OPERATIONS
+
+            known = {o for ops in OPERATIONS.values() for o in ops}
+            if not isinstance(self.augment, dict) or set(self.augment) - known:
+                raise bad_value(
+                    "train.augment",
+                    f"a mapping of operations ({', '.join(sorted(known))}) to strengths",
+                    self.augment,
+                )
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):

@@ -105,6 +105,10 @@ def fit(
     y = torch.as_tensor(task.train.y).to(device)
     n = len(y)
     step = step or PlainStep(make_loss(config, task.target_kind), config.l1, penalized(model))
+    if config.augment:  # each batch transformed as it is drawn, seeded by the training seed
+        from tidian.training.augment import Augmenter, AugmentStep
+
+        step = AugmentStep(step, Augmenter(config.augment, task, seed))
     val_loss = make_loss(config.replace(loss="auto"), task.target_kind) if has_val else None
     optimizer = make_optimizer(model, config)
     # Batch boundaries; a final batch of one sample breaks batch norm and adds a noisy step,
