@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first, so nothing that depends on torch can pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx,tune,transfer,boost,explain]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx,tune,transfer,boost,explain,clean]'
 	touch $@
 
 run: setup
@@ -39,4 +39,7 @@ bench: setup
 	$(PY) bench/deep_compression.py
 	$(PY) bench/compression_techniques.py
 	$(PY) bench/hinton_mnist1d.py
+	$(PY) bench/ensembles.py
+	$(PY) bench/augment_mnist1d.py
+	$(PY) bench/label_noise.py
 	$(PY) bench/text_transfer.py

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import tidian
-from common import print_table
+from common import candidate_rows, print_table
 
 POLICIES = [{"shift": 3}, {"shift": 6}, {"shift": 3, "noise": 0.05}, {"shift": 3, "time_mask": 4}]
 
@@ -53,17 +53,7 @@ def main() -> None:
         store = tidian.Store(f"sqlite:///{Path(folder) / 'ledger.db'}")
         result = tidian.run(recipe, store=store, jobs=args.jobs)
     minutes = (time.perf_counter() - start) / 60
-    rows = []
-    for c in result.candidates:
-        q, gate = c["quality"], c.get("gate") or {}
-        rows.append(
-            [
-                "no augmentation" if c["stage"] == "baseline" else c["label"],
-                f"{q['mean']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]",
-                f"{gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}]" if gate else "",
-                c["decision"] or "",
-            ]
-        )
+    rows = candidate_rows(result, "no augmentation")
     print_table(
         f"Augmentation on mnist1d: cnn1d width 64 (norm {args.norm}), {args.epochs} epochs, "
         f"{args.seeds} seeds "

@@ -29,3 +29,20 @@ def print_table(title: str, headers: list[str], rows: list[list[str]], note: str
     console.print(f"machine: {machine()}")
     if note:
         console.print(note)
+
+
+def candidate_rows(result, baseline: str) -> list[list[str]]:
+    """One row per candidate of a tidian run: label, test quality with its CI, the gate's
+    paired gain with its CI, the decision (the baseline row named ``baseline``)."""
+    rows = []
+    for c in result.candidates:
+        q, gate = c["quality"], c.get("gate") or {}
+        rows.append(
+            [
+                baseline if c["stage"] == "baseline" else c["label"],
+                f"{q['mean']:.4f} [{q['ci_low']:.4f}, {q['ci_high']:.4f}]",
+                f"{gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}]" if gate else "",
+                c["decision"] or "",
+            ]
+        )
+    return rows

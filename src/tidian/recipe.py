@@ -303,7 +303,16 @@ def validate_recipe(data: Any) -> Recipe:
 
 
 # Stages that change a trained torch model, and so cannot follow quantisation.
-_TORCH_STAGES = ("prune", "lowrank", "compress", "distill", "calibrate", "ensemble")
+_TORCH_STAGES = (
+    "prune",
+    "lowrank",
+    "compress",
+    "distill",
+    "calibrate",
+    "ensemble",
+    "clean",
+    "augment",
+)
 
 
 def _quantizes(name: str, config: Any) -> bool:

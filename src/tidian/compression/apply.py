@@ -32,7 +32,7 @@ STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": Quan
 OTHER_STEPS = ("calibrate",)
 # Steps that build a new model from the parent (as its teacher) rather than change it; they
 # come first in a transform.
-NEW_MODEL_STEPS = ("distill", "transfer", "ensemble")
+NEW_MODEL_STEPS = ("distill", "transfer", "ensemble", "clean")
 
 
 def _validate(kind: str, config: dict[str, Any]) -> None:
@@ -53,6 +53,9 @@ def _validate(kind: str, config: dict[str, Any]) -> None:
             combine=config.get("combine"),
             weights=config.get("weights"),
         )
+    elif kind == "clean":
+        if config.get("action") not in ("remove", "downweight") or "rows" not in config:
+            raise bad_value("clean step", "{rows: [...], action: remove | downweight}", config)
     elif kind == "transfer":
         from tidian.stages.transfer import STRATEGIES
 
@@ -116,6 +119,10 @@ def apply_steps(
             from tidian.stages.ensemble import ensemble_
 
             model, report = ensemble_(model, config, task, train=train, seed=seed, metric=metric)
+        elif kind == "clean":
+            from tidian.stages.clean import clean_
+
+            model, report = clean_(model, config, task, train=train, seed=seed)
         elif kind == "transfer":
             from tidian.stages.transfer import transfer_
 
@@ -155,7 +162,7 @@ def run_transform(
     torch.manual_seed(seed)
     parent_dir = Path(parent)
     first = next(iter(steps[0])) if steps else None
-    needs_parent = first != "transfer" and not (
+    needs_parent = first not in ("transfer", "clean") and not (
         (first == "distill" and steps[0]["distill"].get("teacher") != "incumbent")
         or (first == "ensemble" and steps[0]["ensemble"].get("members") != "seeds")
     )

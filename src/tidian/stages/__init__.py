@@ -3,6 +3,7 @@
 from tidian.stages import (  # noqa: F401  (registers the built-in stages)
     augment,
     calibrate,
+    clean,
     compress,
     distill,
     ensemble,

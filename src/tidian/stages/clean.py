@@ -1,0 +1,198 @@
+"""The ``clean`` stage: find what is wrong with the training data, report it, and propose the
+incumbent retrained without it — gated like any candidate, so cleaning is kept only if it
+pays on the (untouched) test split.
+
+* ``duplicates``: repeated training rows, conflicting labels on identical inputs, and
+  validation/test rows that also sit in the training split (leakage — reported; the fix is to
+  drop those rows from training, which one candidate does);
+* ``label_noise``: confident learning on out-of-fold probabilities of the incumbent's recipe
+  (``evaluation/cleaning.py``, cleanlab); candidates retrain with the suspects removed and
+  with them down-weighted (``weight``);
+* ``outliers``: rows with a feature beyond ``z`` standard deviations — reported only.
+
+The suspects are found once, with the run's first seed, before any candidate trains; the same
+rows are then removed for every seed so candidates stay paired. Missing values are handled when
+a task is loaded (its preprocessing imputes them), so a Task never holds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import ConfigError, bad_value
+from tidian.stages.base import STAGES, Context, Proposal, Stage
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """duplicates / label_noise: look for them and propose the retrained incumbent; near:
+    Euclidean distance for near-duplicate leakage (0: exact only); folds for out-of-fold
+    probabilities; weight: the down-weighted suspects' loss weight; outliers: z (0: off);
+    max_share: the most of the training split a candidate may remove."""
+
+    duplicates: bool = True
+    label_noise: bool = True
+    near: float = 0.0
+    folds: int = 5
+    weight: float = 0.3
+    outliers: float = 6.0
+    max_share: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not (self.duplicates or self.label_noise):
+            raise ConfigError("clean: turn on duplicates or label_noise (or both).")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise bad_value("clean.folds", "an integer >= 2", self.folds)
+        if not 0 <= self.weight < 1:
+            raise bad_value("clean.weight", "a loss weight in [0, 1)", self.weight)
+        if self.near < 0 or self.outliers < 0:
+            raise bad_value("clean.near / clean.outliers", "non-negative numbers", self.near)
+        if not 0 < self.max_share <= 1:
+            raise bad_value("clean.max_share", "a share in (0, 1]", self.max_share)
+
+
+@STAGES.register("clean", config=CleanConfig, kind="quality")
+class Clean(Stage):
+    """Duplicates, leakage and label noise found, reported and removed (gated)."""
+
+    def check(self, task: Any) -> None:
+        if self.config.label_noise and task.target_kind != "classes":
+            raise ConfigError("label_noise: needs a classification task; set it to false.")
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
+        from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
+
+        c: CleanConfig = self.config
+        self.check(ctx.task)
+        task, report, proposals = ctx.task, {}, []
+        limit = int(c.max_share * len(task.train))
+
+        def propose(label: str, rows: list[int], action: str, why: dict[str, Any]) -> None:
+            if not rows:
+                return
+            if len(rows) > limit:
+                raise ConfigError(
+                    f"clean: {label} would touch {len(rows)} of {len(task.train)} training rows, "
+                    f"more than max_share {c.max_share}; check the data (or raise max_share)."
+                )
+            step = {
+                "rows": sorted(int(r) for r in rows),
+                "action": action,
+                "weight": c.weight,
+                "model": dict(incumbent.model),
+                "train": dict(incumbent.train),
+            }
+            proposals.append(
+                Proposal(
+                    label,
+                    dict(incumbent.model),
+                    dict(incumbent.train),
+                    why,
+                    transform=[{"clean": step}],
+                )
+            )
+
+        if c.duplicates:
+            found = duplicates(task, near=c.near)
+            report["duplicates"] = found
+            drop = sorted(set(found["repeated_rows"]) | set(found["leaked_train_rows"]))
+            propose(
+                f"without {len(drop)} duplicate / leaked training rows",
+                drop,
+                "remove",
+                {"clean": "duplicates", "rows": len(drop)},
+            )
+        if c.outliers and task.input_kind != "text":
+            report["outliers"] = outliers(task, z=c.outliers)
+        if c.label_noise:
+            proba = out_of_fold(
+                incumbent.model,
+                task,
+                incumbent.train,
+                folds=c.folds,
+                seed=ctx.seeds[0],
+                executor=ctx.executor,
+            )
+            issues = label_issues(task.train.y, proba, task.class_names)
+            report["label_issues"] = issues
+            rows = [i["row"] for i in issues]
+            propose(
+                f"without {len(rows)} suspect labels",
+                rows,
+                "remove",
+                {"clean": "label_noise", "rows": len(rows)},
+            )
+            propose(
+                f"{len(rows)} suspect labels down-weighted to {c.weight:g}",
+                rows,
+                "downweight",
+                {"clean": "label_noise", "rows": len(rows), "weight": c.weight},
+            )
+        ctx.notes["clean"] = report
+        return proposals
+
+
+class WeightedStep:
+    """The inner step's loss with some rows down-weighted: the batch is split into the
+    full-weight rows and the down-weighted ones, and the two mean losses are combined as a
+    weighted mean over rows (so any mean-reduced loss works)."""
+
+    def __init__(self, inner: Any, light: np.ndarray, weight: float) -> None:
+        import torch
+
+        self.inner, self.weight = inner, weight
+        self.light = torch.as_tensor(light, dtype=torch.bool)
+
+    def __call__(self, model, x, y, index):
+        light = self.light.to(index.device)[index]
+        parts = []
+        for mask, w in ((~light, 1.0), (light, self.weight)):
+            if mask.any() and w > 0:
+                n = float(mask.sum())
+                parts.append((w * n, self.inner(model, x[mask], y[mask], index[mask])))
+        total = sum(w for w, _ in parts)
+        return sum(w * loss for w, loss in parts) / total
+
+
+def clean_(
+    parent: Any, config: dict[str, Any], task: Any, *, train: Any = None, seed: int = 0
+) -> tuple[Any, dict[str, Any]]:
+    """Train the incumbent's recipe (seed ``seed``) with the listed rows removed or
+    down-weighted."""
+    import torch
+
+    from tidian.models.zoo import create_model
+    from tidian.tasks.task import Split
+    from tidian.training.config import TrainConfig
+    from tidian.training.loop import fit
+    from tidian.training.losses import make_loss
+    from tidian.training.optim import penalized
+    from tidian.training.steps import PlainStep
+
+    rows = np.asarray(config["rows"], dtype=np.int64)
+    spec = dict(config["model"])
+    name = spec.pop("name")
+    train_config = TrainConfig.from_dict(config["train"])
+    torch.manual_seed(seed)
+    model = create_model(name, task, **spec)
+    if config["action"] == "remove":
+        keep = np.setdiff1d(np.arange(len(task.train)), rows)
+        part = task.replace(train=Split(task.train.x[keep], task.train.y[keep]))
+        fit(model, part, train_config, seed=seed)
+    else:
+        light = np.zeros(len(task.train), dtype=bool)
+        light[rows] = True
+        inner = PlainStep(
+            make_loss(train_config, task.target_kind), train_config.l1, penalized(model)
+        )
+        fit(
+            model,
+            task,
+            train_config,
+            seed=seed,
+            step=WeightedStep(inner, light, float(config["weight"])),
+        )
+    return model, {"rows": len(rows), "action": config["action"]}
