@@ -321,6 +321,14 @@ def _in(path: str, **kw: int) -> list[Member]:
 
 def unit_groups(model: nn.Module) -> list[Group]:
     """Every removable unit group of ``model`` (empty when none can be removed)."""
+    from tidian.models.moe import MoE
+
+    if any(isinstance(m, MoE) for m in model.modules()):
+        raise ConfigError(
+            "structured pruning of mixture-of-experts layers is not supported (experts and "
+            "router share their units); use unstructured pruning (structured: false), "
+            "lowrank or quantize on this model."
+        )
     for cls in type(model).__mro__:
         if cls in GROUP_FINDERS:
             return GROUP_FINDERS[cls](model)

@@ -17,6 +17,7 @@ from tidian.models.base import (
     check_positive_int,
     norm_layer,
 )
+from tidian.models.moe import MoE, moe_options
 
 ALL_INPUTS = ("vector", "sequence", "image", "text")
 
@@ -37,6 +38,7 @@ class MLP(nn.Module):
         act: str,
         residual: bool,
         embed_dim: int,
+        moe: dict | None = None,
     ) -> None:
         super().__init__()
         self.input = FlatInput(sig, embed_dim)
@@ -46,7 +48,7 @@ class MLP(nn.Module):
         for out in hidden:
             self.blocks.append(
                 nn.Sequential(
-                    nn.Linear(width, out),
+                    MoE(width, out, **moe) if moe else nn.Linear(width, out),
                     norm_layer(norm, out, "features"),
                     activation(act),
                     nn.Dropout(dropout),
@@ -81,8 +83,13 @@ def mlp(
     activation: str = "relu",
     residual: bool = False,
     embed_dim: int = 64,
+    moe_experts: int = 0,
+    moe_top_k: int = 2,
+    moe_balance: float = 0.01,
 ) -> nn.Module:
-    """Multi-layer perceptron: ``hidden`` widths, or ``depth`` layers of ``width``."""
+    """Multi-layer perceptron: ``hidden`` widths, or ``depth`` layers of ``width``; with
+    ``moe_experts`` > 0 each hidden layer is a mixture of that many linear experts (top-k
+    routing, load-balancing loss weighted by ``moe_balance``)."""
     if hidden is None:
         hidden = [check_positive_int("width", width)] * check_positive_int("depth", depth, 0)
     else:
@@ -95,6 +102,7 @@ def mlp(
         act=activation,
         residual=bool(residual),
         embed_dim=embed_dim,
+        moe=moe_options(moe_experts, moe_top_k, moe_balance),
     )
 
 

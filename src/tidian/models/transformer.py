@@ -18,6 +18,7 @@ from tidian.models.base import (
     check_positive_int,
     masked_mean,
 )
+from tidian.models.moe import MoE, moe_options
 
 
 def sinusoidal(length: int, dim: int) -> torch.Tensor:
@@ -28,6 +29,34 @@ def sinusoidal(length: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq[: dim // 2])
     return table
+
+
+class MoEEncoderLayer(nn.TransformerEncoderLayer):
+    """A pre-norm encoder layer whose feed-forward block is a mixture of experts (per token).
+    Always the plain (non-fused) path: the fused kernel would call the dense feed-forward."""
+
+    def __init__(self, width: int, heads: int, ff: int, dropout: float, act: str, moe: dict):
+        super().__init__(
+            width,
+            heads,
+            dim_feedforward=ff,
+            dropout=dropout,
+            activation=act,
+            batch_first=True,
+            norm_first=True,
+        )
+        del self.linear1, self.linear2  # replaced by the experts
+        self.moe = MoE(
+            width, width, hidden=ff, activation=nn.GELU if act == "gelu" else nn.ReLU, **moe
+        )
+
+    def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout2(self.moe(x))
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        x = src
+        x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+        return x + self._ff_block(self.norm2(x))
 
 
 class Transformer(nn.Module):
@@ -50,6 +79,7 @@ class Transformer(nn.Module):
         norm: str,
         activation: str,
         embed_dim: int,
+        moe: dict | None = None,
     ) -> None:
         super().__init__()
         check_choice("pool", pool, ("mean", "cls"))
@@ -66,14 +96,18 @@ class Transformer(nn.Module):
         else:
             self.register_buffer("position", sinusoidal(length, width), persistent=False)
         self.cls = nn.Parameter(torch.zeros(1, 1, width)) if pool == "cls" else None
-        layer = nn.TransformerEncoderLayer(
-            width,
-            heads,
-            dim_feedforward=ff_mult * width,
-            dropout=dropout,
-            activation=activation,
-            batch_first=True,
-            norm_first=True,
+        layer = (
+            MoEEncoderLayer(width, heads, ff_mult * width, dropout, activation, moe)
+            if moe
+            else nn.TransformerEncoderLayer(
+                width,
+                heads,
+                dim_feedforward=ff_mult * width,
+                dropout=dropout,
+                activation=activation,
+                batch_first=True,
+                norm_first=True,
+            )
         )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width) if norm == "layer" else nn.Identity()
@@ -108,8 +142,12 @@ def transformer(
     norm: str = "layer",
     activation: str = "gelu",
     embed_dim: int = 64,
+    moe_experts: int = 0,
+    moe_top_k: int = 2,
+    moe_balance: float = 0.01,
 ) -> nn.Module:
-    """Transformer encoder with positional encoding; mean-pool or class-token readout."""
+    """Transformer encoder with positional encoding; mean-pool or class-token readout; with
+    ``moe_experts`` > 0 each feed-forward block is a per-token mixture of experts."""
     return Transformer(
         sig,
         width=check_positive_int("width", width),
@@ -122,4 +160,5 @@ def transformer(
         norm=norm,
         activation=activation,
         embed_dim=embed_dim,
+        moe=moe_options(moe_experts, moe_top_k, moe_balance),
     )

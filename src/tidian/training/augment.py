@@ -228,8 +228,10 @@ class AugmentStep:
                 "mixup / cutmix mix the labels, which this training step (distillation) "
                 "does not support; drop them from the policy."
             )
+        from tidian.models.moe import aux_loss
+
         out = model(x)
-        loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y2)
+        loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y2) + aux_loss(model)
         if self.inner.l1:
             loss = loss + self.inner.l1 * sum(p.abs().sum() for p in self.inner.penalized)
         return loss

@@ -16,6 +16,7 @@ from torch import nn
 
 from tidian.evaluation.metrics import compute_metrics, greater_is_better, predict
 from tidian.exceptions import ConfigError
+from tidian.models.moe import routing_stats
 from tidian.training.config import TrainConfig
 from tidian.training.losses import make_loss
 from tidian.training.optim import Schedule, initialize, make_optimizer, penalized
@@ -156,6 +157,9 @@ def fit(
             "lr": lr,
             "seconds": time.perf_counter() - tick,
         }
+        usage = routing_stats(model)
+        if usage is not None:  # mixture-of-experts layers: each expert's share of selections
+            row["moe_usage"] = usage
         if not math.isfinite(row["train_loss"]):
             raise ConfigError(
                 f"training diverged at epoch {epoch} (loss {row['train_loss']}); "

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidian.models.moe import aux_loss
+
 
 class PlainStep:
     """Supervised loss on the model's outputs, plus an optional L1 penalty on the weights."""
@@ -27,7 +29,7 @@ class PlainStep:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
-        loss = self.loss(model(x), y)
+        loss = self.loss(model(x), y) + aux_loss(model)
         if self.l1:
             loss = loss + self.l1 * sum(p.abs().sum() for p in self.penalized)
         return loss
@@ -79,4 +81,4 @@ class DistillStep:
             value = self.capture.values[hint.student]
             wanted = self.hint_targets[hint.teacher][rows].to(value.device)
             loss = loss + hint.weight * hint_loss(hint, value, wanted, self.projections[str(i)])
-        return loss
+        return loss + aux_loss(model)
