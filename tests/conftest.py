@@ -70,6 +70,10 @@ KINDS = ("vector", "sequence", "image", "text")
 # pretrained encoder needs a directory — a tiny random BERT over the tiny text vocabulary.
 REQUIRED_OPTIONS: dict[str, dict] = {
     "ensemble": {"members": [{"name": "mlp", "hidden": [8]}, {"name": "linear"}]},
+    "multitask": {
+        "base": {"name": "mlp", "hidden": [8]},
+        "aux": [{"name": "b", "kind": "values", "n_outputs": 1}],
+    },
 }
 
 

@@ -32,7 +32,7 @@ STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": Quan
 OTHER_STEPS = ("calibrate",)
 # Steps that build a new model from the parent (as its teacher) rather than change it; they
 # come first in a transform.
-NEW_MODEL_STEPS = ("distill", "transfer", "ensemble", "clean")
+NEW_MODEL_STEPS = ("distill", "transfer", "ensemble", "clean", "multitask")
 
 
 def _validate(kind: str, config: dict[str, Any]) -> None:
@@ -53,6 +53,9 @@ def _validate(kind: str, config: dict[str, Any]) -> None:
             combine=config.get("combine"),
             weights=config.get("weights"),
         )
+    elif kind == "multitask":
+        if not isinstance(config.get("model"), dict) or "weighting" not in config:
+            raise bad_value("multitask step", "{model: ..., train: ..., weighting: ...}", config)
     elif kind == "clean":
         if config.get("action") not in ("remove", "downweight") or "rows" not in config:
             raise bad_value("clean step", "{rows: [...], action: remove | downweight}", config)
@@ -119,6 +122,10 @@ def apply_steps(
             from tidian.stages.ensemble import ensemble_
 
             model, report = ensemble_(model, config, task, train=train, seed=seed, metric=metric)
+        elif kind == "multitask":
+            from tidian.stages.multitask import multitask_
+
+            model, report = multitask_(model, config, task, train=train, seed=seed)
         elif kind == "clean":
             from tidian.stages.clean import clean_
 
@@ -162,7 +169,7 @@ def run_transform(
     torch.manual_seed(seed)
     parent_dir = Path(parent)
     first = next(iter(steps[0])) if steps else None
-    needs_parent = first not in ("transfer", "clean") and not (
+    needs_parent = first not in ("transfer", "clean", "multitask") and not (
         (first == "distill" and steps[0]["distill"].get("teacher") != "incumbent")
         or (first == "ensemble" and steps[0]["ensemble"].get("members") != "seeds")
     )

@@ -10,7 +10,15 @@ import numpy as np
 from torch import nn
 
 # Importing the family modules registers their models.
-from tidian.models import cnn, ensemble, mlp, pretrained, rnn, transformer  # noqa: F401
+from tidian.models import (  # noqa: F401
+    cnn,
+    ensemble,
+    mlp,
+    multitask,
+    pretrained,
+    rnn,
+    transformer,
+)
 from tidian.models.base import MODELS, Head, Signature, refuse
 from tidian.registry import check_options
 

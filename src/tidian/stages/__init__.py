@@ -8,6 +8,7 @@ from tidian.stages import (  # noqa: F401  (registers the built-in stages)
     distill,
     ensemble,
     learning_curve,
+    multitask,
     transfer,
     tune,
     variants,

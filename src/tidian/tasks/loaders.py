@@ -151,10 +151,13 @@ def table_task(
     seed: int = 0,
     sep: str | None = None,
     columns: Sequence[str] | None = None,
+    targets: Sequence[str] = (),
 ) -> Task:
-    """A tabular task from CSV / TSV / Parquet / JSONL: one target column, the rest features."""
+    """A tabular task from CSV / TSV / Parquet / JSONL: one target column, the rest features
+    (``targets``: further target columns of a multi-task problem, not features)."""
     frame = read_table(path, sep=sep, columns=columns)
     options = {
+        "targets": list(targets),
         "target": target,
         "missing": missing,
         "categorical": list(categorical),
@@ -182,8 +185,11 @@ def tabular_task(
     test_size: float = 0.2,
     seed: int = 0,
     source: dict[str, Any] | None = None,
+    targets: Sequence[str] = (),
 ) -> Task:
     """A tabular task from a DataFrame: numeric columns standardised, categorical one-hot.
+    ``targets`` names further target columns (multi-task): kept out of the features, encoded
+    like the main target, stored per split in ``Split.aux``.
 
     ``missing``: ``'error'`` (default) names the columns holding NaN/inf with their counts;
     ``'drop'`` drops those rows; ``'impute'`` fills numeric gaps with the training median and
@@ -194,9 +200,14 @@ def tabular_task(
     if missing not in MISSING_POLICIES:
         raise bad_value("missing", f"one of {MISSING_POLICIES}", missing)
     target = _require_column(frame, target, "target", name)
-    for col in [*drop, *categorical, *([split_column] if split_column else [])]:
+    extra = [str(t) for t in targets]
+    if target in extra or len(set(extra)) != len(extra):
+        raise bad_value("targets", "further target columns, each once, not the main target", extra)
+    for col in [*drop, *categorical, *extra, *([split_column] if split_column else [])]:
         _require_column(frame, col, "named", name)
-    features = [c for c in frame.columns if c not in {target, split_column, *map(str, drop)}]
+    features = [
+        c for c in frame.columns if c not in {target, split_column, *map(str, drop), *extra}
+    ]
     if not features:
         raise DataError(f"loading {name!r}: no feature columns are left besides the target.")
     cat_cols = [
@@ -212,13 +223,14 @@ def tabular_task(
     if num_cols:
         numeric = frame[num_cols].astype("float64")
         frame[num_cols] = numeric.where(np.isfinite(numeric))  # inf counts as missing
-    bad_target = frame[target].isna()
+    bad_target = frame[[target, *extra]].isna().any(axis=1)
     if missing == "error":
         counts = {c: int(n) for c, n in frame[features].isna().sum().items() if n}
         if counts or bad_target.any():
             parts = [f"{c!r} ({n})" for c, n in counts.items()]
-            if bad_target.any():
-                parts.append(f"target {target!r} ({int(bad_target.sum())})")
+            for col in [target, *extra]:
+                if frame[col].isna().any():
+                    parts.append(f"target {col!r} ({int(frame[col].isna().sum())})")
             raise DataError(
                 f"loading {name!r}: missing or infinite values in {', '.join(parts)}. "
                 "Load with missing='drop' to drop those rows, or missing='impute' to fill them "
@@ -232,17 +244,12 @@ def tabular_task(
         raise DataError(f"loading {name!r}: no rows are left after dropping missing values.")
 
     kind = _target_kind(frame[target], target_kind)
-    if kind == "classes":
-        y, class_names = encode_labels(frame[target].astype(str).to_numpy())
-    else:
-        try:
-            y = frame[target].astype("float32").to_numpy()
-        except (TypeError, ValueError):
-            raise DataError(
-                f"loading {name!r}: target {target!r} is not numeric; use "
-                "target_kind='classes' for labels."
-            ) from None
-        class_names = None
+    y, class_names = _encode_target(frame[target], kind, name, target)
+    aux, aux_targets = {}, {}
+    for col in extra:
+        aux_kind = _target_kind(frame[col], "auto")
+        aux[col], names = _encode_target(frame[col], aux_kind, name, col)
+        aux_targets[col] = {"kind": aux_kind, "class_names": list(names) if names else None}
 
     if split_column:
         parts = _given_splits(frame[split_column], name)
@@ -266,7 +273,22 @@ def tabular_task(
         feature_names=tuple(names),
         source=source or {},
         preprocess=pre,
+        aux=aux,
+        aux_targets=aux_targets,
     )
+
+
+def _encode_target(column, kind: str, name: str, target: str):
+    """(values, class names or None) of a target column of ``kind``."""
+    if kind == "classes":
+        return encode_labels(column.astype(str).to_numpy())
+    try:
+        return column.astype("float32").to_numpy(), None
+    except (TypeError, ValueError):
+        raise DataError(
+            f"loading {name!r}: target {target!r} is not numeric; use "
+            "target_kind='classes' for labels."
+        ) from None
 
 
 def _target_kind(column, requested: str) -> str:

@@ -32,10 +32,12 @@ _INPUT_NDIM = {"vector": 2, "sequence": 3, "image": 4, "text": 2}
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """One split: inputs ``x`` and targets ``y`` with the same number of rows."""
+    """One split: inputs ``x`` and targets ``y`` with the same number of rows; ``aux`` holds
+    a multi-target task's other targets, row for row (see ``Task.aux_targets``)."""
 
     x: np.ndarray
     y: np.ndarray
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -57,6 +59,9 @@ class Task:
     vocab: tuple[str, ...] | None = None
     source: dict[str, Any] = field(default_factory=dict)
     preprocess: Preprocess = field(default_factory=Preprocess)  # raw inputs → model inputs
+    # further targets of a multi-target task: name -> {"kind", "class_names"}; their values sit
+    # in each split's ``aux``. The main target (``y``) is what the metric and the gate judge.
+    aux_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
@@ -82,6 +87,20 @@ class Task:
                 )
         if self.input_kind == "text" and not self.vocab:
             raise DataError(f"task {self.name!r}: a text task needs its vocabulary.")
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            if split.aux and set(split.aux) != set(self.aux_targets):
+                raise DataError(
+                    f"task {self.name!r}, {split_name} split: auxiliary targets "
+                    f"{sorted(split.aux)} do not match the task's {sorted(self.aux_targets)}."
+                )
+            for name, values in split.aux.items():
+                if len(values) != len(split):
+                    raise DataError(
+                        f"task {self.name!r}, {split_name} split: target {name!r} has "
+                        f"{len(values)} rows but the inputs have {len(split)}; multi-task "
+                        "targets must have the same length."
+                    )
 
     def _check_split(self, split_name: str, split: Split) -> None:
         where = f"task {self.name!r}, {split_name} split"
@@ -331,5 +350,9 @@ def from_indices(
                 "scale", {"shift": (a + b * mean).tolist(), "scale": (b * std).tolist()}
             )
         task_fields["preprocess"] = pre
-    splits = [Split(np.ascontiguousarray(a), y[idx]) for a, idx in zip(xs, parts)]
+    aux = task_fields.pop("aux", None) or {}
+    splits = [
+        Split(np.ascontiguousarray(a), y[idx], {k: v[idx] for k, v in aux.items()})
+        for a, idx in zip(xs, parts)
+    ]
     return Task(name, *splits, **task_fields)
