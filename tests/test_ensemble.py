@@ -246,3 +246,35 @@ def test_members_without_weight_are_dropped(vector_task, monkeypatch):
     monkeypatch.setattr(ens, "fit_weights", lambda outs, y, classes: np.array([0.0, 1.0, 0.0]))
     single, report = ens.ensemble_(None, step, vector_task, seed=0)
     assert not isinstance(single, Ensemble) and report["kept"] == [1]
+
+
+def test_boosting_members_are_lightgbm_as_tensors(tmp_path):
+    import lightgbm as lgb
+
+    from tidian.models.trees import GBDT, from_lightgbm
+
+    task = tidian.load_task("breast_cancer")
+    booster = lgb.LGBMClassifier(n_estimators=40, verbose=-1, random_state=0)
+    booster.fit(task.train.x, task.train.y)
+    trees = from_lightgbm(booster, task)
+    raw = booster.predict(task.test.x, raw_score=True)
+    out = trees(torch.as_tensor(task.test.x)).numpy()
+    np.testing.assert_allclose(out[:, 1] - out[:, 0], raw, atol=1e-5)  # LightGBM's own scores
+    torch.manual_seed(0)
+    parent = tidian.create_model("mlp", task, hidden=[8])
+    tidian.fit(parent, task, {"epochs": 5}, seed=0)
+    step = {
+        "members": "boosting",
+        "k": 3,
+        "combine": "average",
+        "folders": [],
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 5},
+        "lightgbm": {"n_estimators": 30},
+    }
+    model, _ = ens.ensemble_(parent, step, task, seed=0)
+    assert model.members[0] is parent and all(isinstance(m, GBDT) for m in model.members[1:])
+    x = torch.as_tensor(task.test.x)
+    restored = load_model(save_model(model, tmp_path / "e"))
+    torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+    assert tidian.export_onnx(model, task, tmp_path / "e.onnx").passed

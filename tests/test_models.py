@@ -38,6 +38,9 @@ def test_forward_backward(name, kind, tiny_tasks):
     out = model(_batch(task))
     assert out.shape == (6, task.n_outputs)
     assert torch.isfinite(out).all()
+    if not tidian.MODELS.entry(name).meta.get("trainable", True):
+        assert not any(p.requires_grad for p in model.parameters())  # converted, not trained
+        return
     loss = nn.functional.cross_entropy(out, torch.as_tensor(task.train.y[:6]))
     loss.backward()
     # parameters only further targets reach (multi-task heads) get no gradient from the main one
@@ -67,6 +70,10 @@ def test_save_load_round_trip_gives_equal_outputs(name, kind, tiny_tasks, tmp_pa
 def test_same_seed_same_weights(name, kind, tiny_tasks):
     task = tiny_tasks[kind]
     config = {"epochs": 2, "batch_size": 16}
+    if not tidian.MODELS.entry(name).meta.get("trainable", True):
+        with pytest.raises(tidian.ConfigError, match="no trainable parameters"):
+            tidian.fit(create_model(name, task), task, config)
+        return
 
     def trained(seed):
         torch.manual_seed(seed)

@@ -153,3 +153,10 @@ def test_multitask_stage_end_to_end(tmp_path):
         target = step["multitask"]["targets"]["amount"]
         assert target["metric"] == "rmse" and target["single_task"] > 0
         assert target["multitask"] > 0
+    from tidian.report import collect, render, to_json
+
+    data = to_json(collect(store, result.run_id, analyses=False))
+    (shown,) = data["multitask"]
+    amount = shown["targets"]["amount"]
+    assert len(amount["multitask"]) == 2 and amount["single_task_mean"] > 0
+    assert "further targets" in render(data)

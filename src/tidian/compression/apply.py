@@ -171,7 +171,9 @@ def run_transform(
     first = next(iter(steps[0])) if steps else None
     needs_parent = first not in ("transfer", "clean", "multitask") and not (
         (first == "distill" and steps[0]["distill"].get("teacher") != "incumbent")
-        or (first == "ensemble" and steps[0]["ensemble"].get("members") != "seeds")
+        or (
+            first == "ensemble" and steps[0]["ensemble"].get("members") not in ("seeds", "boosting")
+        )
     )
     if needs_parent and (parent_dir / ONNX_FILE).exists():
         raise ConfigError(

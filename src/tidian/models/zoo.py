@@ -18,6 +18,7 @@ from tidian.models import (  # noqa: F401
     pretrained,
     rnn,
     transformer,
+    trees,
 )
 from tidian.models.base import MODELS, Head, Signature, refuse
 from tidian.registry import check_options

@@ -434,6 +434,30 @@ def _learning_curves(stages: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
+def _multitask(store: Any, rows: list[dict]) -> list[dict[str, Any]]:
+    """Per multi-task candidate, each further target's test score (mean over seeds) beside
+    the same base model trained on that target alone, from the seeds' reports."""
+    out = []
+    for row in rows:
+        if row["stage"] != "multitask" or row["status"] != "done":
+            continue
+        targets: dict[str, dict[str, Any]] = {}
+        for result in store.seed_results(row["id"]).values():
+            for step in result["history"].get("transform", {}).get("steps", []):
+                for name, score in (step.get("multitask") or {}).get("targets", {}).items():
+                    t = targets.setdefault(
+                        name, {"metric": score["metric"], "multitask": [], "single_task": []}
+                    )
+                    t["multitask"].append(score["multitask"])
+                    if "single_task" in score:
+                        t["single_task"].append(score["single_task"])
+        for t in targets.values():
+            for key in ("multitask", "single_task"):
+                t[f"{key}_mean"] = float(np.mean(t[key])) if t[key] else None
+        out.append({"candidate": row["id"], "label": row["label"], "targets": targets})
+    return out
+
+
 def _tuning(stages: list[dict]) -> list[dict[str, Any]]:
     return [
         {
@@ -511,6 +535,7 @@ def collect(
         "lineage": _lineage(rows),
         "tuning": _tuning(stages),
         "learning_curves": _learning_curves(stages),
+        "multitask": _multitask(store, rows),
         "environment": run.get("environment"),
         "reproduce": _reproduce(run),
         "skipped": {},

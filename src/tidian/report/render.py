@@ -195,6 +195,27 @@ def _stages(d: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _multitask(d: dict[str, Any]) -> str:
+    """Each further target of a multi-task candidate against its single-task model."""
+    parts = []
+    for m in d.get("multitask", []):
+        rows = [
+            [
+                _td(name, cls="l"),
+                _td(t["metric"]),
+                _td(fmt(t["multitask_mean"], 4)),
+                _td(fmt(t["single_task_mean"], 4)),
+                _td(len(t["multitask"])),
+            ]
+            for name, t in m["targets"].items()
+        ]
+        parts.append(f"<h3>#{m['candidate']} {escape(m['label'])}: further targets</h3>")
+        parts.append(
+            _table(["target", "metric", "multi-task (test)", "alone (test)", "seeds"], rows)
+        )
+    return "".join(parts)
+
+
 def _pareto(d: dict[str, Any]) -> str:
     base_id = (d["headline"].get("baseline") or {}).get("id")
     pts = [{**p, "y": p["quality"], "baseline": p["id"] == base_id} for p in d["pareto"]]
@@ -488,7 +509,7 @@ def render(data: dict[str, Any]) -> str:
     run, task = d["run"], d.get("task") or {}
     body = {
         "headline": _headline(d),
-        "stages": _stages(d),
+        "stages": _stages(d) + _multitask(d),
         "pareto": _pareto(d),
         "curves": _curves(d),
         "errors": _errors(d),

@@ -9,7 +9,10 @@ Members (``members``):
   the training split;
 * ``snapshot`` — one training of the incumbent's recipe cut into ``k`` cosine cycles (the
   learning rate restarts at each cycle, Huang et al.'s snapshot ensembles); the model at the
-  end of each cycle is a member.
+  end of each cycle is a member;
+* ``boosting`` — the incumbent beside ``k − 1`` LightGBM models (row and column subsampling,
+  each its own seed; ``lightgbm: {...}`` passes parameters), converted to tensors
+  (``models/trees.py``) so the ensemble stays one module and one ONNX graph.
 
 Combinations (``combine``, one candidate each): ``vote``, ``average``, ``weighted`` (weights
 on the simplex minimising the validation log loss, or MSE for regression — members left with
@@ -40,7 +43,7 @@ from tidian.exceptions import ConfigError, bad_value
 from tidian.models.ensemble import COMBINE
 from tidian.stages.base import STAGES, Context, Proposal, Stage
 
-MEMBERS = ("top", "seeds", "bagging", "snapshot")
+MEMBERS = ("top", "seeds", "bagging", "snapshot", "boosting")
 MIN_WEIGHT = 1e-3  # fitted weights below this drop their member
 
 
@@ -55,6 +58,7 @@ class EnsembleConfig:
     combine: str | list[str] = "average"
     weights: list[float] | None = None
     train: dict[str, Any] = field(default_factory=dict)
+    lightgbm: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.members not in MEMBERS:
@@ -94,6 +98,8 @@ class EnsembleStage(Stage):
         from tidian.evaluation.metrics import greater_is_better
 
         c: EnsembleConfig = self.config
+        if c.members == "boosting" and ctx.task.input_kind == "text":
+            raise ConfigError("ensemble.members boosting: gradient boosting takes no token ids.")
         if "vote" in c.combines and ctx.task.target_kind != "classes":
             raise ConfigError(
                 "ensemble.combine: 'vote' needs a classification task; use average or weighted."
@@ -123,6 +129,7 @@ class EnsembleStage(Stage):
                 "model": dict(incumbent.model),
                 "train": train,
                 "weights": c.weights if combine == "weighted" else None,
+                "lightgbm": dict(c.lightgbm),
             }
             size = len(folders) if folders else c.k
             proposals.append(
@@ -254,7 +261,7 @@ def _member_spec(folder: Any) -> dict[str, Any]:
 
 def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any, seed: int):
     """Members trained here from the incumbent's recipe (seeds, bagging, snapshot)."""
-    from tidian.models.zoo import create_model
+    from tidian.models.zoo import create_model, model_spec
     from tidian.tasks.task import Split
     from tidian.training.config import TrainConfig
     from tidian.training.loop import fit
@@ -263,6 +270,9 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     name, options = model.pop("name"), model
     train = TrainConfig.from_dict(config["train"])
     kind, k = config["members"], int(config["k"])
+    own = model_spec(parent) if parent is not None else None
+    if own is not None and kind in ("seeds", "boosting"):  # the parent as it was saved
+        name, options = own.name, dict(own.options)
     members = []
     if kind == "seeds":
         if parent is None:
@@ -285,6 +295,26 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
             m = create_model(name, task, **options)
             fit(m, bag, train, seed=s)
             members.append(m)
+    elif kind == "boosting":  # the incumbent beside k - 1 LightGBM models, as tensors
+        from tidian.models.trees import from_lightgbm
+        from tidian.stages.distill import _lightgbm_teacher
+
+        if parent is None:
+            raise ConfigError("ensemble members boosting: the incumbent's model is missing.")
+        members, specs = [parent], [(name, options)]
+        for i in range(1, k):
+            options_i = {
+                "subsample": 0.8,
+                "subsample_freq": 1,
+                "colsample_bytree": 0.8,
+                **config.get("lightgbm", {}),
+            }
+            booster, _ = _lightgbm_teacher(task, options_i, seed * 1000 + i)
+            tree_model = from_lightgbm(booster, task)
+            spec = model_spec(tree_model)
+            members.append(tree_model)
+            specs.append((spec.name, dict(spec.options)))
+        return specs, members
     else:  # snapshot: k cosine cycles of one training run, a member at the end of each
         import copy
 

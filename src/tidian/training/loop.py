@@ -83,6 +83,11 @@ def fit(
     left in eval mode on its device.
     """
     config = TrainConfig.coerce(config)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(
+            f"{type(model).__name__} has no trainable parameters; tidian cannot train it "
+            "(a converted tree ensemble is trained by its own library)."
+        )
     device = resolve_device(config.device)
     has_val = len(task.val) > 0
     monitor = config.monitor or task.metric
