@@ -42,4 +42,5 @@ bench: setup
 	$(PY) bench/ensembles.py
 	$(PY) bench/augment_mnist1d.py
 	$(PY) bench/label_noise.py
+	$(PY) bench/tabular.py
 	$(PY) bench/text_transfer.py

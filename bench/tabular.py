@@ -1,11 +1,11 @@
-"""Tabular tasks: zoo networks against LightGBM and ensembles of both (breast_cancer, wine,
+"""Tabular tasks: zoo networks against LightGBM, XGBoost and ensembles (breast_cancer, wine,
 penguins; 5 seeds each).
 
 One tidian run per task: an MLP baseline, an ``architecture`` stage (logistic regression, a
-wider MLP with dropout), then one ``ensemble`` stage with ``members: boosting`` — the incumbent
-beside a LightGBM model converted to tensors — as LightGBM alone (fixed weights [0, 1]),
-averaged with the network, and weighted / greedy on validation. Every candidate shares the
-seeds, so every gain is paired; the gate (Holm-corrected) decides.
+wider MLP with dropout), then an ``ensemble`` stage with ``members: boosting`` (the incumbent
+beside a LightGBM model converted to tensors: averaged, weighted and greedy on validation),
+then LightGBM alone and XGBoost alone (ensembles with fixed weights [0, 1]). Every candidate
+shares the seeds, so every gain is paired; the gate (Holm-corrected) decides.
 
     python bench/tabular.py [--seeds 5] [--jobs 2]
 """
@@ -41,6 +41,14 @@ def recipe(task: str, seeds: int) -> dict:
             },
             {"ensemble": {**boosting, "combine": ["average", "weighted", "greedy"]}},
             {"ensemble": {**boosting, "combine": "weighted", "weights": [0, 1]}},
+            {
+                "ensemble": {
+                    **boosting,
+                    "booster": "xgboost",
+                    "combine": "weighted",
+                    "weights": [0, 1],
+                }
+            },
         ],
     }
 
@@ -57,14 +65,16 @@ def main() -> None:
             result = tidian.run(recipe(task, args.seeds), store=store, jobs=args.jobs)
         rows = candidate_rows(result, "mlp [32] (baseline)")
         for row, c in zip(rows, result.candidates):
-            if c["label"].endswith("weighted") and c["stage_position"] == 3:
-                row[0] = "LightGBM alone (ensemble weights [0, 1])"
+            if c["label"].endswith("weighted") and c["stage_position"] in (3, 4):
+                lib = "LightGBM" if c["stage_position"] == 3 else "XGBoost"
+                row[0] = f"{lib} alone (ensemble weights [0, 1])"
         print_table(
             f"{task}: {args.seeds} seeds ({(time.perf_counter() - start) / 60:.1f} min)",
             ["candidate", "test accuracy (95% CI)", "paired gain vs incumbent", "gate"],
             rows,
             note="ensembles (stage 2) are gated against the incumbent after the architecture "
-            "stage; LightGBM alone (stage 3) against the incumbent after stage 2.",
+            "stage; LightGBM alone (stage 3) and XGBoost alone (stage 4) against the incumbent "
+            "before them.",
         )
 
 

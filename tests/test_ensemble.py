@@ -278,3 +278,25 @@ def test_boosting_members_are_lightgbm_as_tensors(tmp_path):
     restored = load_model(save_model(model, tmp_path / "e"))
     torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
     assert tidian.export_onnx(model, task, tmp_path / "e.onnx").passed
+
+
+@pytest.mark.parametrize("kind", ["classes", "values"])
+def test_xgboost_models_convert_exactly(kind, regression_task):
+    import xgboost as xgb
+
+    from tidian.models.trees import train_boosting
+
+    task = tidian.load_task("iris") if kind == "classes" else regression_task
+    model = train_boosting("xgboost", task, {"n_estimators": 20}, seed=0)
+    params = {
+        "n_estimators": 20,
+        "learning_rate": 0.05,
+        "max_depth": 4,
+        "random_state": 0,
+        "n_jobs": 1,
+    }
+    ref = (xgb.XGBClassifier if kind == "classes" else xgb.XGBRegressor)(**params)
+    ref.fit(task.train.x, task.train.y)
+    margin = ref.get_booster().predict(xgb.DMatrix(task.test.x), output_margin=True)
+    out = model(torch.as_tensor(task.test.x)).numpy()
+    np.testing.assert_allclose(out.reshape(margin.shape), margin, atol=1e-4)

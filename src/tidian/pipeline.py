@@ -539,7 +539,7 @@ STAGE_NEEDS = {
 def _config_needs(name: str, config: Any) -> list[tuple[str, str]]:
     """Optional packages that depend on a stage's settings."""
     if name == "ensemble" and config.members == "boosting":
-        return [("lightgbm", "boost")]
+        return [("xgboost" if config.booster == "xgboost" else "lightgbm", "boost")]
     if name == "clean" and config.label_noise:
         return [("cleanlab", "clean")]
     if name == "distill" and config.teacher == "lightgbm":

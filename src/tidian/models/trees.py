@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tidian.exceptions import ConfigError
+from tidian.exceptions import ConfigError, bad_value, require
 from tidian.models.base import MODELS, Signature
 
 
@@ -33,9 +33,10 @@ class GBDT(nn.Module):
         self.register_buffer("threshold", torch.zeros(trees, nodes, dtype=torch.float64))
         self.register_buffer("left", torch.zeros(trees, nodes, dtype=torch.long))
         self.register_buffer("right", torch.zeros(trees, nodes, dtype=torch.long))
-        self.register_buffer("value", torch.zeros(trees, nodes))
+        self.register_buffer("value", torch.zeros(trees, nodes, dtype=torch.float64))
         self.register_buffer("leaf", torch.ones(trees, nodes, dtype=torch.bool))
-        self.register_buffer("group", torch.zeros(trees, outputs))  # tree → output it adds to
+        self.register_buffer("group", torch.zeros(trees, outputs, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(outputs, dtype=torch.float64))  # base margin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1).double()
@@ -47,7 +48,7 @@ class GBDT(nn.Module):
             go_left = torch.gather(x, 1, f) <= self.threshold[trees, node]
             step = torch.where(go_left, self.left[trees, node], self.right[trees, node])
             node = torch.where(self.leaf[trees, node], node, step)
-        score = (self.value[trees, node] @ self.group).float()  # (n, outputs)
+        score = (self.value[trees, node] @ self.group + self.bias).float()  # (n, outputs)
         if self.binary:
             return torch.cat([torch.zeros_like(score), score], dim=1)
         return score
@@ -73,8 +74,6 @@ def gbdt(
 def from_lightgbm(booster: Any, task: Any) -> nn.Module:
     """The zoo ``gbdt`` model holding ``booster``'s trees (a LightGBM Booster or sklearn
     estimator)."""
-    from tidian.models.zoo import create_model
-
     booster = getattr(booster, "booster_", booster)
     dump = booster.dump_model()
     per_iteration = int(dump["num_tree_per_iteration"])
@@ -86,6 +85,12 @@ def from_lightgbm(booster: Any, task: Any) -> nn.Module:
             "occur in the training split."
         )
     flat = [_flatten(info["tree_structure"]) for info in infos]
+    return _build(flat, per_iteration, task)
+
+
+def _build(flat: list[dict[str, Any]], per_iteration: int, task: Any) -> nn.Module:
+    from tidian.models.zoo import create_model
+
     nodes = max(len(f["feature"]) for f in flat)
     depth = max(f["depth"] for f in flat)
     binary = task.target_kind == "classes" and per_iteration == 1
@@ -94,9 +99,53 @@ def from_lightgbm(booster: Any, task: Any) -> nn.Module:
         for t, f in enumerate(flat):
             k = len(f["feature"])
             for name in ("feature", "threshold", "left", "right", "value", "leaf"):
-                getattr(model, name)[t, :k] = torch.as_tensor(np.asarray(f[name]))
+                buffer = getattr(model, name)
+                buffer[t, :k] = torch.as_tensor(np.asarray(f[name]), dtype=buffer.dtype)
             model.group[t, t % per_iteration if per_iteration > 1 else 0] = 1.0
     return model
+
+
+def from_xgboost(booster: Any, task: Any) -> nn.Module:
+    """The zoo ``gbdt`` model holding an XGBoost model's trees (``xgboost-cpu``). XGBoost
+    sends a row left when ``x < threshold``; the threshold becomes the largest double below it,
+    so ``x <= t'`` decides the same for every float32 input. The base margin is read off the
+    model's own margins on the training rows (it must be one constant per output)."""
+    import json
+
+    import xgboost as xgb
+
+    booster = booster.get_booster() if hasattr(booster, "get_booster") else booster
+    trees = [json.loads(t) for t in booster.get_dump(dump_format="json")]
+    classes = task.n_classes if task.target_kind == "classes" else 1
+    per_iteration = classes if classes > 2 else 1
+    model = _build([_flatten(_from_xgb_node(t)) for t in trees], per_iteration, task)
+    x = task.train.x.reshape(len(task.train.x), -1)
+    margin = booster.predict(xgb.DMatrix(x), output_margin=True).reshape(len(x), -1)
+    with torch.no_grad():
+        model.bias.zero_()
+        mine = model(torch.as_tensor(task.train.x)).double().numpy()
+        if model.binary:
+            mine = mine[:, 1:]
+        offset = margin - mine
+        if np.ptp(offset, axis=0).max() > 1e-3:
+            raise ConfigError("could not read the XGBoost model's base margin (not constant).")
+        model.bias.copy_(torch.as_tensor(offset.mean(0)))
+    return model
+
+
+def _from_xgb_node(node: dict[str, Any]) -> dict[str, Any]:
+    """An XGBoost dump node as a LightGBM-style node (for :func:`_flatten`)."""
+    if "leaf" in node:
+        return {"leaf_value": node["leaf"]}
+    children = {c["nodeid"]: c for c in node["children"]}
+    below = np.nextafter(np.float64(np.float32(node["split_condition"])), -np.inf)
+    return {
+        "split_feature": int(str(node["split"]).lstrip("f")),
+        "threshold": float(below),
+        "decision_type": "<=",
+        "left_child": _from_xgb_node(children[node["yes"]]),
+        "right_child": _from_xgb_node(children[node["no"]]),
+    }
 
 
 def _flatten(root: dict[str, Any]) -> dict[str, Any]:
@@ -127,3 +176,26 @@ def _flatten(root: dict[str, Any]) -> dict[str, Any]:
         out["left"][i], out["right"][i] = base, base + 1
         queue += [(node["left_child"], level + 1), (node["right_child"], level + 1)]
     return {**out, "depth": depth}
+
+
+BOOSTERS = ("lightgbm", "xgboost")
+
+
+def train_boosting(booster: str, task: Any, options: dict[str, Any], seed: int) -> nn.Module:
+    """Train a LightGBM or XGBoost model on the task's training split (inputs flattened) and
+    return it as a ``gbdt`` module. XGBoost comes from the ``xgboost-cpu`` package."""
+    if booster not in BOOSTERS:
+        raise bad_value("booster", f"one of {BOOSTERS}", booster)
+    x = task.train.x.reshape(len(task.train.x), -1)
+    classes = task.target_kind == "classes"
+    if booster == "lightgbm":
+        lgb = require("lightgbm", "boost", "LightGBM members")
+        params = {"n_estimators": 300, "learning_rate": 0.05, "verbose": -1, **options}
+        params.update(random_state=seed, n_jobs=1)
+        model = (lgb.LGBMClassifier if classes else lgb.LGBMRegressor)(**params)
+        return from_lightgbm(model.fit(x, task.train.y), task)
+    xgb = require("xgboost", "boost", "XGBoost members (the xgboost-cpu package)")
+    params = {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 4, **options}
+    params.update(random_state=seed, n_jobs=1)
+    model = (xgb.XGBClassifier if classes else xgb.XGBRegressor)(**params)
+    return from_xgboost(model.fit(x, task.train.y), task)

@@ -10,8 +10,9 @@ Members (``members``):
 * ``snapshot`` — one training of the incumbent's recipe cut into ``k`` cosine cycles (the
   learning rate restarts at each cycle, Huang et al.'s snapshot ensembles); the model at the
   end of each cycle is a member;
-* ``boosting`` — the incumbent beside ``k − 1`` LightGBM models (row and column subsampling,
-  each its own seed; ``lightgbm: {...}`` passes parameters), converted to tensors
+* ``boosting`` — the incumbent beside ``k − 1`` LightGBM models (``booster: xgboost`` for
+  XGBoost, from the ``xgboost-cpu`` package; row and column subsampling, each its own seed;
+  ``lightgbm: {...}`` passes the booster's parameters), converted to tensors
   (``models/trees.py``) so the ensemble stays one module and one ONNX graph.
 
 Combinations (``combine``, one candidate each): ``vote``, ``average``, ``weighted`` (weights
@@ -58,7 +59,8 @@ class EnsembleConfig:
     combine: str | list[str] = "average"
     weights: list[float] | None = None
     train: dict[str, Any] = field(default_factory=dict)
-    lightgbm: dict[str, Any] = field(default_factory=dict)
+    lightgbm: dict[str, Any] = field(default_factory=dict)  # the booster's parameters
+    booster: str = "lightgbm"
 
     def __post_init__(self) -> None:
         if self.members not in MEMBERS:
@@ -82,6 +84,8 @@ class EnsembleConfig:
                 raise bad_value("ensemble.weights", "non-negative numbers with a positive sum", w)
             if len(w) != self.k:
                 raise bad_value("ensemble.weights", f"one weight per member (k={self.k})", w)
+        if self.booster not in ("lightgbm", "xgboost"):
+            raise bad_value("ensemble.booster", "lightgbm or xgboost", self.booster)
         if not isinstance(self.train, dict):
             raise bad_value("ensemble.train", "a mapping of training options", self.train)
 
@@ -130,6 +134,7 @@ class EnsembleStage(Stage):
                 "train": train,
                 "weights": c.weights if combine == "weighted" else None,
                 "lightgbm": dict(c.lightgbm),
+                "booster": c.booster,
             }
             size = len(folders) if folders else c.k
             proposals.append(
@@ -295,22 +300,22 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
             m = create_model(name, task, **options)
             fit(m, bag, train, seed=s)
             members.append(m)
-    elif kind == "boosting":  # the incumbent beside k - 1 LightGBM models, as tensors
-        from tidian.models.trees import from_lightgbm
-        from tidian.stages.distill import _lightgbm_teacher
+    elif kind == "boosting":  # the incumbent beside k - 1 boosted tree models, as tensors
+        from tidian.models.trees import train_boosting
 
         if parent is None:
             raise ConfigError("ensemble members boosting: the incumbent's model is missing.")
         members, specs = [parent], [(name, options)]
+        booster = config.get("booster", "lightgbm")
+        sampling = (
+            {"subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8}
+            if booster == "lightgbm"
+            else {"subsample": 0.8, "colsample_bytree": 0.8}
+        )
         for i in range(1, k):
-            options_i = {
-                "subsample": 0.8,
-                "subsample_freq": 1,
-                "colsample_bytree": 0.8,
-                **config.get("lightgbm", {}),
-            }
-            booster, _ = _lightgbm_teacher(task, options_i, seed * 1000 + i)
-            tree_model = from_lightgbm(booster, task)
+            tree_model = train_boosting(
+                booster, task, {**sampling, **config.get("lightgbm", {})}, seed * 1000 + i
+            )
             spec = model_spec(tree_model)
             members.append(tree_model)
             specs.append((spec.name, dict(spec.options)))
