@@ -114,9 +114,14 @@ def test_clean_stage_in_a_run(tmp_path):
     report = result.stages[1]["report"]["clean"]
     issues = report["label_issues"]
     cands = [c for c in result.candidates if c["stage"] == "clean"]
-    assert len(cands) == (2 if issues else 0)
+    labelled = [c for c in cands if "suspect labels" in c["label"]]
+    assert len(labelled) == (2 if issues else 0)
+    clipped = [c for c in cands if "clipped" in c["label"]]
+    assert len(clipped) == (1 if report["outliers"]["rows"] else 0)
+    assert len(cands) == len(labelled) + len(clipped)
     for c in cands:
         assert c["status"] == "done" and c["decision"] in ("accepted", "rejected")
+    for c in labelled:
         assert str(len(issues)) in c["label"]
     assert report["duplicates"]["repeated_rows"] == []
 
@@ -129,3 +134,29 @@ def test_clean_config_and_task_checks(regression_task):
     with pytest.raises(ConfigError, match="classification"):
         Clean(CleanConfig()).check(regression_task)
     Clean(CleanConfig(label_noise=False)).check(regression_task)
+
+
+def test_clip_candidate_trains_on_winsorised_inputs(monkeypatch):
+    import tidian.training.loop as loop
+    from tidian.stages import Context, Proposal
+
+    x, y = _blobs(120)
+    x[5, 0] = 400.0  # a planted outlier
+    task = _task(x, y, Split(x[:30], y[:30]), Split(x[:30], y[:30]))
+    stage = Clean(CleanConfig(duplicates=True, label_noise=False, outliers=6.0))
+    proposals = stage.run(
+        Proposal("b", {"name": "linear"}, {"epochs": 2}), Context(task, "accuracy", (0,))
+    )
+    (clip,) = [p for p in proposals if p.changes.get("clean") == "outliers"]
+    seen, real = [], loop.fit
+
+    def spy(model, t, *args, **kwargs):
+        seen.append(t.train.x.copy())
+        return real(model, t, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "fit", spy)
+    clean_(None, clip.transform[0]["clean"], task, seed=0)
+    (trained,) = seen
+    column = x[:, 0].astype(np.float64)
+    assert trained[5, 0] == pytest.approx(column.mean() + 6 * column.std(), rel=1e-5)
+    assert trained[6, 0] == x[6, 0]  # ordinary values untouched

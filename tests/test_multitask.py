@@ -160,3 +160,22 @@ def test_multitask_stage_end_to_end(tmp_path):
     amount = shown["targets"]["amount"]
     assert len(amount["multitask"]) == 2 and amount["single_task_mean"] > 0
     assert "further targets" in render(data)
+
+
+def test_reconstruction_is_a_self_supervised_further_target(vector_task):
+    from tidian.stages import Context, Proposal
+
+    stage = Multitask(MultitaskConfig(targets=["reconstruction"], weighting="fixed"))
+    (proposal,) = stage.run(
+        Proposal("b", {"name": "mlp", "hidden": [16]}, {"epochs": 30, "lr": 0.01}),
+        Context(vector_task, "accuracy", (0,)),
+    )
+    model, report = multitask_(None, proposal.transform[0]["multitask"], vector_task, seed=0)
+    out = model.forward_all(torch.as_tensor(vector_task.test.x))[1]
+    assert out.shape == vector_task.test.x.shape
+    error = report["targets"]["reconstruction"]["multitask"]
+    assert error < vector_task.test.x.std()  # better than predicting the mean
+    with pytest.raises(ConfigError, match="token ids"):
+        from conftest import make_task
+
+        Multitask(MultitaskConfig(targets=["reconstruction"])).check(make_task("text"))

@@ -57,8 +57,10 @@ def _validate(kind: str, config: dict[str, Any]) -> None:
         if not isinstance(config.get("model"), dict) or "weighting" not in config:
             raise bad_value("multitask step", "{model: ..., train: ..., weighting: ...}", config)
     elif kind == "clean":
-        if config.get("action") not in ("remove", "downweight") or "rows" not in config:
-            raise bad_value("clean step", "{rows: [...], action: remove | downweight}", config)
+        if config.get("action") not in ("remove", "downweight", "clip") or "rows" not in config:
+            raise bad_value(
+                "clean step", "{rows: [...], action: remove | downweight | clip}", config
+            )
     elif kind == "transfer":
         from tidian.stages.transfer import STRATEGIES
 

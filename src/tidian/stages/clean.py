@@ -8,7 +8,8 @@ pays on the (untouched) test split.
 * ``label_noise``: confident learning on out-of-fold probabilities of the incumbent's recipe
   (``evaluation/cleaning.py``, cleanlab); candidates retrain with the suspects removed and
   with them down-weighted (``weight``);
-* ``outliers``: rows with a feature beyond ``z`` standard deviations — reported only.
+* ``outliers``: rows with a feature beyond ``z`` standard deviations — reported, and a
+  candidate trains on the training inputs clipped (winsorised) at ±z SD per feature.
 
 The suspects are found once, with the run's first seed, before any candidate trains; the same
 rows are then removed for every seed so candidates stay paired. Missing values are handled when
@@ -106,7 +107,29 @@ class Clean(Stage):
                 {"clean": "duplicates", "rows": len(drop)},
             )
         if c.outliers and task.input_kind != "text":
-            report["outliers"] = outliers(task, z=c.outliers)
+            report["outliers"] = found = outliers(task, z=c.outliers)
+            if found["rows"]:
+                proposals.append(
+                    Proposal(
+                        f"training values clipped at {c.outliers:g} SD ({len(found['rows'])} "
+                        "rows had outliers)",
+                        dict(incumbent.model),
+                        dict(incumbent.train),
+                        {"clean": "outliers", "rows": len(found["rows"]), "z": c.outliers},
+                        transform=[
+                            {
+                                "clean": {
+                                    "rows": found["rows"],
+                                    "action": "clip",
+                                    "z": c.outliers,
+                                    "weight": c.weight,
+                                    "model": dict(incumbent.model),
+                                    "train": dict(incumbent.train),
+                                }
+                            }
+                        ],
+                    )
+                )
         if c.label_noise:
             proba = out_of_fold(
                 incumbent.model,
@@ -181,6 +204,18 @@ def clean_(
     if config["action"] == "remove":
         keep = np.setdiff1d(np.arange(len(task.train)), rows)
         part = task.replace(train=Split(task.train.x[keep], task.train.y[keep]))
+        fit(model, part, train_config, seed=seed)
+    elif config["action"] == "clip":
+        # winsorise the training inputs at ±z training SDs per feature; inputs at prediction
+        # time are not clipped (the model must still cope with them: the gate judges that)
+        flat = task.train.x.reshape(len(task.train), -1).astype(np.float64)
+        mean, std = flat.mean(0), flat.std(0)
+        std[std == 0] = 1.0
+        z = float(config["z"])
+        clipped = np.clip(flat, mean - z * std, mean + z * std).astype(np.float32)
+        part = task.replace(
+            train=Split(clipped.reshape(task.train.x.shape), task.train.y, task.train.aux)
+        )
         fit(model, part, train_config, seed=seed)
     else:
         light = np.zeros(len(task.train), dtype=bool)

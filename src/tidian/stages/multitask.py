@@ -29,6 +29,17 @@ from tidian.exceptions import ConfigError, bad_value
 from tidian.stages.base import STAGES, Context, Proposal, Stage
 
 WEIGHTINGS = ("fixed", "uncertainty", "dwa")
+# A self-supervised further target: the model's own (standardised) inputs, predicted back.
+RECONSTRUCTION = "reconstruction"
+
+
+def _values(split: Any, name: str) -> np.ndarray:
+    """A further target's values on a split (the flattened inputs for reconstruction)."""
+    if name in split.aux:
+        return split.aux[name]
+    if name == RECONSTRUCTION:
+        return split.x.reshape(len(split), -1).astype(np.float32)
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,11 @@ class Multitask(Stage):
     """The incumbent's model trained on further targets too, gated on the main one."""
 
     def check(self, task: Any) -> None:
-        missing = [t for t in self.config.targets if t not in task.aux_targets]
+        if RECONSTRUCTION in self.config.targets and task.input_kind == "text":
+            raise ConfigError("targets: reconstruction needs numeric inputs, not token ids.")
+        missing = [
+            t for t in self.config.targets if t not in task.aux_targets and t != RECONSTRUCTION
+        ]
         if missing:
             have = sorted(task.aux_targets) or "none — load the task with targets=[...]"
             raise ConfigError(
@@ -82,7 +97,9 @@ class Multitask(Stage):
         c: MultitaskConfig = self.config
         self.check(ctx.task)
         aux = [
-            {
+            {"name": t, "kind": "values", "n_outputs": int(np.prod(ctx.task.input_shape))}
+            if t == RECONSTRUCTION and t not in ctx.task.aux_targets
+            else {
                 "name": t,
                 "kind": ctx.task.aux_targets[t]["kind"],
                 "n_outputs": len(ctx.task.aux_targets[t]["class_names"] or [0]),
@@ -130,12 +147,14 @@ class MultiTaskStep:
         from tidian.training.losses import make_loss
 
         self.names = model.names
-        self.kinds = [task.target_kind] + [task.aux_targets[n]["kind"] for n in self.names]
-        self.aux = [torch.as_tensor(task.train.aux[n]) for n in self.names]
+        self.kinds = [task.target_kind] + [
+            task.aux_targets[n]["kind"] if n in task.aux_targets else "values" for n in self.names
+        ]
+        self.aux = [torch.as_tensor(_values(task.train, n)) for n in self.names]
         self.main_loss = make_loss(TrainConfig.from_dict(config["train"]), task.target_kind)
         # further regression targets are compared in their own standard units
         self.scales = [
-            float(np.std(task.train.aux[n]) or 1.0) if k == "values" else 1.0
+            float(np.std(_values(task.train, n)) or 1.0) if k == "values" else 1.0
             for n, k in zip(self.names, self.kinds[1:])
         ]
         self.weighting = config["weighting"]
@@ -152,7 +171,7 @@ class MultiTaskStep:
             if kind == "classes":
                 losses.append(F.cross_entropy(out, t))
             else:
-                losses.append(F.mse_loss(out.reshape(-1) / scale, t.float() / scale))
+                losses.append(F.mse_loss(out.reshape(t.shape) / scale, t.float() / scale))
         return losses
 
     def _dwa(self) -> torch.Tensor:
@@ -213,7 +232,7 @@ def multitask_(
 
     spec = dict(config["model"])
     names = [a["name"] for a in spec["aux"]]
-    missing = [n for n in names if n not in task.train.aux]
+    missing = [n for n in names if n not in task.train.aux and n != RECONSTRUCTION]
     if missing:
         raise ConfigError(
             f"multitask: the training rows carry no values for {missing} here (a stage before "
@@ -222,11 +241,13 @@ def multitask_(
     train_config = TrainConfig.from_dict(config["train"])
     torch.manual_seed(seed)
     model = create_model("multitask", task, **{k: v for k, v in spec.items() if k != "name"})
-    for head, n in zip(model.aux_heads(), names):
-        if head.regression:  # the further target's own scale
-            values = task.train.aux[n]
-            head.shift.fill_(float(values.mean()))
-            head.scale.fill_(float(values.std()) or 1.0)
+    with torch.no_grad():
+        for head, n in zip(model.aux_heads(), names):
+            if head.regression:  # the further target's own scale (per output)
+                values = _values(task.train, n).reshape(len(task.train), -1)
+                std = values.std(0)
+                head.shift.copy_(torch.as_tensor(values.mean(0)))
+                head.scale.copy_(torch.as_tensor(np.where(std > 0, std, 1.0)))
     batches = -(-len(task.train) // train_config.batch_size)
     if len(task.train) % train_config.batch_size == 1 and batches > 1:
         batches -= 1  # the loop folds a final batch of one into the one before
@@ -241,6 +262,11 @@ def multitask_(
     base = dict(spec["base"])
     base_name = base.pop("name")
     for i, n in enumerate(names, start=1):
+        if n == RECONSTRUCTION and n not in task.aux_targets:
+            wanted = _values(task.test, n)
+            error = float(np.sqrt(((outs[i].numpy() - wanted) ** 2).mean()))
+            report["targets"][n] = {"metric": "rmse", "multitask": error}
+            continue
         single_task = _aux_task(task, n)
         metric = single_task.metric
         row = {
