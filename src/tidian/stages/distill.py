@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tidian.exceptions import ConfigError, bad_value, require
+from tidian.exceptions import ConfigError, bad_value
 from tidian.stages.base import STAGES, Context, Proposal, Stage
 from tidian.training.distill import Hint
 
@@ -327,45 +327,6 @@ def _unknown_id(task: Any) -> int:
     return 1
 
 
-def _lightgbm_teacher(task: Any, options: dict[str, Any], seed: int) -> tuple[Any, Any]:
-    """A LightGBM model on the flattened training inputs; returns (fit model, outputs fn)."""
-    lgb = require("lightgbm", "boost", "distill.teacher lightgbm")
-    flat = task.train.x.reshape(len(task.train.x), -1)
-    params = {"n_estimators": 300, "learning_rate": 0.05, "verbose": -1, **options}
-    params.update(random_state=seed, n_jobs=1)
-    if task.target_kind == "classes":
-        model = lgb.LGBMClassifier(**params).fit(flat, task.train.y)
-
-        def outputs(x: np.ndarray) -> np.ndarray:
-            proba = model.predict_proba(x.reshape(len(x), -1))
-            full = np.full((len(x), len(task.class_names)), 1e-7)
-            full[:, model.classes_] = proba
-            return np.log(np.clip(full, 1e-7, 1.0)).astype(np.float32)
-    else:
-        model = lgb.LGBMRegressor(**params).fit(flat, task.train.y)
-
-        def outputs(x: np.ndarray) -> np.ndarray:
-            return model.predict(x.reshape(len(x), -1)).astype(np.float32)[:, None]
-
-    return model, outputs
-
-
-def _ensemble(folders: list[str], seed: int, classes: bool):
-    """The averaged ensemble of the members' seed-``seed`` models, as ``x -> outputs``
-    (log of the mean probability for classes); each member is loaded once."""
-    from tidian.evaluation.metrics import predict
-    from tidian.models.io import load_model, seed_folder
-
-    members = [load_model(seed_folder(folder, seed)) for folder in folders]
-
-    def outputs(x: np.ndarray) -> np.ndarray:
-        outs = [torch.from_numpy(predict(m, x)) for m in members]
-        mean = torch.stack([o.softmax(dim=-1) if classes else o for o in outs]).mean(dim=0)
-        return (mean.clamp_min(1e-7).log() if classes else mean).numpy()
-
-    return outputs
-
-
 def distill_(
     teacher: nn.Module | None,
     config: dict[str, Any],
@@ -383,7 +344,6 @@ def distill_(
     from tidian.models.zoo import create_model
     from tidian.training.config import TrainConfig
     from tidian.training.distill import (
-        TeacherTargets,
         captured,
         projections,
         teacher_targets,
@@ -406,14 +366,21 @@ def distill_(
             raise ConfigError("distill: the incumbent teacher's model is missing.")
         targets = teacher_targets(teacher, transfer.train.x, {h.teacher: h.kind for h in hints})
         teacher_scores = score_splits(task, lambda x: predict(teacher, x), metrics)
-    elif kind == "ensemble":
-        fn = _ensemble(list(config.get("folders") or []), seed, classes)
-        targets = TeacherTargets(torch.from_numpy(fn(transfer.train.x)), {})
-        teacher_scores = score_splits(task, fn, metrics)
-    else:
-        _, fn = _lightgbm_teacher(task, stage_config.lightgbm, seed)
-        targets = TeacherTargets(torch.from_numpy(fn(transfer.train.x)), {})
-        teacher_scores = score_splits(task, fn, metrics)
+    else:  # a teacher made here: the run's best candidates averaged, or a LightGBM model
+        if kind == "ensemble":
+            from tidian.models.ensemble import Ensemble
+            from tidian.models.io import load_model, seed_folder
+
+            folders = list(config.get("folders") or [])
+            members = [load_model(seed_folder(folder, seed)) for folder in folders]
+            teacher = Ensemble(members, "average", classes, task.n_outputs)
+        else:
+            from tidian.models.trees import train_boosting
+
+            teacher = train_boosting("lightgbm", task, stage_config.lightgbm, seed)
+        teacher.eval()
+        targets = teacher_targets(teacher, transfer.train.x, {})
+        teacher_scores = score_splits(task, lambda x: predict(teacher, x), metrics)
     teacher_seconds = time.perf_counter() - start
 
     torch.manual_seed(seed)
