@@ -78,7 +78,14 @@ def outliers(task: Any, *, z: float = 6.0) -> dict[str, Any]:
 
 
 def out_of_fold(
-    model: Any, task: Any, config: Any, *, folds: int = 5, seed: int = 0, executor: Any = None
+    model: Any,
+    task: Any,
+    config: Any,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    executor: Any = None,
+    progress: Any = None,
 ) -> np.ndarray:
     """Predicted class probabilities for every training row, each from a model trained on
     the other ``folds − 1`` folds (stratified) of the training split."""
@@ -107,7 +114,7 @@ def out_of_fold(
         held[f] = out
         jobs.append(Job(f, make, part, config, seed * 100 + f, ("accuracy",), True))
     proba = np.zeros((len(y), task.n_classes), dtype=np.float64)
-    own = executor is None
+    own, done = executor is None, 0
     executor = executor or LocalExecutor(1)
     try:
         for job, run in executor.run(jobs):
@@ -116,6 +123,9 @@ def out_of_fold(
             fitted = make(job.task)
             fitted.load_state_dict(run.state)
             proba[held[job.key]] = softmax(predict(fitted, job.task.test.x))
+            done += 1
+            if progress is not None:
+                progress(done, len(jobs))
     finally:
         if own:
             executor.close()

@@ -138,6 +138,9 @@ class Clean(Stage):
                 folds=c.folds,
                 seed=ctx.seeds[0],
                 executor=ctx.executor,
+                progress=(lambda done, total: ctx.progress("out-of-fold trainings", done, total))
+                if ctx.progress
+                else None,
             )
             issues = label_issues(task.train.y, proba, task.class_names)
             report["label_issues"] = issues
