@@ -117,6 +117,9 @@ def _start_and_signal(tmp_path, recipe, until_sql, sig):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background (`pytest … &`) inherits SIGINT *ignored*, and
+        # Python then never installs its Ctrl-C handler: restore the default for the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while _count(db, until_sql) < 1 and time.time() < deadline and proc.poll() is None:
