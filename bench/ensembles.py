@@ -18,34 +18,25 @@ import time
 from pathlib import Path
 
 import tidian
+import tidian.recipe
 from common import print_table
 
 COMBINE = ["vote", "average", "weighted", "stacking", "greedy"]
+# mnist1d: the built-in default recipe's baseline and architectures, plus a smaller CNN
+_DEFAULT = tidian.recipe.DEFAULT_RECIPE
+_ARCH = next(s["architecture"] for s in _DEFAULT["stages"] if "architecture" in s)
+_CNN = _ARCH["candidates"][0]
 SETTINGS = {
     "mnist1d": {
         "task": "mnist1d",
-        "model": {"name": "mlp", "hidden": [100, 100], "residual": True},
-        "train": {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": 100},
+        "model": _DEFAULT["model"],
+        "train": _DEFAULT["train"],
         "candidates": [
-            {
-                "name": "cnn1d",
-                "width": 32,
-                "depth": 3,
-                "kernel_size": 5,
-                "pool": True,
-                "norm": "batch",
-            },
-            {
-                "name": "cnn1d",
-                "width": 16,
-                "depth": 3,
-                "kernel_size": 7,
-                "pool": True,
-                "norm": "batch",
-            },
-            {"name": "gru", "hidden": 32, "bidirectional": True, "readout": "mean"},
+            _CNN,
+            {**_CNN, "width": 16, "kernel_size": 7},
+            *_ARCH["candidates"][1:],
         ],
-        "arch_train": {"lr": 0.003, "schedule": "cosine"},
+        "arch_train": _ARCH["train"],
     },
     "digits": {
         "task": "digits",
