@@ -109,7 +109,7 @@ def test_soft_sharing_pulls_towers_together(mt_task):
     model = _model(mt_task, "soft")
     before = float(model.tower_distance().detach())
     config = {"train": {"epochs": 1}, "weighting": "fixed", "soft_penalty": 10.0}
-    step = MultiTaskStep(model, mt_task, config, batches_per_epoch=1)
+    step = MultiTaskStep(model, mt_task, config)  # each call below is a whole epoch
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.as_tensor(mt_task.train.x), torch.as_tensor(mt_task.train.y)
     for _ in range(20):

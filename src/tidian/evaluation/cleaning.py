@@ -92,7 +92,7 @@ def out_of_fold(
     from sklearn.model_selection import StratifiedKFold
 
     from tidian.evaluation.evaluate import model_factory
-    from tidian.evaluation.metrics import softmax
+    from tidian.evaluation.metrics import predict, softmax
     from tidian.executors import Job, LocalExecutor
     from tidian.tasks.task import Split
     from tidian.training.config import TrainConfig
@@ -118,8 +118,6 @@ def out_of_fold(
     executor = executor or LocalExecutor(1)
     try:
         for job, run in executor.run(jobs):
-            from tidian.evaluation.metrics import predict
-
             fitted = make(job.task)
             fitted.load_state_dict(run.state)
             proba[held[job.key]] = softmax(predict(fitted, job.task.test.x))

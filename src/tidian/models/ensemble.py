@@ -67,6 +67,27 @@ class Ensemble(nn.Module):
         self.weights.copy_(w / w.sum())
 
 
+def ensemble_of(members: list[nn.Module], specs: list[dict[str, Any]], combine: str, task: Any):
+    """An ``ensemble`` zoo model around already-built ``members`` (trained, loaded, maybe
+    compressed), with ``specs`` — their zoo specs — recorded so it saves and reloads like one
+    made by ``create_model`` (which would first build every member afresh)."""
+    import json
+
+    from tidian.models.zoo import SPEC_ATTR, ModelSpec
+
+    if combine not in COMBINE:
+        raise bad_value("ensemble combine", f"one of {COMBINE}", combine)
+    if len(members) < 2 or len(members) != len(specs):
+        raise ConfigError(f"an ensemble needs at least two members, one spec each; got {specs!r}.")
+    sig = Signature.of(task)
+    if combine == "vote" and sig.target_kind != "classes":
+        raise ConfigError("ensemble combine 'vote' needs a classification task; use average.")
+    model = Ensemble(list(members), combine, sig.target_kind == "classes", sig.n_outputs)
+    options = json.loads(json.dumps({"members": specs, "combine": combine}))
+    setattr(model, SPEC_ATTR, ModelSpec("ensemble", options, sig.to_dict()))
+    return model
+
+
 @MODELS.register(
     "ensemble",
     inputs=("vector", "sequence", "image", "text"),

@@ -343,8 +343,8 @@ def ensemble_(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build seed ``seed``'s ensemble: its members, then the combination fitted on ``task.val``."""
     from tidian.evaluation.metrics import METRICS, greater_is_better, predict
+    from tidian.models.ensemble import ensemble_of
     from tidian.models.io import load_model, seed_folder
-    from tidian.models.zoo import create_model
 
     combine = config["combine"]
     classes = task.target_kind == "classes"
@@ -361,9 +361,7 @@ def ensemble_(
     else:
         pairs, members = _trained_members(parent, config, task, seed)
         specs = [{"name": n, **o} for n, o in pairs]
-    model = create_model("ensemble", task, members=specs, combine=combine)
-    for i, m in enumerate(members):  # the trained (possibly pruned) modules themselves
-        model.members[i] = m
+    model = ensemble_of(members, specs, combine, task)  # the trained modules themselves
     shapes = {tuple(np.asarray(predict(m, task.val.x[:2])).shape[1:]) for m in members}
     if len(shapes) != 1:
         raise ConfigError(f"ensemble members give outputs of different shapes: {sorted(shapes)}.")
@@ -401,9 +399,7 @@ def ensemble_(
             if len(keep) < len(members):
                 kept = [model.members[i] for i in keep]
                 specs = [specs[i] for i in keep]
-                model = create_model("ensemble", task, members=specs, combine=combine)
-                for i, m in enumerate(kept):
-                    model.members[i] = m
+                model = ensemble_of(kept, specs, combine, task)
                 w = w[keep]
             model.set_weights(w)
         report["weights"] = model.weights.tolist()

@@ -142,7 +142,7 @@ class Multitask(Stage):
 class MultiTaskStep:
     """The loss over every target of a multi-task model (rows looked up by ``index``)."""
 
-    def __init__(self, model, task, config: dict[str, Any], batches_per_epoch: int) -> None:
+    def __init__(self, model, task, config: dict[str, Any]) -> None:
         from tidian.training.config import TrainConfig
         from tidian.training.losses import make_loss
 
@@ -161,8 +161,10 @@ class MultiTaskStep:
         w = config.get("weights") or [1.0] * (len(self.names) + 1)
         self.weights = torch.as_tensor(w, dtype=torch.float32)
         self.penalty = float(config.get("soft_penalty") or 0.0)
-        self.per_epoch = max(1, batches_per_epoch)
-        self.seen, self.sums, self.history = 0, torch.zeros(len(w)), []
+        # an epoch ends when every training row has been through once (the loop draws each
+        # row once per epoch), so epoch means need no knowledge of the loop's batching
+        self.rows = len(task.train)
+        self.seen, self.batches, self.sums, self.history = 0, 0, torch.zeros(len(w)), []
 
     def _losses(self, outs, y, index) -> list[torch.Tensor]:
         losses = [self.main_loss(outs[0], y)]
@@ -194,10 +196,10 @@ class MultiTaskStep:
             loss = (self.weights * losses).sum()
         # epoch means of each target's loss (for dwa and the report)
         self.sums += losses.detach().cpu()
-        self.seen += 1
-        if self.seen == self.per_epoch:
-            self.history.append(self.sums / self.per_epoch)
-            self.sums, self.seen = torch.zeros_like(self.sums), 0
+        self.seen, self.batches = self.seen + len(index), self.batches + 1
+        if self.seen >= self.rows:
+            self.history.append(self.sums / self.batches)
+            self.sums, self.seen, self.batches = torch.zeros_like(self.sums), 0, 0
         if self.penalty and model.sharing == "soft":
             loss = loss + self.penalty * model.tower_distance()
         return loss + aux_loss(model)
@@ -248,10 +250,7 @@ def multitask_(
                 std = values.std(0)
                 head.shift.copy_(torch.as_tensor(values.mean(0)))
                 head.scale.copy_(torch.as_tensor(np.where(std > 0, std, 1.0)))
-    batches = -(-len(task.train) // train_config.batch_size)
-    if len(task.train) % train_config.batch_size == 1 and batches > 1:
-        batches -= 1  # the loop folds a final batch of one into the one before
-    step = MultiTaskStep(model, task, config, batches)
+    step = MultiTaskStep(model, task, config)
     fit(model, task, train_config, seed=seed, step=step)
     report: dict[str, Any] = {"targets": {}, "loss_history": [h.tolist() for h in step.history]}
     if config["weighting"] == "uncertainty":
