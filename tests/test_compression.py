@@ -369,6 +369,7 @@ def test_distillation_step_and_distilled_finetuning(vector_task):
     torch.manual_seed(0)
     model = create_model("mlp", vector_task, hidden=[32])
     fit(model, vector_task, {"epochs": 10, "lr": 0.01})
+    model.cpu()
     x = torch.as_tensor(vector_task.train.x)
     teacher = model(x).detach()
     index = torch.arange(len(x))
@@ -388,7 +389,7 @@ def test_distillation_step_and_distilled_finetuning(vector_task):
             train={"epochs": 10, "lr": 0.01},
         )
         with torch.no_grad():
-            gap[distill is not None] = float(same(pruned, x, y, index))
+            gap[distill is not None] = float(same(pruned.cpu(), x, y, index))
     assert gap[True] < gap[False]
     with pytest.raises(ConfigError, match=r"prune.distill.alpha must be a fraction in \[0, 1\]"):
         PruneConfig(distill={"alpha": 2})

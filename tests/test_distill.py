@@ -165,13 +165,13 @@ def test_cached_teacher_outputs_equal_fresh_ones_and_rows_line_up():
 
     class Spy(DistillStep):
         def __call__(self, model, x, y, index):
-            seen.append((x.clone(), self.teacher[index].clone()))
+            seen.append((x.clone(), self.teacher[index.to(self.teacher.device)].clone()))
             return super().__call__(model, x, y, index)
 
     student = create_model("mlp", task, width=4)
     fit(student, task, {"epochs": 1, "batch_size": 16}, seed=1, step=Spy(F.cross_entropy, cached))
     for x, target in seen:  # the cached row is the teacher's output for that very input
-        assert torch.allclose(target, teacher(x), atol=1e-5)
+        assert torch.allclose(target.to(x.device), teacher(x), atol=1e-5)
 
 
 # -- the job ------------------------------------------------------------------------------------

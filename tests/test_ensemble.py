@@ -153,6 +153,7 @@ def test_trained_members_build_a_saveable_ensemble(vector_task, members, tmp_pat
     torch.manual_seed(0)
     parent = tidian.create_model("mlp", vector_task, hidden=[8])
     model, report = ens.ensemble_(parent, step, vector_task, seed=0)
+    model.cpu()  # members come back on the training device
     assert report["members"] == 3 and len(model.members) == 3
     if members == "seeds":
         assert model.members[0] is parent

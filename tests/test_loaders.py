@@ -135,7 +135,8 @@ def _write_idx(path, array, gz=False):
         f">{array.ndim}i", *array.shape
     )
     data = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:  # closed: gzip buffers (3.12+)
+        f.write(data)
 
 
 def test_idx_plain_gzip_and_folder(tmp_path):

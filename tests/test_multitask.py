@@ -171,7 +171,7 @@ def test_reconstruction_is_a_self_supervised_further_target(vector_task):
         Context(vector_task, "accuracy", (0,)),
     )
     model, report = multitask_(None, proposal.transform[0]["multitask"], vector_task, seed=0)
-    out = model.forward_all(torch.as_tensor(vector_task.test.x))[1]
+    out = model.cpu().forward_all(torch.as_tensor(vector_task.test.x))[1]
     assert out.shape == vector_task.test.x.shape
     error = report["targets"]["reconstruction"]["multitask"]
     assert error < vector_task.test.x.std()  # better than predicting the mean

@@ -161,6 +161,7 @@ def test_gradient_clipping_bounds_the_update(vector_task):
                 "momentum": 0.0,
                 "batch_size": 1000,
                 "clip_grad_norm": clip,
+                "device": "cpu",  # compared with the CPU copies taken before
             },
         )
         return math.sqrt(
@@ -175,7 +176,7 @@ def test_gradient_clipping_bounds_the_update(vector_task):
 def test_initialisations_change_weights(init, vector_task):
     model = _model(vector_task, hidden=[8])
     default = [p.detach().clone() for p in model.parameters()]
-    fit(model, vector_task, {"epochs": 1, "init": init, "lr": 1e-9})
+    fit(model, vector_task, {"epochs": 1, "init": init, "lr": 1e-9, "device": "cpu"})
     weights = [p for p in model.parameters() if p.ndim == 2]
     assert not torch.allclose(weights[0], default[0])
     if init == "orthogonal":
@@ -226,7 +227,7 @@ def test_cuda_request_without_cuda_is_clear(vector_task):
 def test_fit_is_deterministic_for_a_seed(vector_task):
     def run(seed):
         model = _model(vector_task, hidden=[8], dropout=0.2)
-        fit(model, vector_task, {"epochs": 3, "batch_size": 8}, seed=seed)
+        fit(model, vector_task, {"epochs": 3, "batch_size": 8, "device": "cpu"}, seed=seed)
         return np.concatenate([p.detach().numpy().ravel() for p in model.parameters()])
 
     np.testing.assert_array_equal(run(5), run(5))

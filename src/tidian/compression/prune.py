@@ -115,15 +115,16 @@ def taylor_scores(model: nn.Module, task: Any, batches: int, seed: int) -> dict[
     was_training = model.training
     model.eval()  # dropout off: the estimate is of the deployed function
     params = dict(model.named_parameters())
+    device = next(iter(params.values())).device
     for b in range(batches):
         index = order[b * size : (b + 1) * size]
         if len(index) == 0:
             break
         model.zero_grad(set_to_none=True)
-        loss_fn(model(x[index]), y[index]).backward()
+        loss_fn(model(x[index].to(device)), y[index].to(device)).backward()
         for name, p in params.items():
             if p.grad is not None:
-                products.setdefault(name, []).append((p.grad * p).detach())
+                products.setdefault(name, []).append((p.grad * p).detach().cpu())
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return {k: torch.stack(v) for k, v in products.items()}
@@ -147,7 +148,7 @@ def _unit_importance(
         else:
             values = tensor.abs() if importance == "l1" else tensor.pow(2)
             axis = member.axis
-        moved = values.movedim(axis, 0)  # (units×blocks×repeat, ...)
+        moved = values.cpu().movedim(axis, 0)  # (units×blocks×repeat, ...)
         flat = moved.reshape(member.blocks, group.size, member.repeat, *moved.shape[1:])
         if importance == "taylor":
             # Sum g·w over the unit's weights per batch, square, then sum over batches.
@@ -259,9 +260,12 @@ def magnitude_masks(
         )
     if importance == "taylor":
         taylor = taylor_scores(model, task, taylor_batches, seed)
-        scores = {k: taylor[k].sum(0).abs() if k in taylor else w.abs() for k, w in weights.items()}
+        scores = {
+            k: taylor[k].sum(0).abs() if k in taylor else w.detach().abs().cpu()
+            for k, w in weights.items()
+        }
     else:
-        scores = {k: w.detach().abs() for k, w in weights.items()}
+        scores = {k: w.detach().abs().cpu() for k, w in weights.items()}
     masks = {}
     if scope == "global":
         flat = torch.cat([s.flatten() for s in scores.values()])
@@ -286,9 +290,10 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> list[Any]:
     with torch.no_grad():
         for name, mask in masks.items():
             p = params[name]
-            m = mask.to(p.dtype)
+            m = mask.to(p.device, p.dtype)
             p.mul_(m)
-            handles.append(p.register_hook(lambda g, m=m: g * m))
+            # the model may move to the training device after this (fine-tuning does)
+            handles.append(p.register_hook(lambda g, m=m: g * m.to(g.device)))
     return handles
 
 

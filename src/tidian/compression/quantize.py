@@ -92,6 +92,7 @@ class FakeQuant(nn.Module):
         self.register_buffer("high", torch.tensor(float("-inf")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # under autocast the input may be bf16/fp16; quantise in float32
         if self.training:
             low, high = x.detach().min(), x.detach().max()
             if torch.isinf(self.low):

@@ -84,7 +84,7 @@ class MultiTask(nn.Module):
         """Soft sharing: Σ ‖θ_tower − θ_main‖² over the parameters the towers share in shape
         (heads excluded)."""
         main = dict(self.trunk.named_parameters())
-        total = torch.zeros(())
+        total = torch.zeros((), device=next(self.trunk.parameters()).device)
         for tower in getattr(self, "towers", []):
             for key, p in tower.named_parameters():
                 if not key.startswith("head.") and key in main and main[key].shape == p.shape:

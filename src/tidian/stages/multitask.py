@@ -191,9 +191,9 @@ class MultiTaskStep:
             s = model.log_vars
             loss = (torch.exp(-s) * losses + s).sum()
         elif self.weighting == "dwa":
-            loss = (self._dwa() * losses).sum()
+            loss = (self._dwa().to(losses.device) * losses).sum()
         else:
-            loss = (self.weights * losses).sum()
+            loss = (self.weights.to(losses.device) * losses).sum()
         # epoch means of each target's loss (for dwa and the report)
         self.sums += losses.detach().cpu()
         self.seen, self.batches = self.seen + len(index), self.batches + 1
@@ -256,8 +256,9 @@ def multitask_(
     if config["weighting"] == "uncertainty":
         report["log_vars"] = model.log_vars.detach().tolist()
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
-        outs = model.forward_all(torch.as_tensor(task.test.x))
+        outs = [o.cpu() for o in model.forward_all(torch.as_tensor(task.test.x).to(device))]
     base = dict(spec["base"])
     base_name = base.pop("name")
     for i, n in enumerate(names, start=1):
