@@ -389,6 +389,20 @@ def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
     return read_table(path)
 
 
+def model_inputs(path: str | Path, task: dict[str, Any]) -> np.ndarray:
+    """A file of raw inputs (see :func:`read_inputs`) made into model inputs by the task's
+    fitted preprocessing; ``task`` is :func:`task_manifest`'s data."""
+    import pandas as pd
+
+    from tidian.tasks.preprocess import Preprocess
+
+    pre = Preprocess.from_dict(task["preprocess"])
+    raw = read_inputs(path, {"task": task})
+    if pre.kind in ("none", "scale") and isinstance(raw, pd.DataFrame):
+        raw = raw.to_numpy()
+    return pre.apply(raw, tuple(task["input_shape"]))
+
+
 def predict_file(
     model_dir: str | Path, inputs: str | Path, out: str | Path | None = None, threads: int = 1
 ):
@@ -398,8 +412,6 @@ def predict_file(
     import json
 
     import pandas as pd
-
-    from tidian.tasks.preprocess import Preprocess
 
     folder = Path(model_dir)
     if not (folder / MANIFEST).exists():
@@ -411,11 +423,7 @@ def predict_file(
     if manifest.get("format") != EXPORT_FORMAT:
         raise DataError(f"{str(folder)!r}: unknown export format {manifest.get('format')!r}.")
     task = manifest["task"]
-    pre = Preprocess.from_dict(task["preprocess"])
-    raw = read_inputs(inputs, manifest)
-    if pre.kind in ("none", "scale") and isinstance(raw, pd.DataFrame):
-        raw = raw.to_numpy()
-    x = pre.apply(raw, tuple(task["input_shape"]))
+    x = model_inputs(inputs, task)
     if manifest["file"].endswith(".onnx"):
         scores = OnnxModel(folder / manifest["file"], threads=threads).predict(x)
     else:

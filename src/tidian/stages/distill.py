@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,12 +78,17 @@ class DistillConfig:
     features / attentions: hints ``[{student: PATH, teacher: PATH, weight: 1.0}]``.
     augment: ``{copies: k, noise: σ, shift: s, token_dropout: p}`` — k augmented copies of the
     training inputs join the transfer set, labelled by the teacher.
+    unlabeled: a file of raw inputs without labels (NPZ array ``x``, a table with the task's
+    columns, or .txt lines for text), made into model inputs by the task's preprocessing; its
+    rows join the transfer set with the teacher's outputs as their only targets (Hinton et
+    al.'s transfer set "could consist entirely of unlabeled data").
     train: changes to the student's training config (epochs, lr…), which starts from the
     recipe's ``train`` for a named student and from the incumbent's for ``{fraction: f}``.
     gate: superiority (the student must beat the incumbent) or non_inferiority (within the
     recipe's margin, and it must be faster or smaller on the deployment runtime).
     compare_alone: also evaluate the student trained on labels alone, on the same seeds (and
-    the same augmented set, when ``augment`` is given).
+    the same augmented set, when ``augment`` is given; unlabeled rows have no labels to train
+    on, so the student alone never sees them).
     """
 
     student: dict[str, Any] = field(default_factory=lambda: {"fraction": 0.25})
@@ -93,6 +99,7 @@ class DistillConfig:
     features: list[dict[str, Any]] = field(default_factory=list)
     attentions: list[dict[str, Any]] = field(default_factory=list)
     augment: dict[str, Any] = field(default_factory=dict)
+    unlabeled: str | None = None
     train: dict[str, Any] = field(default_factory=dict)
     lightgbm: dict[str, Any] = field(default_factory=dict)
     gate: str = "non_inferiority"
@@ -134,6 +141,10 @@ class DistillConfig:
         _number("distill.augment.token_dropout", self.augment.get("token_dropout", 0), 0, 0.95)
         if self.gate not in GATES:
             raise bad_value("distill.gate", f"one of {GATES}", self.gate)
+        if self.unlabeled is not None and (
+            not isinstance(self.unlabeled, str) or not self.unlabeled.strip()
+        ):
+            raise bad_value("distill.unlabeled", "a path to a file of inputs", self.unlabeled)
         if not isinstance(self.train, dict) or not isinstance(self.lightgbm, dict):
             raise bad_value(
                 "distill.train / distill.lightgbm", "mappings", (self.train, self.lightgbm)
@@ -197,6 +208,10 @@ class Distill(Stage):
     def gate_kind(self) -> str:
         return "quality" if self.config.gate == "superiority" else "cost"
 
+    def check(self, task: Any) -> None:
+        # read the unlabeled file now, so a missing or misshapen file fails before the run
+        with_unlabeled(task, self.config.unlabeled)
+
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         c = self.config
         if c.teacher == "lightgbm" and ctx.task.input_kind not in ("vector", "sequence"):
@@ -241,6 +256,7 @@ class Distill(Stage):
             "attentions": list(c.attentions),
             "augment": dict(c.augment),
             "lightgbm": dict(c.lightgbm),
+            "unlabeled": str(Path(c.unlabeled).resolve()) if c.unlabeled else None,
         }
         name = ", ".join(f"{k}={v}" for k, v in student.items() if k != "name")
         label = f"{student['name']}({name}) distilled from {c.teacher}"
@@ -251,6 +267,8 @@ class Distill(Stage):
             label += f", {len(c.hints)} hints"
         if c.augment:
             label += f", augment {c.augment}"
+        if c.unlabeled:
+            label += f", unlabeled {Path(c.unlabeled).name}"
         proposals = [
             Proposal(
                 label,
@@ -263,7 +281,7 @@ class Distill(Stage):
         if c.compare_alone and c.augment:
             # The control for an augmented transfer set: the same set with the labels
             # (alpha 0), so the teacher's share of the gain is not the augmentation's.
-            alone = {**step, "alpha": 0.0, "features": [], "attentions": []}
+            alone = {**step, "alpha": 0.0, "features": [], "attentions": [], "unlabeled": None}
             proposals.append(
                 Proposal(
                     f"{student['name']}({name}) alone, augment {c.augment}",
@@ -319,6 +337,32 @@ def augmented(task: Any, augment: dict[str, Any], seed: int) -> Any:
     return dataclasses.replace(task, train=train)
 
 
+def with_unlabeled(task: Any, path: str | None) -> tuple[Any, int]:
+    """The task with the inputs of file ``path`` appended to its training split, and how many
+    rows were appended. Their labels are placeholders (class 0, value 0) that the
+    distillation step masks out: these rows train on the soft targets only."""
+    if not path:
+        return task, 0
+    from tidian.export import model_inputs, task_manifest
+    from tidian.tasks.task import Split
+
+    if not Path(path).is_file():
+        raise ConfigError(f"distill.unlabeled: {path!r} is not a file.")
+    try:
+        x = model_inputs(path, task_manifest(task))
+    except ConfigError as err:
+        raise ConfigError(f"distill.unlabeled {path!r}: {err}") from None
+    if len(x) == 0:
+        raise ConfigError(f"distill.unlabeled: {path!r} holds no rows.")
+    y = task.train.y
+    placeholder = np.zeros((len(x), *y.shape[1:]), dtype=y.dtype)
+    train = Split(
+        np.concatenate([task.train.x, x.astype(task.train.x.dtype)]),
+        np.concatenate([y, placeholder]),
+    )
+    return dataclasses.replace(task, train=train), len(x)
+
+
 def _unknown_id(task: Any) -> int:
     vocab = task.vocab or ()
     for token in ("<unk>", "[UNK]", "<UNK>"):
@@ -358,7 +402,9 @@ def distill_(
     hints = stage_config.hints
     classes = task.target_kind == "classes"
     start = time.perf_counter()
-    transfer = augmented(task, stage_config.augment, seed)
+    transfer, unlabeled = with_unlabeled(
+        augmented(task, stage_config.augment, seed), stage_config.unlabeled
+    )
     metrics = list(DEFAULT_METRICS[task.target_kind])
     kind = stage_config.teacher
     if kind == "incumbent":
@@ -411,6 +457,7 @@ def distill_(
             hint_targets=targets.hints,
             capture=capture,
             projections=projection,
+            labelled=torch.arange(len(transfer.train)) < len(transfer.train) - unlabeled,
         )
         history = fit(student, transfer, config_t, seed=seed, step=step)
     if projection is not None:
@@ -420,6 +467,7 @@ def distill_(
         "teacher_scores": teacher_scores,
         "teacher_seconds": round(teacher_seconds, 3),
         "transfer_rows": len(transfer.train),
+        "unlabeled_rows": unlabeled,
         "hints": [dataclasses.asdict(h) for h in hints],
         "best_epoch": history.best_epoch,
         "epochs": len(history.epochs),

@@ -45,6 +45,8 @@ class DistillStep:
     (``index`` picks the batch's rows). ``hints`` (feature or attention terms) need ``capture``
     — hooks on the student that record the hinted layers during its forward pass — the cached
     teacher values in ``hint_targets`` and the ``projections`` (trained with the student).
+    ``labelled`` marks the transfer rows that have labels; the others (an unlabeled transfer
+    set) get no supervised loss.
     """
 
     def __init__(
@@ -59,11 +61,26 @@ class DistillStep:
         hint_targets: dict[str, torch.Tensor] | None = None,
         capture: Any = None,
         projections: nn.ModuleDict | None = None,
+        labelled: torch.Tensor | None = None,
     ) -> None:
         self.loss, self.teacher = loss, teacher
         self.temperature, self.alpha, self.classes = temperature, alpha, classes
         self.hints, self.hint_targets = list(hints), hint_targets or {}
         self.capture, self.projections = capture, projections
+        self.labelled = labelled  # per transfer row: has a label (None: every row)
+
+    def _hard(self, out: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The supervised loss over the batch's labelled rows (unlabeled transfer rows train
+        on the soft targets alone)."""
+        if self.labelled is None:
+            return self.loss(out, y)
+        mask = self.labelled[rows.to(self.labelled.device)].to(out.device)
+        if bool(mask.all()):
+            return self.loss(out, y)
+        if not bool(mask.any()):
+            return out.sum() * 0.0
+        # scaled by the labelled share, so a labelled row weighs the same in every batch
+        return self.loss(out[mask], y[mask]) * mask.float().mean()
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
@@ -76,7 +93,7 @@ class DistillStep:
         rows = index.to(self.teacher.device)
         target = self.teacher[rows].to(out.device)
         soft = kd_loss(out, target, self.temperature) if self.classes else F.mse_loss(out, target)
-        loss = self.alpha * soft + (1 - self.alpha) * self.loss(out, y)
+        loss = self.alpha * soft + (1 - self.alpha) * self._hard(out, y, rows)
         for i, hint in enumerate(self.hints):
             value = self.capture.values[hint.student]
             wanted = self.hint_targets[hint.teacher][rows].to(value.device)
