@@ -392,7 +392,9 @@ def test_unlabeled_rows_train_on_the_soft_targets_only():
     none.backward()
     assert float(out.grad.abs().sum()) == 0.0  # no label, no alpha: nothing to learn
     soft_only = DistillStep(F.cross_entropy, teacher, alpha=1.0, labelled=labelled)
-    torch.testing.assert_close(soft_only(model, out, y, index), soft_only(model, out, (y + 1) % 3, index))
+    torch.testing.assert_close(
+        soft_only(model, out, y, index), soft_only(model, out, (y + 1) % 3, index)
+    )
 
 
 def test_an_unlabeled_transfer_set_carries_the_teachers_knowledge(tmp_path):
