@@ -457,7 +457,10 @@ def distill_(
             hint_targets=targets.hints,
             capture=capture,
             projections=projection,
-            labelled=torch.arange(len(transfer.train)) < len(transfer.train) - unlabeled,
+            # only an unlabeled set needs the mask (the step then checks it every batch)
+            labelled=(torch.arange(len(transfer.train)) < len(transfer.train) - unlabeled)
+            if unlabeled
+            else None,
         )
         history = fit(student, transfer, config_t, seed=seed, step=step)
     if projection is not None:
