@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -16,6 +20,29 @@ def machine() -> str:
         f"{platform.processor() or platform.machine()}, {cores} cores, torch "
         f"{torch.__version__}, python {platform.python_version()}"
     )
+
+
+def interleaved_costs(
+    measures: dict[str, Callable[[int], Any]], repeats: int, rounds: int = 5
+) -> dict[str, Any]:
+    """The cost of each entry (``measures[name](calls)`` returns a ``Cost``), its latencies the
+    median over ``rounds`` rounds that visit every entry in turn: a burst of load on a shared
+    machine then hits all entries alike instead of one (single back-to-back measurements of
+    the same ONNX graph differed 2x here)."""
+    per_round = max(1, repeats // rounds)
+    runs: dict[str, list] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            runs[name].append(measure(per_round))
+    return {
+        name: dataclasses.replace(
+            costs[0],
+            latency_ms=float(np.median([c.latency_ms for c in costs])),
+            latency_p95_ms=float(np.median([c.latency_p95_ms for c in costs])),
+            repeats=per_round * rounds,
+        )
+        for name, costs in runs.items()
+    }
 
 
 def print_table(title: str, headers: list[str], rows: list[list[str]], note: str = "") -> None:

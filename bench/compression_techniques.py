@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import tidian
-from common import print_table
+from common import interleaved_costs, print_table
 from tidian.compression import prune_
 from tidian.compression.lowrank import lowrank_
 from tidian.compression.quantize import quantize_model
@@ -119,18 +119,26 @@ def main() -> None:
         first = first or result
     minutes = (time.perf_counter() - start) / 60
     rows = []
-    base_file = first["baseline (fp32)"][1]
-    base_ort = measure_onnx_cost(base_file, task, repeats=args.repeats, warmup=200)
-    base_torch = measure_cost(first["baseline (fp32)"][0], task, repeats=args.repeats, warmup=200)
-    for name, (m, path) in first.items():
+    ort_costs = interleaved_costs(
+        {
+            name: lambda n, f=path: measure_onnx_cost(f, task, repeats=n, warmup=200)
+            for name, (_, path) in first.items()
+        },
+        args.repeats,
+    )
+    torch_costs = interleaved_costs(
+        {
+            name: lambda n, m=m: measure_cost(m, task, repeats=n, warmup=200)
+            for name, (m, _) in first.items()
+            if m is not None
+        },
+        args.repeats,
+    )
+    base_ort, base_torch = ort_costs["baseline (fp32)"], torch_costs["baseline (fp32)"]
+    for name in first:
         s = summarize(scores[name])
-        if name == "baseline (fp32)":  # the reference: one measurement, ratios exactly 1
-            ort, torch_cost = base_ort, base_torch
-        else:
-            ort = measure_onnx_cost(path, task, repeats=args.repeats, warmup=200)
-            torch_cost = (
-                measure_cost(m, task, repeats=args.repeats, warmup=200) if m is not None else None
-            )
+        ort, torch_cost = ort_costs[name], torch_costs.get(name)
+        path = first[name][1]
         nonzero = (
             f"{torch_cost.nonzero_params:,} / {torch_cost.params:,}" if torch_cost else "(int8)"
         )
@@ -161,8 +169,8 @@ def main() -> None:
             "gzip bytes",
         ],
         rows,
-        note=f"batch-1 latency, median of {args.repeats} calls, 1 thread; speed-ups vs the "
-        "fp32 baseline on the same runtime.",
+        note=f"batch-1 latency, 1 thread: median over 5 interleaved rounds of {args.repeats // 5} "
+        "calls (every model once per round); speed-ups vs the fp32 baseline on the same runtime.",
     )
 
 

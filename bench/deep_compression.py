@@ -10,8 +10,8 @@ that seed's model, so the accuracy differences are paired:
 * int8   — ONNX Runtime static int8 (QDQ, per-channel weights, calibrated on training data),
   after quantisation-aware fine-tuning with ``--int8 qat``;
 * both   — prune, then int8;
-* all    — prune, then zero 80% (``--sparse``) of the remaining weights (unstructured,
-  fine-tuned), then static int8 (QAT would move the zeros):
+* all    — prune, then zero a fraction (``--sparse``: 80% on digits, 65% on mnist1d) of the
+  remaining weights (unstructured, fine-tuned), then static int8 (QAT would move the zeros):
   Deep Compression's recipe (pruning + quantisation + entropy coding), with gzip standing in
   for Huffman coding — the zeros shrink the stored file, not the dense runtime's work.
 
@@ -20,14 +20,21 @@ batch-1 calls on ONNX Runtime with one thread (torch eager shown beside for floa
 The goal: ≥ 40× fewer bytes AND ≥ 3× lower batch-1 latency than the fp32 baseline on ONNX
 Runtime, with accuracy non-inferior at a 0.5-point margin (one-sided 97.5% paired t-test).
 
-    python bench/deep_compression.py [--only digits|mnist1d] [--seeds 5] [--amount 0.8]
+    python bench/deep_compression.py [--only digits|mnist1d] [--seeds 5] [--amount 0.65]
+                                     [--sparse 0.65] [--finetune-epochs 160] [--int8 static|qat]
+
+Measured (``--only mnist1d --seeds 10``, 24.5 min with 2 workers beside another job): the
+mnist1d CNN meets all three goals in the last row — 65% of channels pruned, 65% of the rest
+zeroed, static int8: accuracy change −0.27 pt [−0.40, −0.14] (non-inferior), 42.7× fewer
+stored (gzip'd) bytes (the ONNX file itself 24.0×), 5.3× lower ORT batch-1 latency. The
+digits MLP cannot reach 3×: one ONNX Runtime call that does nothing costs 4–5 µs here against
+the baseline's ~7 µs (the table prints that floor).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import os
 import tempfile
 import time
@@ -38,7 +45,7 @@ import numpy as np
 import torch
 
 import tidian
-from common import print_table
+from common import interleaved_costs, print_table
 from tidian.compression import prune_
 from tidian.compression.quantize import quantize_model
 from tidian.evaluation.cost import measure_cost, measure_onnx_cost
@@ -55,6 +62,7 @@ SETUPS = {
         "finetune_epochs": 40,
         "finetune": {"schedule": "cosine", "patience": 10},
         "amount": 0.7,
+        "sparse": 0.8,
     },
     # LeNet-300-100 is over-parameterised for MNIST (266k weights); the analogue here is a
     # 128-channel CNN (167k weights) trained with jitter, as a good mnist1d model is.
@@ -68,9 +76,10 @@ SETUPS = {
             "schedule": "cosine",
             "augment": {"shift": 3, "noise": 0.05},
         },
-        "finetune_epochs": 80,
+        "finetune_epochs": 160,
         "finetune": {"lr": 2e-3, "schedule": "cosine"},
-        "amount": 0.75,
+        "amount": 0.65,
+        "sparse": 0.65,
         "distill": {"temperature": 4.0, "alpha": 0.9},
     },
 }
@@ -160,26 +169,6 @@ def run_seed(
     }
 
 
-def interleaved_costs(files: dict, task, repeats: int, rounds: int = 5) -> dict:
-    """ORT cost of each file, its latency the median over ``rounds`` rounds that visit every
-    file in turn: a burst of load on this shared machine then hits all files alike instead of
-    one (single back-to-back measurements of the same graph differed 2× here)."""
-    per_round = max(1, repeats // rounds)
-    runs = {step: [] for step in files}
-    for _ in range(rounds):
-        for step, f in files.items():
-            runs[step].append(measure_onnx_cost(f, task, repeats=per_round, warmup=100))
-    return {
-        step: dataclasses.replace(
-            costs[0],
-            latency_ms=float(np.median([c.latency_ms for c in costs])),
-            latency_p95_ms=float(np.median([c.latency_p95_ms for c in costs])),
-            repeats=per_round * rounds,
-        )
-        for step, costs in runs.items()
-    }
-
-
 def runtime_floor(task, work: Path, repeats: int) -> float:
     """Batch-1 latency (ms) of an ONNX model that only returns its input: what one ONNX
     Runtime call costs before any arithmetic — the floor under every speed-up here."""
@@ -213,7 +202,9 @@ def main() -> None:
     parser.add_argument("--amount", type=float, help="fraction of units removed (per setup)")
     parser.add_argument("--repeats", type=int, default=2000, help="latency calls per model")
     parser.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (per setup)")
-    parser.add_argument("--sparse", type=float, default=0.8, help="weights zeroed in 'all'")
+    parser.add_argument(
+        "--sparse", type=float, help="fraction of the pruned model's weights zeroed (per setup)"
+    )
     parser.add_argument("--importance", default="l1", choices=["l1", "l2", "taylor"])
     parser.add_argument(
         "--distill",
@@ -238,6 +229,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="tidian-deep-"))
         start = time.perf_counter()
         amount = args.amount if args.amount is not None else setup["amount"]
+        sparse = args.sparse if args.sparse is not None else setup["sparse"]
         if args.finetune_epochs is not None:
             setup = {**setup, "finetune_epochs": args.finetune_epochs}
         if args.distill is not None:
@@ -258,7 +250,7 @@ def main() -> None:
                     run_seed,
                     *zip(
                         *[
-                            (setup, task, s, amount, work, args.sparse, args.importance, int8)
+                            (setup, task, s, amount, work, sparse, args.importance, int8)
                             for s in range(args.seeds)
                         ]
                     ),
@@ -266,7 +258,13 @@ def main() -> None:
             )
         minutes = (time.perf_counter() - start) / 60
         first = seeds[0]
-        costs = interleaved_costs(first["files"], task, args.repeats)
+        costs = interleaved_costs(
+            {
+                step: lambda n, f=f, t=task: measure_onnx_cost(f, t, repeats=n, warmup=100)
+                for step, f in first["files"].items()
+            },
+            args.repeats,
+        )
         eager = {
             step: measure_cost(m, task, repeats=args.repeats, warmup=200).latency_ms
             for step, m in first["models"].items()
@@ -311,7 +309,8 @@ def main() -> None:
             )
         print_table(
             f"Deep Compression analogue: {name}, {setup['model']}, {args.seeds} seeds, "
-            f"{amount:.0%} of units removed, {setup['finetune_epochs']} fine-tuning epochs"
+            f"{amount:.0%} of units removed, {sparse:.0%} of the rest zeroed in the last row, "
+            f"{setup['finetune_epochs']} fine-tuning epochs"
             f"{', distilled' if setup.get('distill') else ''}, int8 {args.int8}"
             f"{f' ({args.qat_epochs} epochs)' if args.int8 == 'qat' else ''} ({minutes:.1f} min)",
             [
