@@ -179,3 +179,36 @@ def test_reconstruction_is_a_self_supervised_further_target(vector_task):
         from conftest import make_task
 
         Multitask(MultitaskConfig(targets=["reconstruction"])).check(make_task("text"))
+
+
+def test_row_changing_steps_keep_further_targets_row_for_row(mt_task):
+    # every step that picks, pools or resamples rows must carry the further targets along
+    rows = np.array([5, 0, 5, 17])
+    part = mt_task.train.take(rows)
+    assert np.array_equal(part.aux["amount"], mt_task.train.aux["amount"][rows])
+    assert np.array_equal(part.x, mt_task.train.x[rows])
+    unit = mt_task.cv_unit(1, 3)
+    folds = list(mt_task.kfold(3))
+    pooled = {
+        float(x[0]): a
+        for s in (mt_task.train, mt_task.val, mt_task.test)
+        for x, a in zip(s.x, s.aux["amount"])
+    }
+    for split in (unit.train, unit.val, unit.test, folds[0].train, folds[2].val):
+        assert set(split.aux) == {"amount", "noise"} and len(split.aux["noise"]) == len(split)
+        assert all(pooled[float(x[0])] == a for x, a in zip(split.x, split.aux["amount"]))
+
+
+def test_multitask_stage_under_cross_validation(tmp_path):
+    path = tmp_path / "rows.csv"
+    _frame().to_csv(path, index=False)
+    recipe = {
+        "task": {"path": str(path), "target": "label", "targets": ["amount"], "drop": ["colour"]},
+        "model": {"name": "mlp", "hidden": [16]},
+        "train": {"epochs": 3, "lr": 0.01},
+        "evaluate": {"seeds": 1, "folds": 2},
+        "stages": [{"multitask": {"targets": ["amount"]}}],
+    }
+    result = pipeline.run(recipe, store=Store(f"sqlite:///{tmp_path / 'm.db'}"))
+    (row,) = [c for c in result.candidates if c["stage"] == "multitask"]
+    assert row["status"] == "done", row.get("error")

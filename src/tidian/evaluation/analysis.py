@@ -131,8 +131,6 @@ def subsample(task: Any, fraction: float, seed: int) -> Any:
     """The task with a stratified, seeded ``fraction`` of its training split."""
     from sklearn.model_selection import train_test_split
 
-    from tidian.tasks.task import Split
-
     if not 0 < fraction <= 1:
         raise bad_value("fraction", "a number in (0, 1]", fraction)
     if fraction == 1:
@@ -147,7 +145,7 @@ def subsample(task: Any, fraction: float, seed: int) -> Any:
     except ValueError:  # too few rows per class to stratify
         index, _ = train_test_split(np.arange(n), train_size=keep, random_state=seed)
     index = np.sort(index)
-    return dataclasses.replace(task, train=Split(task.train.x[index], task.train.y[index]))
+    return dataclasses.replace(task, train=task.train.take(index))
 
 
 def learning_curve(

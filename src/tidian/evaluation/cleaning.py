@@ -94,7 +94,6 @@ def out_of_fold(
     from tidian.evaluation.evaluate import model_factory
     from tidian.evaluation.metrics import predict, softmax
     from tidian.executors import Job, LocalExecutor
-    from tidian.tasks.task import Split
     from tidian.training.config import TrainConfig
 
     if task.target_kind != "classes":
@@ -108,8 +107,8 @@ def out_of_fold(
     jobs, held = [], {}
     for f, (rest, out) in enumerate(splitter.split(np.zeros(len(y)), y)):
         part = task.replace(
-            train=Split(task.train.x[rest], y[rest]),
-            test=Split(task.train.x[out], y[out]),
+            train=task.train.take(rest),
+            test=task.train.take(out),
         )
         held[f] = out
         jobs.append(Job(f, make, part, config, seed * 100 + f, ("accuracy",), True))

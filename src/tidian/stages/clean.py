@@ -206,7 +206,7 @@ def clean_(
     model = create_model(name, task, **spec)
     if config["action"] == "remove":
         keep = np.setdiff1d(np.arange(len(task.train)), rows)
-        part = task.replace(train=Split(task.train.x[keep], task.train.y[keep]))
+        part = task.replace(train=task.train.take(keep))
         fit(model, part, train_config, seed=seed)
     elif config["action"] == "clip":
         # winsorise the training inputs at ±z training SDs per feature; inputs at prediction

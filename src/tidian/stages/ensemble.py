@@ -267,7 +267,6 @@ def _member_spec(folder: Any) -> dict[str, Any]:
 def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any, seed: int):
     """Members trained here from the incumbent's recipe (seeds, bagging, snapshot)."""
     from tidian.models.zoo import create_model, model_spec
-    from tidian.tasks.task import Split
     from tidian.training.config import TrainConfig
     from tidian.training.loop import fit
 
@@ -294,7 +293,7 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
         n = len(task.train)
         for i in range(k):
             rows = rng.integers(0, n, n)
-            bag = task.replace(train=Split(task.train.x[rows], task.train.y[rows]))
+            bag = task.replace(train=task.train.take(rows))
             s = seed * 1000 + i
             torch.manual_seed(s)
             m = create_model(name, task, **options)

@@ -42,6 +42,22 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def take(self, rows: Any) -> Split:
+        """The rows ``rows`` (indices or a boolean mask) of the inputs, the targets and every
+        further target, row for row: what any step that picks or resamples rows must use."""
+        return Split(self.x[rows], self.y[rows], {k: v[rows] for k, v in self.aux.items()})
+
+    @staticmethod
+    def concat(parts: Sequence[Split]) -> Split:
+        """The splits' rows one after the other; a further target is kept when every part
+        has it."""
+        keys = set.intersection(*(set(p.aux) for p in parts)) if parts else set()
+        return Split(
+            np.concatenate([p.x for p in parts]),
+            np.concatenate([p.y for p in parts]),
+            {k: np.concatenate([p.aux[k] for p in parts]) for k in sorted(keys)},
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class Task:
@@ -194,19 +210,19 @@ class Task:
 
         if not isinstance(k, int) or k < 2:
             raise bad_value("k", "an integer >= 2", k)
-        x = np.concatenate([self.train.x, self.val.x])
-        y = np.concatenate([self.train.y, self.val.y])
+        pooled = Split.concat([self.train, self.val])
+        y = pooled.y
         if k > len(y):
             raise bad_value("k", f"at most the number of train+val samples ({len(y)})", k)
         if self.is_classification and np.bincount(y).min(initial=k) >= k:
             splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         else:
             splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
-        for fold, (tr, va) in enumerate(splitter.split(x, y)):
+        for fold, (tr, va) in enumerate(splitter.split(pooled.x, y)):
             yield self.replace(
                 name=f"{self.name}[fold {fold + 1}/{k}]",
-                train=Split(x[tr], y[tr]),
-                val=Split(x[va], y[va]),
+                train=pooled.take(tr),
+                val=pooled.take(va),
             )
 
     def cv_unit(self, unit: int, folds: int, *, repeated: bool = False) -> Task:
@@ -221,9 +237,8 @@ class Task:
             raise bad_value("folds", "an integer >= 2", folds)
         if not isinstance(unit, int | np.integer) or unit < 0:
             raise bad_value("unit", "a non-negative integer", unit)
-        parts = [p for p in (self.train, self.val, self.test) if len(p)]
-        x = np.concatenate([p.x for p in parts])
-        y = np.concatenate([p.y for p in parts])
+        pooled = Split.concat([p for p in (self.train, self.val, self.test) if len(p)])
+        x, y = pooled.x, pooled.y
         if folds > len(y):
             raise bad_value("folds", f"at most the number of rows ({len(y)})", folds)
         repeat, fold = divmod(int(unit), folds)
@@ -250,9 +265,9 @@ class Task:
         return self.replace(
             name=f"{self.name}[cv {fold + 1}/{folds}"
             + (f", repeat {repeat + 1}]" if repeated else "]"),
-            train=Split(x[tr], y[tr]),
-            val=Split(x[va], y[va]),
-            test=Split(x[test], y[test]),
+            train=pooled.take(tr),
+            val=pooled.take(va),
+            test=pooled.take(test),
         )
 
 
