@@ -74,11 +74,12 @@ class DistillStep:
         on the soft targets alone)."""
         if self.labelled is None:
             return self.loss(out, y)
-        mask = self.labelled[rows.to(self.labelled.device)].to(out.device)
+        mask = self.labelled[rows.to(self.labelled.device)]  # checked where it lives (CPU)
         if bool(mask.all()):
             return self.loss(out, y)
         if not bool(mask.any()):
             return out.sum() * 0.0
+        mask = mask.to(out.device)
         # scaled by the labelled share, so a labelled row weighs the same in every batch
         return self.loss(out[mask], y[mask]) * mask.float().mean()
 
