@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # on a machine without a local CPU wheel (a bare `torch` from PyPI is the CUDA build on Linux).
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup run test lint bench
+.PHONY: setup run test test-fast lint imports bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -22,7 +22,15 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-lint: setup
+# The fast part: everything but the whole-pipeline runs (marked slow).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# The layer contract in pyproject.toml ([tool.importlinter]).
+imports: setup
+	$(VENV)/bin/lint-imports
+
+lint: imports
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 

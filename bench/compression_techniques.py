@@ -30,9 +30,9 @@ from tidian.compression import prune_
 from tidian.compression.lowrank import lowrank_
 from tidian.compression.quantize import quantize_model
 from tidian.evaluation.cost import gzip_size, measure_cost, measure_onnx_cost
-from tidian.evaluation.metrics import compute_metrics, predict
 from tidian.evaluation.stats import summarize
 from tidian.export import OnnxModel, export_onnx
+from tidian.metrics import compute_metrics, predict
 
 MODEL = {"name": "cnn1d", "width": 64, "depth": 3, "readout": "flatten"}
 TRAIN = {"epochs": 40, "lr": 1e-2, "batch_size": 100}

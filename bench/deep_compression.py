@@ -50,9 +50,9 @@ from tidian.compression import prune_
 from tidian.compression.quantize import quantize_model
 from tidian.evaluation.cost import measure_cost, measure_onnx_cost
 from tidian.evaluation.gate import gate
-from tidian.evaluation.metrics import compute_metrics
 from tidian.evaluation.stats import summarize
 from tidian.export import OnnxModel, export_onnx
+from tidian.metrics import compute_metrics
 
 SETUPS = {
     "digits": {

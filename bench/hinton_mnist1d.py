@@ -70,10 +70,10 @@ import torch
 
 import tidian
 from common import print_table
-from tidian.evaluation.metrics import predict
 from tidian.evaluation.stats import summarize
 from tidian.export import model_inputs, task_manifest
-from tidian.models.zoo import count_parameters, create_model
+from tidian.metrics import predict
+from tidian.models import count_parameters, create_model
 from tidian.stages.distill import distill_
 from tidian.training.loop import fit
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from tidian import Split, Task
+import tidian
+from tidian import ConfigError, Split, Task, load_model, save_model
+from tidian.compression import prune_structured
+from tidian.compression.surgery import remove_units, unit_groups
+from tidian.export import export_onnx
+from tidian.models.structure import get_module
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -65,6 +71,44 @@ def make_regression(n: int = 80, seed: int = 0) -> Task:
 
 
 KINDS = ("vector", "sequence", "image", "text")
+
+
+def _silence(model: nn.Module, group, units: torch.Tensor) -> None:
+    """Zero what *reads* these units: they then contribute nothing, so removing them must
+    leave the outputs exactly as they were."""
+    with torch.no_grad():
+        for member in group.members:
+            if member.role == "in":
+                tensor = getattr(get_module(model, member.module), member.tensor)
+                tensor.index_fill_(member.axis, group.indices(member, units), 0.0)
+
+
+def prune_silent_half(model: nn.Module, task, tmp_path) -> None:
+    """Silence half of every unit group, remove those units: the outputs must not move, the
+    model must shrink, and the smaller model must reload and export with the same outputs."""
+    groups = unit_groups(model)
+    if not groups:  # no hidden units (a linear model): pruning says there is nothing to prune
+        with pytest.raises(ConfigError, match="found no layer to prune"):
+            prune_structured(model, 0.5)
+        return
+    for g in groups:
+        _silence(model, g, torch.arange(0, g.size // 2))
+    x = torch.as_tensor(task.test.x)
+    with torch.no_grad():
+        before = model(x)
+    params = tidian.count_parameters(model)
+    for g in unit_groups(model):
+        remove_units(model, g, torch.arange(g.size // 2, g.size))
+    with torch.no_grad():
+        after = model(x)
+        assert tidian.count_parameters(model) < params
+        torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+        # Saved and loaded: the smaller architecture comes back from the weights' shapes.
+        loaded = load_model(save_model(model, tmp_path / "pruned"))
+        torch.testing.assert_close(loaded(x), after, atol=1e-6, rtol=1e-6)
+    check = export_onnx(model, task, tmp_path / "pruned.onnx")
+    assert check.passed and check.max_abs_diff < 1e-4
+
 
 # Options a zoo model needs to be built at all (the conformance suite passes them): the
 # pretrained encoder needs a directory — a tiny random BERT over the tiny text vocabulary.

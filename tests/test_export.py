@@ -47,6 +47,7 @@ def test_table_preprocessing_round_trips(tmp_path):
         pre.apply(test_rows.drop(columns="colour"))
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_predict_on_an_export_matches_the_evaluation(tmp_path):
     path, frame = _table(tmp_path)
     store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
@@ -105,6 +106,7 @@ def test_predict_on_an_export_matches_the_evaluation(tmp_path):
     assert stored["argmax_agreement"] > 0.9 and stored["samples"] == 50
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_predict_on_images_and_sequences_takes_raw_arrays(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
     recipe = {
@@ -133,6 +135,7 @@ def test_predict_on_images_and_sequences_takes_raw_arrays(tmp_path):
     assert float(hits.mean()) == pytest.approx(result.incumbent["quality"]["per_seed"][0])
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_export_errors_are_clear(tmp_path, capsys):
     store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
     result = pipeline.run(
@@ -161,6 +164,7 @@ def test_export_errors_are_clear(tmp_path, capsys):
         assert message in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_predict_on_raw_text_lines(tmp_path):
     rng = np.random.default_rng(0)
     good, bad = ["great", "lovely", "fine"], ["awful", "poor", "broken"]

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import tidian
-from tidian.evaluation.metrics import predict, score
-from tidian.models.zoo import create_model
+from tidian.metrics import predict, score
+from tidian.models import create_model
 from tidian.training.loop import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -108,6 +108,7 @@ def test_evaluate_with_gpu_workers(vector_task):
     np.testing.assert_allclose(result.scores("accuracy"), cpu.scores("accuracy"), atol=0.07)
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_a_run_with_compression_moves_gpu_weights_to_onnx_runtime(tmp_path):
     store = tidian.Store(f"sqlite:///{tmp_path / 'ledger.db'}")
     recipe = {

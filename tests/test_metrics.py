@@ -5,7 +5,7 @@ from sklearn import metrics as skm
 
 import tidian
 from tidian import ConfigError, UnknownNameError
-from tidian.evaluation.metrics import METRICS, check_metrics, ece, softmax
+from tidian.metrics import METRICS, check_metrics, ece, softmax
 
 rng = np.random.default_rng(0)
 Y = rng.integers(0, 4, size=200)

@@ -38,6 +38,7 @@ def store(tmp_path):
     return Store(f"sqlite:///{tmp_path / 'ledger.db'}")
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_tiny_run_gates_records_and_saves(store):
     result = pipeline.run(TINY, store=store)
     assert result.status == "finished"
@@ -70,6 +71,7 @@ def test_tiny_run_gates_records_and_saves(store):
         pipeline.run(store=store, resume=result.run_id)
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_constraints_keep_a_violating_candidate_out(store):
     recipe = {
         **TINY,
@@ -129,6 +131,7 @@ def _start_and_signal(tmp_path, recipe, until_sql, sig):
     return url, proc.returncode, err
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
     recipe = {
         **TINY,
@@ -162,6 +165,7 @@ def run_cli(capsys, *argv):
     return exit_.value.code, out.out, out.err
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_cli_end_to_end_with_json(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
@@ -231,6 +235,7 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert run["status"] == "interrupted"
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_worker_processes_give_the_same_ledger(tmp_path):
     serial = pipeline.run(TINY, store=Store(f"sqlite:///{tmp_path / 'a.db'}"))
     parallel = pipeline.run(TINY, store=Store(f"sqlite:///{tmp_path / 'b.db'}"), jobs=2)

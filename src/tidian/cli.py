@@ -452,8 +452,8 @@ def show_cmd(
 @app.command("compare")
 def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> None:
     """Paired difference (B − A) with its CI, from two candidates of the same run."""
-    from tidian.evaluation.metrics import greater_is_better
     from tidian.evaluation.stats import paired_compare
+    from tidian.metrics import greater_is_better
     from tidian.store import Store
 
     ledger = Store(store)
@@ -486,7 +486,7 @@ def export_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Write a candidate as one ONNX file (output-checked) or safetensors, with a manifest."""
-    from tidian.export import export_candidate
+    from tidian.runs import export_candidate
     from tidian.store import Store
 
     with console.status(f"exporting run {run_id} candidate {candidate} as {format}"):
@@ -585,15 +585,13 @@ def explain_cmd(
     importance of each feature for tabular tasks."""
     import numpy as np
 
-    from tidian.export import candidate_artifact
-    from tidian.pipeline import _task_of
-    from tidian.recipe import validate_recipe
     from tidian.report import explain_examples, to_json
+    from tidian.runs import candidate_artifact, run_task
     from tidian.store import Store
 
     ledger = Store(store)
     row, folder = candidate_artifact(ledger, run_id, candidate, "explain")
-    task = _task_of(validate_recipe(ledger.run(run_id)["recipe"]))
+    task = run_task(ledger, run_id)
     chosen = None
     if rows:
         try:

@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 PACKAGES = (
     "tidian",
     "torch",
@@ -56,8 +58,6 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def environment(argv: list[str] | None = None) -> dict[str, Any]:
-    import torch
-
     return {
         "command": command_line(argv),
         "cwd": os.getcwd(),

@@ -15,6 +15,8 @@ exporter is the fallback.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 import os
 import re
 import tempfile
@@ -24,10 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, DataError, bad_value, require
+from tidian.metrics import predict
+from tidian.models.io import load_model
+from tidian.tasks.loaders import read_table
+from tidian.tasks.preprocess import Preprocess
 
 INPUT, OUTPUT = "input", "output"
 
@@ -46,10 +53,21 @@ class ExportCheck:
         return asdict(self)
 
 
+def real_inputs(task_or_input: Any) -> np.ndarray:
+    """Inputs to measure or check a model with: a task's test split (its training split when
+    it has no test rows), or the given array."""
+    if isinstance(task_or_input, torch.Tensor | np.ndarray):
+        x = np.asarray(task_or_input)
+    else:
+        split = task_or_input.test if len(task_or_input.test) else task_or_input.train
+        x = np.asarray(split.x)
+    if len(x) == 0:
+        raise bad_value("example input", "at least one sample", tuple(x.shape))
+    return x
+
+
 def example_inputs(task_or_input: Any, n: int = 64) -> np.ndarray:
     """Up to ``n`` real inputs: a task's test split (train if it has none) or an array."""
-    from tidian.evaluation.cost import real_inputs
-
     return real_inputs(task_or_input)[:n]
 
 
@@ -156,8 +174,6 @@ def export_onnx(
     """
     require("onnxruntime", "onnx", "ONNX export")
     require("onnx", "onnx", "ONNX export")
-    import copy
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs = example_inputs(task_or_input)
@@ -244,7 +260,7 @@ class OnnxModel:
         return np.concatenate(outs).astype(np.float32) if outs else np.empty((0,))
 
 
-# -- exporting a candidate of a run, and predicting with the export --------------------------
+# -- the export folder, and predicting with it ----------------------------------------------
 
 MANIFEST = "manifest.json"
 EXPORT_FORMAT = "tidian-export/1"
@@ -265,109 +281,6 @@ def task_manifest(task: Any) -> dict[str, Any]:
     }
 
 
-def candidate_artifact(
-    store: Any, run_id: str, candidate: str | int, purpose: str
-) -> tuple[dict[str, Any], Path]:
-    """Candidate ``candidate`` of run ``run_id`` ('best': the incumbent) and the folder of its
-    saved model (first seed); a clear error when it has none. ``purpose`` names the need."""
-    from tidian.models.io import WEIGHTS
-
-    run = store.run(run_id)
-    if candidate == "best":
-        cid = run["incumbent_id"]
-        if cid is None:
-            raise DataError(f"run {run_id} has no incumbent yet; give --candidate ID.")
-    else:
-        try:
-            cid = int(candidate)
-        except (TypeError, ValueError):
-            raise bad_value("candidate", "'best' or a candidate id", candidate) from None
-    row = store.get_candidate(cid)
-    if row["run_id"] != run_id:
-        raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
-    artifact = Path(row["artifact"]) if row["artifact"] else None
-    if artifact is None or not (artifact / WEIGHTS).exists():
-        where = f"at {str(artifact)!r}" if artifact else f"(status {row['status']!r})"
-        raise DataError(
-            f"candidate {cid} of run {run_id} has no saved model {where}; {purpose} needs its "
-            f"weights: finish the run with `tidian run --resume {run_id}`, or work where the "
-            "run's artifacts folder is."
-        )
-    return row, artifact
-
-
-def export_candidate(
-    store: Any, run_id: str, candidate: str | int, out: str | Path, fmt: str = "onnx"
-) -> dict[str, Any]:
-    """Write candidate ``candidate`` ('best' = the run's incumbent) of run ``run_id`` to the
-    folder ``out`` as ONNX (checked against torch on the task's test inputs; the check is
-    stored in the ledger) or safetensors, with a ``manifest.json`` carrying the task's
-    preprocessing and labels. Returns the manifest."""
-    import json
-    import shutil
-
-    from tidian.models.io import SPEC, WEIGHTS, load_model
-    from tidian.pipeline import _task_of
-    from tidian.recipe import validate_recipe
-
-    if fmt not in FORMATS:
-        raise bad_value("format", f"one of {FORMATS}", fmt)
-    run = store.run(run_id)
-    row, artifact = candidate_artifact(store, run_id, candidate, "export")
-    cid = row["id"]
-    task = _task_of(validate_recipe(run["recipe"]))
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tidian-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise DataError(f"cannot write to {str(out)!r}: {err}") from None
-    quantized = artifact / "model.onnx"
-    check: dict[str, Any] | None = None
-    if fmt == "onnx":
-        file = "model.onnx"
-        if quantized.exists():
-            # An int8 model is checked for agreement with its float source, not equality.
-            tmp = out / (file + ".tmp")
-            shutil.copyfile(quantized, tmp)
-            inputs = example_inputs(task, 256)
-            check = compare_outputs(load_model(artifact), OnnxModel(tmp), inputs, np.inf)
-            check = check.to_dict()
-            os.replace(tmp, out / file)
-        else:
-            check = export_onnx(load_model(artifact), task, out / file).to_dict()
-        cost = dict(row["cost"] or {})
-        cost["export_check"] = check
-        store.update_candidate(cid, cost=cost)
-    else:
-        file = WEIGHTS
-        for name in (WEIGHTS, SPEC):
-            shutil.copyfile(artifact / name, out / name)
-    manifest = {
-        "format": EXPORT_FORMAT,
-        "file": file,
-        "runtime": "onnxruntime" if fmt == "onnx" else "torch",
-        "run": run_id,
-        "candidate": cid,
-        "label": row["label"],
-        "stage": row["stage"],
-        "quantized": quantized.exists() and fmt == "onnx",
-        "quality": {
-            k: (row["quality"] or {}).get(k) for k in ("metric", "mean", "ci_low", "ci_high")
-        },
-        "export_check": check,
-        "task": task_manifest(task),
-    }
-    if fmt == "safetensors" and quantized.exists():
-        manifest["note"] = (
-            "this candidate is deployed as int8 ONNX; the safetensors file is its float source"
-        )
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
-
-
 def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
     """Raw inputs from a file: NPZ (array ``x``, or its only array), a table (CSV, TSV,
     Parquet, JSONL) or, for text models, a .txt file with one text per line."""
@@ -384,18 +297,12 @@ def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
             return data[key]
     if suffix == ".txt" and manifest["task"]["input_kind"] == "text":
         return [line for line in path.read_text().splitlines() if line.strip()]
-    from tidian.tasks.loaders import read_table
-
     return read_table(path)
 
 
 def model_inputs(path: str | Path, task: dict[str, Any]) -> np.ndarray:
     """A file of raw inputs (see :func:`read_inputs`) made into model inputs by the task's
     fitted preprocessing; ``task`` is :func:`task_manifest`'s data."""
-    import pandas as pd
-
-    from tidian.tasks.preprocess import Preprocess
-
     pre = Preprocess.from_dict(task["preprocess"])
     raw = read_inputs(path, {"task": task})
     if pre.kind in ("none", "scale") and isinstance(raw, pd.DataFrame):
@@ -409,10 +316,6 @@ def predict_file(
     """Run an exported model on a file of raw inputs; returns a DataFrame of predictions
     (class name and per-class probabilities, or the predicted value) and writes it as CSV to
     ``out`` when given. The task's preprocessing, saved with the export, is applied first."""
-    import json
-
-    import pandas as pd
-
     folder = Path(model_dir)
     if not (folder / MANIFEST).exists():
         raise DataError(
@@ -427,9 +330,6 @@ def predict_file(
     if manifest["file"].endswith(".onnx"):
         scores = OnnxModel(folder / manifest["file"], threads=threads).predict(x)
     else:
-        from tidian.evaluation.metrics import predict
-        from tidian.models.io import load_model
-
         scores = predict(load_model(folder), x)
     if task["target_kind"] == "classes":
         names = task["class_names"] or [str(i) for i in range(scores.shape[1])]

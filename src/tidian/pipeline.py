@@ -14,26 +14,26 @@ ledger row; finished candidates and finished seeds are read back, not redone.
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tidian.compression.apply import run_transform
+from tidian.compression.apply import step_modules
 from tidian.environment import environment
 from tidian.evaluation.cost import deployed_runner, deployment_cost, interleaved_latency
-from tidian.evaluation.evaluate import ZooFactory
+from tidian.evaluation.evaluate import own_executor
 from tidian.evaluation.gate import gate, pareto_front
-from tidian.evaluation.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, DataError, require
-from tidian.executors import Job, LocalExecutor
-from tidian.models.io import save_model, seed_folder
-from tidian.recipe import Recipe, load_recipe, validate_recipe
+from tidian.executors import Executor, Job
+from tidian.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
+from tidian.models.io import seed_folder
+from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
 from tidian.store import Store
-from tidian.tasks import load_task
+from tidian.training.augment import check_policy
 from tidian.training.config import TrainConfig
 
 Events = Callable[[str, dict[str, Any]], None]
@@ -110,15 +110,6 @@ def candidate_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _task_of(recipe: Recipe):
-    task = recipe.task
-    if isinstance(task, str):
-        return load_task(task)
-    options = dict(task)
-    target = options.pop("name", None) or options.pop("path")
-    return load_task(target, **options)
-
-
 class _Run:
     """One execution (or resumption) of a recipe against a store."""
 
@@ -127,7 +118,7 @@ class _Run:
         recipe: Recipe,
         store: Store,
         run_id: str,
-        executor: LocalExecutor,
+        executor: Executor,
         events: Events | None,
         task: Any,
     ) -> None:
@@ -171,65 +162,42 @@ class _Run:
                 continue
             done = self.store.seed_results(row["id"])
             done_before += len(done)
-            todo = [seed for seed in self.seeds if seed not in done]
-            config = TrainConfig.from_dict(proposal.train)
-            if proposal.transform is not None:
-                jobs += [
-                    Job(
-                        row,
-                        None,
-                        None,
-                        config,
-                        seed,
-                        tuple(self.metrics),
-                        fn=run_transform,
-                        extra=(
-                            str(self._seed_dir(parent, seed)),
-                            proposal.transform,
-                            self.task_for(seed),
-                            proposal.train,
-                            seed,
-                            list(self.metrics),
-                            str(self._seed_dir(row["id"], seed)),
-                        ),
-                    )
-                    for seed in todo
-                ]
-                continue
-            options = dict(proposal.model)
-            make = ZooFactory(options.pop("name"), options)
             jobs += [
-                Job(row, make, self.task_for(seed), config, seed, tuple(self.metrics), True)
-                for seed in todo
+                self._job(proposal, row, parent, seed) for seed in self.seeds if seed not in done
             ]
         if jobs or done_before:
             self.emit("seeds_started", {"total": len(jobs) + done_before, "done": done_before})
+        # Each worker writes its seed's model (weights first, then the row that says the seed
+        # is done: a crash between the two leaves a folder that the resumed run overwrites).
         for job, result in self.executor.run(jobs):
-            cid = job.key["id"]
-            if result.state is not None:
-                # Weights first, then the row that says the seed is done: a crash between the
-                # two leaves a folder that the resumed run simply overwrites.
-                module = job.make(self.task)
-                module.load_state_dict(result.state)
-                folder = self._seed_dir(cid, result.seed)
-                tmp = folder.with_name(folder.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                save_model(
-                    module,
-                    tmp,
-                    metadata={"run": self.run_id, "candidate": cid, "seed": result.seed},
-                )
-                shutil.rmtree(folder, ignore_errors=True)
-                tmp.rename(folder)
             history = result.history.to_dict()
             if result.info:
                 history["transform"] = result.info
-            self.store.add_seed_result(cid, result.seed, result.scores, history, result.seconds)
+            self.store.add_seed_result(
+                job.key["id"], result.seed, result.scores, history, result.seconds
+            )
             self.emit("seed_done", {"candidate": job.key, "seed": result.seed})
         for i, row in enumerate(rows):
             if row["status"] != "done":
                 rows[i] = self._finish(row["id"])
         return rows
+
+    def _job(self, proposal: Proposal, row: dict[str, Any], parent: int | None, seed: int) -> Job:
+        """Seed ``seed`` of candidate ``row``: trained from scratch, or made from the parent's
+        model of the same seed by the proposal's transform. The worker writes its model."""
+        config: dict[str, Any] = {
+            "train": TrainConfig.from_dict(proposal.train).to_dict(),
+            "metrics": list(self.metrics),
+            "metadata": {"run": self.run_id, "candidate": row["id"], "seed": seed},
+        }
+        if proposal.transform is not None:
+            config["metadata"]["transform"] = proposal.transform
+            config.update(parent=str(self._seed_dir(parent, seed)), steps=proposal.transform)
+            handler, imports = "transform", step_modules(proposal.transform)
+        else:
+            handler, imports, config["model"] = "train", (), dict(proposal.model)
+        out = str(self._seed_dir(row["id"], seed))
+        return Job(handler, config, self.task_for(seed), seed, out=out, key=row, imports=imports)
 
     def _seed_dir(self, cid: int, seed: int) -> Path:
         """Every seed's model is kept: compression stages transform each seed's weights."""
@@ -523,41 +491,16 @@ def _cost_line(cost: dict[str, Any]) -> str:
 
 
 def _plain(config: Any) -> dict[str, Any]:
-    import dataclasses
-
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
-# Optional packages each stage needs, checked before a run starts (not after the baseline).
-STAGE_NEEDS = {
-    "tune": [("optuna", "tune")],
-    "quantize": [("onnx", "onnx"), ("onnxruntime", "onnx")],
-    "compress": [("optuna", "tune"), ("onnx", "onnx"), ("onnxruntime", "onnx")],
-}
-
-
-def _config_needs(name: str, config: Any) -> list[tuple[str, str]]:
-    """Optional packages that depend on a stage's settings."""
-    if name == "ensemble" and config.members == "boosting":
-        return [("xgboost" if config.booster == "xgboost" else "lightgbm", "boost")]
-    if name == "clean" and config.label_noise:
-        return [("cleanlab", "clean")]
-    if name == "distill" and config.teacher == "lightgbm":
-        return [("lightgbm", "boost")]
-    if name == "transfer":
-        needs = [("peft", "transfer")] if "lora" in config.strategies else []
-        tidian_source = config.pretrained.startswith("run:") or (
-            Path(config.pretrained, "tidian.json").exists()
-        )
-        return needs if tidian_source else [("transformers", "transfer"), *needs]
-    return []
-
-
 def _check_dependencies(recipe: Recipe) -> None:
+    """Optional packages the recipe's stages (and its deployment runtime) need, checked
+    before a run starts — not after the baseline has trained."""
     needs = [
         (m, x, f"the {name} stage")
         for name, config in recipe.stage_entries()
-        for m, x in STAGE_NEEDS.get(name, []) + _config_needs(name, config)
+        for m, x in STAGES.get(name)(config).requirements()
     ]
     if recipe.deploy.runtime == "onnxruntime":
         needs += [(m, "onnx", "deploy.runtime onnxruntime") for m in ("onnx", "onnxruntime")]
@@ -568,7 +511,6 @@ def _check_dependencies(recipe: Recipe) -> None:
 def _check_against_task(recipe: Recipe, task: Any) -> None:
     """Settings that only the task can judge (an augmentation for its input kind), checked
     before the ledger gets a row; errors name the recipe place."""
-    from tidian.training.augment import check_policy
 
     if recipe.train.get("augment"):
         check_policy(recipe.train["augment"], task.input_kind, task.target_kind, "train.augment")
@@ -585,6 +527,7 @@ def run(
     store: Store | str | None = None,
     resume: str | None = None,
     jobs: int = 1,
+    executor: Executor | None = None,
     events: Events | None = None,
 ) -> RunResult:
     """Run a recipe (or resume run ``resume``) and return what the ledger holds at the end.
@@ -592,8 +535,10 @@ def run(
     ``recipe`` may be a YAML path, a mapping or a Recipe; None runs the built-in default.
     On Ctrl-C the run is marked ``interrupted``; on an error, ``failed`` with the message;
     either way ``resume=RUN_ID`` continues without redoing finished seeds or candidates.
+
+    Jobs run on ``executor`` (the caller keeps and closes it); without one, ``jobs=N`` is
+    the shorthand for ``LocalExecutor(N)``, made and closed here.
     """
-    from tidian.recipe import DEFAULT_RECIPE
 
     ledger = store if isinstance(store, Store) else Store(store)
     if resume is not None:
@@ -613,15 +558,15 @@ def run(
         run_id = None
     # The task and its metric are checked before the ledger gets a row: a recipe whose data
     # cannot load leaves nothing behind.
-    task = _task_of(parsed)
+    task = parsed.load_task()
     check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
     _check_dependencies(parsed)
     _check_against_task(parsed, task)
-    with LocalExecutor(jobs) as executor:
+    with own_executor(executor, jobs) as runner:
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict(), environment())
         try:
-            _Run(parsed, ledger, run_id, executor, events, task).execute()
+            _Run(parsed, ledger, run_id, runner, events, task).execute()
         except KeyboardInterrupt:
             ledger.update_run(run_id, status="interrupted")
             raise

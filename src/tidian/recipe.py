@@ -17,12 +17,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from tidian.evaluation.metrics import METRICS
+from tidian.evaluation.cv import make_cv
 from tidian.exceptions import ConfigError, TidianError
+from tidian.metrics import METRICS
 from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
-from tidian.tasks import TASKS
+from tidian.tasks import TASKS, load_task
 from tidian.training.config import TrainConfig
 
 
@@ -83,13 +84,21 @@ class Recipe(BaseModel):
     stages: list[dict[str, dict[str, Any]]] = Field(default_factory=list)
 
     # -- derived views used by the pipeline -----------------------------------------------------
+    def load_task(self) -> Any:
+        """The recipe's task, loaded (built-in name, or file with its loading options)."""
+        task = self.task
+        if isinstance(task, str):
+            return load_task(task)
+        options = dict(task)
+        target = options.pop("name", None) or options.pop("path")
+        return load_task(target, **options)
+
     def seed_list(self) -> list[int]:
         seeds = self.evaluate.seeds
         return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
     def cv(self):
         """The cross-validation of ``evaluate.folds`` (None: one fixed split)."""
-        from tidian.evaluation.cv import make_cv
 
         return make_cv(self.evaluate.folds, self.evaluate.repeated)
 
@@ -291,34 +300,16 @@ def validate_recipe(data: Any) -> Recipe:
                 "remove it from the stages."
             )
         config = _stage_config(name, raw, i)
-        if _quantizes(name, config):
+        stage = STAGES.get(name)(config)
+        if stage.quantizes():
             quantized_at = quantized_at if quantized_at is not None else i
-        elif quantized_at is not None and name in _TORCH_STAGES:
+        elif quantized_at is not None and stage.edits_model:
             raise RecipeError(
                 f"stages[{i}].{name}: comes after stages[{quantized_at}], which quantises the "
                 "model for ONNX Runtime; torch stages cannot change a quantised model. Move "
                 "quantisation to the end."
             )
     return recipe
-
-
-# Stages that change a trained torch model, and so cannot follow quantisation.
-_TORCH_STAGES = (
-    "prune",
-    "lowrank",
-    "compress",
-    "distill",
-    "calibrate",
-    "ensemble",
-    "clean",
-    "augment",
-)
-
-
-def _quantizes(name: str, config: Any) -> bool:
-    if name == "quantize":
-        return True
-    return name == "compress" and any(m != "none" for m in config.modes)
 
 
 def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:

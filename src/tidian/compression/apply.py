@@ -1,203 +1,194 @@
-"""Apply a chain of compression steps to one seed of a trained candidate, and score it.
+"""Transforms: steps applied to one seed of a trained candidate, registered where they are
+defined, and the ``transform`` job that applies them.
 
 A *transform* is plain data: a list of one-key steps, ``[{"prune": {...}}, {"quantize": {...}}]``,
-applied in order to the parent's weights for a seed (and fine-tuned with that seed), so the
-compressed candidate is paired seed by seed with its parent — the gate's paired test stays
-valid. Quantisation produces an ONNX Runtime model and must be the last step.
+applied in order to the parent's model of a seed (and fine-tuned with that seed), so the new
+candidate is paired seed by seed with its parent — the gate's paired test stays valid.
 
-The unit of work, :func:`run_transform`, runs in a worker process: it loads the parent seed's
-saved model, applies the steps, scores validation and test on the runtime the result is
-deployed on (ONNX Runtime for a quantised model, torch otherwise) and writes the seed's
-artifact folder (atomically: a temporary folder renamed into place).
+Each step kind is registered beside its code with :func:`transform_step`: compression steps
+(``prune``, ``lowrank``, ``quantize``) in ``compression/``, and the steps of stages that make
+a new model from the parent or from nothing (``distill``, ``transfer``, ``ensemble``,
+``clean``, ``multitask``) or change it otherwise (``calibrate``) in their stage's module.
+Every handler has one signature::
+
+    step(model: nn.Module | None, config: dict, ctx: StepContext) -> (model, report)
+
+``model`` is the parent's model of the seed, or None when the step declares it does not need
+it. The step returns the model it made (changed in place or new) and a JSON-ready report.
+
+The unit of work, the ``transform`` job (:func:`transform_job`), runs in a worker: it loads
+the parent seed's saved model when the first step needs it, applies the steps, scores
+validation and test on the runtime the result is deployed on (ONNX Runtime for a quantised
+model, torch otherwise) and writes the seed's artifact folder (a temporary folder renamed
+into place).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tidian.compression.lowrank import LowRankConfig, lowrank_
-from tidian.compression.prune import PruneConfig, prune_
-from tidian.compression.quantize import QuantizeConfig, quantize_model
-from tidian.exceptions import ConfigError, bad_value
+import torch
+from torch import nn
+
+from tidian.evaluation.evaluate import SeedRun, seed_result
+from tidian.exceptions import ConfigError, bad_value, require
+from tidian.executors import Job, job_handler
+from tidian.export import OnnxModel
+from tidian.metrics import predict
+from tidian.models import load_model, writing
+from tidian.registry import Registry
+from tidian.training.loop import History
 
 ONNX_FILE = "model.onnx"
 REPORT_FILE = "compression.json"
-STEP_CONFIGS = {"prune": PruneConfig, "lowrank": LowRankConfig, "quantize": QuantizeConfig}
-# Steps that change a trained model without compressing it (registered by their stage).
-OTHER_STEPS = ("calibrate",)
-# Steps that build a new model from the parent (as its teacher) rather than change it; they
-# come first in a transform.
-NEW_MODEL_STEPS = ("distill", "transfer", "ensemble", "clean", "multitask")
+
+Step = Callable[[nn.Module | None, dict[str, Any], "StepContext"], tuple[nn.Module, dict]]
+STEPS: Registry[Step] = Registry("transform step")
 
 
-def _validate(kind: str, config: dict[str, Any]) -> None:
-    if kind == "distill":
-        from tidian.stages.distill import DistillConfig
+@dataclass(frozen=True)
+class StepContext:
+    """What a step may use besides the model and its config.
 
-        DistillConfig(**{k: v for k, v in config.items() if k != "folders"})
-    elif kind == "calibrate":
-        from tidian.stages.calibrate import CalibrateConfig
+    ``train``: the candidate's full training config (fine-tuning starts from it); ``seed``:
+    everything random in the step comes from it; ``metric``: the run's metric; ``workdir``:
+    the seed's artifact folder being written, where a step may put files (``quantize``
+    writes ``model.onnx`` there)."""
 
-        CalibrateConfig(**config)
-    elif kind == "ensemble":
-        from tidian.stages.ensemble import EnsembleConfig
+    task: Any
+    train: Any
+    seed: int
+    metric: str
+    workdir: Path
 
-        EnsembleConfig(
-            members=config.get("members"),
-            k=config.get("k"),
-            combine=config.get("combine"),
-            weights=config.get("weights"),
+
+def transform_step(
+    name: str,
+    *,
+    config: Callable[..., Any],
+    new_model: bool = False,
+    needs_parent: bool | Callable[[dict[str, Any]], bool] = True,
+    last: str | None = None,
+    requires: tuple[tuple[str, str], ...] = (),
+) -> Callable[[Step], Step]:
+    """Decorator registering a step handler under ``name``.
+
+    ``config(**step_config)`` validates a step's config (a config dataclass, or a function
+    that raises ConfigError). ``new_model``: the step trains a new model, so it must come
+    first. ``needs_parent``: whether it reads the parent's model (or a function of its config
+    saying so). ``last``: why it must be the last step, when it must. ``requires``: optional
+    packages as ``(module, extra)``, checked before the step runs.
+    """
+
+    def decorator(fn: Step) -> Step:
+        STEPS.add(
+            name,
+            fn,
+            config=config,
+            new_model=new_model,
+            needs_parent=needs_parent,
+            last=last,
+            requires=tuple(requires),
+            module=fn.__module__,
         )
-    elif kind == "multitask":
-        if not isinstance(config.get("model"), dict) or "weighting" not in config:
-            raise bad_value("multitask step", "{model: ..., train: ..., weighting: ...}", config)
-    elif kind == "clean":
-        if config.get("action") not in ("remove", "downweight", "clip") or "rows" not in config:
-            raise bad_value(
-                "clean step", "{rows: [...], action: remove | downweight | clip}", config
-            )
-    elif kind == "transfer":
-        from tidian.stages.transfer import STRATEGIES
+        return fn
 
-        if config.get("strategy") not in STRATEGIES or not config.get("source"):
-            raise bad_value("transfer step", "{source: ..., strategy: ...}", config)
-    else:
-        STEP_CONFIGS[kind](**config)
+    return decorator
+
+
+def step_modules(steps: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The modules that define a transform's steps: a worker imports them before it runs
+    the transform (``Job.imports``)."""
+    return tuple(dict.fromkeys(STEPS.entry(next(iter(s))).meta["module"] for s in steps))
+
+
+def needs_parent(step: dict[str, dict[str, Any]]) -> bool:
+    """Whether a transform's step reads the parent's model."""
+    ((kind, config),) = step.items()
+    rule = STEPS.entry(kind).meta["needs_parent"]
+    return bool(rule(config or {}) if callable(rule) else rule)
 
 
 def check_steps(steps: Any, allow_empty: bool = False) -> list[dict[str, dict[str, Any]]]:
-    """Validate a transform: known step kinds, valid configs, quantisation only last."""
+    """Validate a transform: registered step kinds, valid configs, order (new-model steps
+    first, steps that must be last last)."""
     if not isinstance(steps, list) or not (steps or allow_empty):
-        raise bad_value(
-            "transform", "a non-empty list of {distill|prune|lowrank|quantize: {...}}", steps
-        )
+        raise bad_value("transform", f"a non-empty list of {{{'|'.join(STEPS)}: {{...}}}}", steps)
     out = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict) or len(step) != 1:
             raise bad_value(f"transform[{i}]", "a one-key mapping {kind: config}", step)
         ((kind, config),) = step.items()
-        if kind not in STEP_CONFIGS and kind not in NEW_MODEL_STEPS + OTHER_STEPS:
-            kinds = (*NEW_MODEL_STEPS, *STEP_CONFIGS, *OTHER_STEPS)
-            raise bad_value(f"transform[{i}]", f"one of {kinds}", kind)
-        if kind in NEW_MODEL_STEPS and i:
+        if kind not in STEPS:
+            raise bad_value(f"transform[{i}]", f"one of {tuple(STEPS)}", kind)
+        meta = STEPS.entry(kind).meta
+        if meta["new_model"] and i:
             raise ConfigError(
                 f"{kind} must be the first step of a transform: it trains a new model."
             )
-        if kind == "quantize" and i != len(steps) - 1:
-            raise ConfigError(
-                "quantize must be the last compression step: it produces an ONNX Runtime "
-                "model that torch steps (prune, lowrank) cannot change."
-            )
-        _validate(kind, config or {})
+        if meta["last"] and i != len(steps) - 1:
+            raise ConfigError(f"{kind} must be the last step of a transform: {meta['last']}.")
+        meta["config"](**(config or {}))
         out.append({kind: dict(config or {})})
     return out
 
 
 def apply_steps(
-    model: Any,
-    steps: list[dict[str, dict[str, Any]]],
-    task: Any,
-    *,
-    train: Any,
-    seed: int,
-    metric: str,
-    onnx_path: Path,
-) -> tuple[Any, Path | None, list[dict[str, Any]]]:
-    """Apply ``steps`` to ``model`` in place; returns (model, ONNX file or None, reports)."""
-    reports, onnx = [], None
+    model: nn.Module | None, steps: list[dict[str, dict[str, Any]]], ctx: StepContext
+) -> tuple[nn.Module, Path | None, list[dict[str, Any]]]:
+    """Apply ``steps`` to ``model``; returns (model, its ONNX file when a step made the
+    deployed model an ONNX Runtime one, the steps' reports)."""
+    reports = []
     for step in check_steps(steps, allow_empty=True):
         ((kind, config),) = step.items()
-        if kind == "distill":
-            from tidian.stages.distill import distill_
-
-            model, report = distill_(model, config, task, train=train, seed=seed)
-        elif kind == "calibrate":
-            from tidian.stages.calibrate import calibrate_
-
-            model, report = calibrate_(model, config, task, train=train, seed=seed)
-        elif kind == "ensemble":
-            from tidian.stages.ensemble import ensemble_
-
-            model, report = ensemble_(model, config, task, train=train, seed=seed, metric=metric)
-        elif kind == "multitask":
-            from tidian.stages.multitask import multitask_
-
-            model, report = multitask_(model, config, task, train=train, seed=seed)
-        elif kind == "clean":
-            from tidian.stages.clean import clean_
-
-            model, report = clean_(model, config, task, train=train, seed=seed)
-        elif kind == "transfer":
-            from tidian.stages.transfer import transfer_
-
-            model, report = transfer_(model, config, task, train=train, seed=seed)
-        elif kind == "prune":
-            model, report = prune_(model, config, task, train=train, seed=seed)
-        elif kind == "lowrank":
-            model, report = lowrank_(model, config, task, train=train, seed=seed)
-        else:
-            model, report = quantize_model(
-                model, task, config, onnx_path, metric=metric, train=train, seed=seed
-            )
-            onnx = onnx_path
+        entry = STEPS.entry(kind)
+        for module, extra in entry.meta["requires"]:
+            require(module, extra, f"the {kind} step")
+        model, report = entry.obj(model, config, ctx)
         reports.append({kind: report})
-    return model, onnx, reports
+    onnx = ctx.workdir / ONNX_FILE
+    return model, (onnx if onnx.exists() else None), reports
 
 
-def run_transform(
-    parent: str,
-    steps: list[dict[str, dict[str, Any]]],
-    task: Any,
-    train: dict[str, Any],
-    seed: int,
-    metrics: list[str],
-    out: str,
-) -> Any:
-    """Worker: compress seed ``seed`` of the model saved at ``parent`` into folder ``out``."""
-    import torch
+@job_handler("transform")
+def transform_job(job: Job) -> SeedRun:
+    """Make seed ``job.seed`` of a candidate by transforming its parent's model of that seed.
 
-    from tidian.evaluation.evaluate import SeedRun, score_splits
-    from tidian.evaluation.metrics import predict
-    from tidian.export import OnnxModel
-    from tidian.models.io import load_model, save_model
-    from tidian.training.loop import History
-
+    ``config``: ``parent`` (the parent seed's saved model folder), ``steps``, ``train`` (the
+    candidate's training config), ``metrics`` (the first is the run's); writes ``job.out``."""
+    config = job.config
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    parent_dir = Path(parent)
-    first = next(iter(steps[0])) if steps else None
-    needs_parent = first not in ("transfer", "clean", "multitask") and not (
-        (first == "distill" and steps[0]["distill"].get("teacher") != "incumbent")
-        or (
-            first == "ensemble" and steps[0]["ensemble"].get("members") not in ("seeds", "boosting")
+    torch.manual_seed(job.seed)
+    steps = config["steps"]
+    parent = Path(config["parent"])
+    model = None
+    if not steps or needs_parent(steps[0]):
+        if (parent / ONNX_FILE).exists():
+            first = next(iter(steps[0])) if steps else "a transform"
+            raise ConfigError(
+                "this candidate's parent is already quantised (an ONNX Runtime model), which "
+                f"{first} cannot start from; put quantize last in the recipe."
+            )
+        model = load_model(parent)
+    with writing(job.out) as folder:
+        ctx = StepContext(job.task, config["train"], job.seed, config["metrics"][0], folder)
+        model, onnx, reports = apply_steps(model, steps, ctx)
+        # Scored on the runtime it deploys on: ONNX Runtime for a quantised model.
+        outputs = OnnxModel(onnx).predict if onnx else partial(predict, model)
+        report = json.dumps(reports, indent=2, default=str)
+        return seed_result(
+            job,
+            model,
+            outputs,
+            History(None),
+            start,
+            {"steps": reports},
+            files={REPORT_FILE: report},
+            folder=folder,
         )
-    )
-    if needs_parent and (parent_dir / ONNX_FILE).exists():
-        raise ConfigError(
-            "this candidate's parent is already quantised (an ONNX Runtime model), which "
-            f"{first} cannot start from; put quantize last in the recipe."
-        )
-    model = load_model(parent_dir) if needs_parent else None
-    target = Path(out)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model, onnx, reports = apply_steps(
-        model, steps, task, train=train, seed=seed, metric=metrics[0], onnx_path=tmp / ONNX_FILE
-    )
-    # Scored on the runtime it deploys on: ONNX Runtime for a quantised model.
-    scores = score_splits(
-        task, OnnxModel(onnx).predict if onnx else partial(predict, model), metrics
-    )
-    save_model(model, tmp, metadata={"seed": seed, "transform": steps})
-    (tmp / REPORT_FILE).write_text(json.dumps(reports, indent=2, default=str))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return SeedRun(
-        seed, scores, History(None), time.perf_counter() - start, None, {"steps": reports}
-    )

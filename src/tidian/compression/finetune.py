@@ -15,6 +15,11 @@ import torch
 from torch import nn
 
 from tidian.exceptions import bad_value
+from tidian.training.config import TrainConfig
+from tidian.training.distill import teacher_targets
+from tidian.training.loop import fit
+from tidian.training.losses import make_loss
+from tidian.training.steps import DistillStep
 
 DISTILL_KEYS = ("temperature", "alpha")
 
@@ -33,7 +38,6 @@ def check_distill(distill: Any, where: str) -> None:
 
 def teacher_outputs(model: nn.Module, task: Any) -> torch.Tensor:
     """The model's outputs on every training row (eval mode, no gradients)."""
-    from tidian.training.distill import teacher_targets
 
     return teacher_targets(model, task.train.x).outputs
 
@@ -42,30 +46,26 @@ def finetune(
     model: nn.Module,
     task: Any,
     train: Any,
+    config: Any,
     epochs: int,
     seed: int,
-    *,
-    overrides: dict[str, Any] | None = None,
     teacher: torch.Tensor | None = None,
-    distill: dict[str, Any] | None = None,
 ) -> None:
-    """Train ``model`` in place for ``epochs`` from where it is."""
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-    from tidian.training.losses import make_loss
-    from tidian.training.steps import DistillStep
-
+    """Train ``model`` in place for ``epochs`` from where it is: its training config ``train``
+    with the compression step's ``config.finetune`` overrides, and — when ``config.distill``
+    is set and the uncompressed model's ``teacher`` outputs are given — pulled towards them."""
     if epochs <= 0:
         return
-    config = TrainConfig.coerce(train).replace(init="default", patience=None)
-    config = config.replace(**{**(overrides or {}), "epochs": epochs})
+    train_config = TrainConfig.coerce(train).replace(init="default", patience=None)
+    train_config = train_config.replace(**{**(config.finetune or {}), "epochs": epochs})
     step = None
+    distill = config.distill
     if distill is not None and teacher is not None:
         step = DistillStep(
-            make_loss(config, task.target_kind),
+            make_loss(train_config, task.target_kind),
             teacher,
             temperature=float(distill.get("temperature", 4.0)),
             alpha=float(distill.get("alpha", 0.7)),
             classes=task.target_kind == "classes",
         )
-    fit(model, task, config, seed=seed, step=step)
+    fit(model, task, train_config, seed=seed, step=step)

@@ -16,16 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.compression.finetune import check_distill, finetune, teacher_outputs
-from tidian.compression.surgery import (
+from tidian.compression.surgery import plain_attention
+from tidian.exceptions import ConfigError, bad_value
+from tidian.models.structure import (
     LowRank,
     get_module,
     lowrank_layers,
-    plain_attention,
     record_replacement,
     set_module,
 )
-from tidian.exceptions import ConfigError, bad_value
 
 
 @dataclass(frozen=True)
@@ -143,19 +144,16 @@ def lowrank_(
         set_module(model, path, factorize(module, rank))
         record_replacement(model, path, {"type": "lowrank", "rank": rank})
         layers[path] = {"rank": rank, "shape": [out_dim, in_dim]}
-    finetune(
-        model,
-        task,
-        train,
-        config.finetune_epochs,
-        seed + 1000,
-        overrides=config.finetune,
-        teacher=teacher,
-        distill=config.distill,
-    )
+    finetune(model, task, train, config, config.finetune_epochs, seed + 1000, teacher)
     model.eval()
     return model, {
         "layers": layers,
         "params_before": before,
         "params_after": sum(p.numel() for p in model.parameters()),
     }
+
+
+@transform_step("lowrank", config=LowRankConfig)
+def lowrank_step(model: nn.Module, config: dict[str, Any], ctx: StepContext):
+    """The ``lowrank`` step of a transform: :func:`lowrank_` on the parent's model."""
+    return lowrank_(model, config, ctx.task, train=ctx.train, seed=ctx.seed)

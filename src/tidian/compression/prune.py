@@ -23,9 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.compression.finetune import check_distill, finetune, teacher_outputs
-from tidian.compression.surgery import Group, get_module, remove_units, unit_groups
+from tidian.compression.surgery import Group, remove_units, unit_groups
 from tidian.exceptions import ConfigError, bad_value
+from tidian.models.structure import get_module
+from tidian.training.config import TrainConfig
+from tidian.training.losses import make_loss
 
 IMPORTANCES = ("l1", "l2", "taylor")
 SCHEDULES = ("oneshot", "gradual")
@@ -100,8 +104,6 @@ def taylor_scores(model: nn.Module, task: Any, batches: int, seed: int) -> dict[
     """The gradient × weight products of each parameter, one per batch, stacked:
     ``{parameter path: (batches, *shape)}`` — the raw material of Taylor importance (a unit
     sums its products per batch before squaring, so batches are kept apart)."""
-    from tidian.training.config import TrainConfig
-    from tidian.training.losses import make_loss
 
     if task is None:
         raise ConfigError("taylor importance needs the task's training data; pass task=.")
@@ -352,16 +354,7 @@ def prune_(
             report["steps"].append({"target": target})
         handles = apply_masks(model, masks) if masks else []
         try:
-            finetune(
-                model,
-                task,
-                train,
-                per_step,
-                seed + 1000 * (t + 1),
-                overrides=config.finetune,
-                teacher=teacher,
-                distill=config.distill,
-            )
+            finetune(model, task, train, config, per_step, seed + 1000 * (t + 1), teacher)
         finally:
             for h in handles:
                 h.remove()
@@ -377,3 +370,9 @@ def prune_(
         structured=config.structured,
     )
     return model, report
+
+
+@transform_step("prune", config=PruneConfig)
+def prune_step(model: nn.Module, config: dict[str, Any], ctx: StepContext):
+    """The ``prune`` step of a transform: :func:`prune_` on the parent's model."""
+    return prune_(model, config, ctx.task, train=ctx.train, seed=ctx.seed)

@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tidian.compression.apply import ONNX_FILE, StepContext, transform_step
 from tidian.compression.finetune import check_distill, finetune, teacher_outputs
-from tidian.compression.surgery import set_module
-from tidian.evaluation.metrics import tolerance_units
 from tidian.exceptions import ConfigError, bad_value, require
+from tidian.export import OnnxModel, compact_onnx, export_onnx
+from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
+from tidian.models.structure import set_module
 
 MODES = ("dynamic", "static", "qat", "fp16")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
@@ -113,19 +115,11 @@ class FakeQuant(nn.Module):
         return self.inner._conv_forward(x, w, self.inner.bias)
 
 
-def qat_(
-    model: nn.Module,
-    task: Any,
-    train: Any,
-    epochs: int,
-    seed: int,
-    *,
-    overrides: dict[str, Any] | None = None,
-    distill: dict[str, Any] | None = None,
-) -> nn.Module:
-    """Fine-tune ``model`` in place with fake quantisation; returns it, unwrapped, in float.
-    With ``distill``, towards the float model's own outputs."""
-    teacher = teacher_outputs(model, task) if distill is not None else None
+def qat_(model: nn.Module, task: Any, train: Any, config: QuantizeConfig, seed: int) -> nn.Module:
+    """Fine-tune ``model`` in place for ``config.qat_epochs`` with fake quantisation on its
+    Linear and Conv layers; returns it, unwrapped, in float. With ``config.distill``, towards
+    the float model's own outputs."""
+    teacher = teacher_outputs(model, task) if config.distill is not None else None
     paths = [
         p
         for p, m in model.named_modules()
@@ -138,16 +132,7 @@ def qat_(
     for p in paths:
         set_module(model, p, FakeQuant(model.get_submodule(p)))
     try:
-        finetune(
-            model,
-            task,
-            train,
-            epochs,
-            seed + 2000,
-            overrides=overrides,
-            teacher=teacher,
-            distill=distill,
-        )
+        finetune(model, task, train, config, config.qat_epochs, seed + 2000, teacher)
     finally:
         for p in paths:
             set_module(model, p, model.get_submodule(p).inner)
@@ -257,7 +242,6 @@ def quantize_onnx(
             onnx.save(half, str(out))
         else:
             raise bad_value("quantize mode", f"one of {MODES}", mode)
-        from tidian.export import compact_onnx
 
         compact_onnx(out)
         out.replace(target)
@@ -267,9 +251,6 @@ def quantize_onnx(
 
 
 def _score(path: Path, task: Any, metric: str) -> float:
-    from tidian.evaluation.metrics import compute_metrics
-    from tidian.export import OnnxModel
-
     split = task.val if len(task.val) else task.test
     return compute_metrics(split.y, OnnxModel(path).predict(split.x), [metric])[metric]
 
@@ -284,7 +265,6 @@ def sensitivity(
 ) -> dict[str, Any]:
     """Per-layer sensitivity on the validation split: the metric when every quantisable node
     but one is quantised, for each node. Larger recovery = more sensitive layer."""
-    from tidian.evaluation.metrics import greater_is_better
 
     sign = 1 if greater_is_better(metric) else -1
     mode = "static" if config.mode == "qat" else config.mode
@@ -326,22 +306,13 @@ def quantize_model(
     model's output check, the nodes kept in float and, with ``keep_float: auto``, the
     sensitivity analysis.
     """
-    from tidian.export import export_onnx
 
     config = config if isinstance(config, QuantizeConfig) else QuantizeConfig(**config)
     metric = metric or task.metric
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if config.mode == "qat":
-        qat_(
-            model,
-            task,
-            train,
-            config.qat_epochs,
-            seed,
-            overrides=config.finetune,
-            distill=config.distill,
-        )
+        qat_(model, task, train, config, seed)
     calibration = None
     if config.mode in ("static", "qat"):
         x = np.asarray(task.train.x)
@@ -353,8 +324,6 @@ def quantize_model(
         check = export_onnx(model, task, source)
         report: dict[str, Any] = {"mode": config.mode, "export_check": check.to_dict()}
         if config.keep_float == "auto":
-            from tidian.evaluation.metrics import greater_is_better
-
             analysis = sensitivity(source, task, metric, config, calibration, work)
             sign = 1 if greater_is_better(metric) else -1
             keep: list[str] = []
@@ -386,4 +355,24 @@ def _quantize(source, target, config, calibration, exclude) -> None:
         per_channel=config.per_channel or config.mode == "qat",
         method=config.calibration,
         exclude=exclude,
+    )
+
+
+@transform_step(
+    "quantize",
+    config=QuantizeConfig,
+    last="it produces an ONNX Runtime model that torch steps (prune, lowrank) cannot change",
+    requires=(("onnx", "onnx"), ("onnxruntime", "onnx")),
+)
+def quantize_step(model: nn.Module, config: dict[str, Any], ctx: StepContext):
+    """The ``quantize`` step of a transform: the parent's model as ``model.onnx`` in the
+    seed's folder (the float model it came from is saved beside it)."""
+    return quantize_model(
+        model,
+        ctx.task,
+        config,
+        ctx.workdir / ONNX_FILE,
+        metric=ctx.metric,
+        train=ctx.train,
+        seed=ctx.seed,
     )

@@ -2,19 +2,19 @@
 
 from tidian.evaluation.cost import Cost, measure_cost
 from tidian.evaluation.evaluate import Evaluation, SeedRun, compare, evaluate
-from tidian.evaluation.metrics import (
-    METRICS,
-    classification_report,
-    confusion_matrix,
-    predict,
-    score,
-)
 from tidian.evaluation.stats import (
     PairedComparison,
     Summary,
     confidence_interval,
     paired_compare,
     summarize,
+)
+from tidian.metrics import (
+    METRICS,
+    classification_report,
+    confusion_matrix,
+    predict,
+    score,
 )
 
 __all__ = [

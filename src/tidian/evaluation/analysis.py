@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from tidian.evaluation.evaluate import model_factory, own_executor, train_jobs
+from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, bad_value
+from tidian.metrics import check_metrics, softmax
+from tidian.training.config import TrainConfig
 
 
 def _probabilities(out: np.ndarray) -> np.ndarray:
-    from tidian.evaluation.metrics import softmax
-
     return softmax(out)
 
 
@@ -165,11 +167,6 @@ def learning_curve(
     val_mean}]}``. Each seed draws its own subset, and the same seeds are used at every
     fraction. All (fraction, seed) trainings go to one executor (``executor``, or a new one
     with ``n_jobs`` workers); ``progress(done, total)`` follows them."""
-    from tidian.evaluation.evaluate import model_factory
-    from tidian.evaluation.metrics import check_metrics
-    from tidian.evaluation.stats import summarize
-    from tidian.executors import Job, LocalExecutor
-    from tidian.training.config import TrainConfig
 
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     if not seed_list:
@@ -179,22 +176,22 @@ def learning_curve(
     config = TrainConfig.coerce(config)
     _, make = model_factory(model)
     fractions = sorted({float(f) for f in fractions})
-    jobs = [
-        Job((fraction, seed), make, subsample(task, fraction, seed), config, seed, tuple(names))
-        for fraction in fractions
-        for seed in seed_list
-    ]
+    jobs = train_jobs(
+        make,
+        [
+            ((fraction, seed), subsample(task, fraction, seed), seed)
+            for fraction in fractions
+            for seed in seed_list
+        ],
+        config,
+        names,
+    )
     results: dict[tuple[float, int], Any] = {}
-    own = executor is None
-    executor = LocalExecutor(min(n_jobs, len(jobs))) if own else executor
-    try:
-        for job, run in executor.run(jobs):
+    with own_executor(executor, min(n_jobs, len(jobs))) as runner:
+        for job, run in runner.run(jobs):
             results[job.key] = (run, len(job.task.train))
             if progress is not None:
                 progress(len(results), len(jobs))
-    finally:
-        if own:
-            executor.close()
     points = []
     for fraction in fractions:
         runs = [results[(fraction, seed)] for seed in seed_list]

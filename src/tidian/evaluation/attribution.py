@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value, require
+from tidian.metrics import METRICS, greater_is_better, predict
 
 METHODS = ("integrated_gradients", "saliency")
 
@@ -169,8 +170,6 @@ class _Fitted:
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        from tidian.evaluation.metrics import predict
-
         return predict(self.model, np.asarray(x, dtype=np.float32))
 
 
@@ -186,8 +185,6 @@ def permutation_importance(
     """Drop in ``metric`` when each feature column of ``split`` is shuffled (mean ± std over
     ``repeats`` shuffles), most important first. Tabular (vector) tasks only."""
     from sklearn.inspection import permutation_importance as sk_importance
-
-    from tidian.evaluation.metrics import METRICS, greater_is_better
 
     if task.input_kind != "vector":
         raise ConfigError(

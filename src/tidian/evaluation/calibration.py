@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tidian.exceptions import ConfigError
+from tidian.metrics import ece, softmax
+from tidian.models.base import Head
 
 METHODS = ("temperature", "vector")
 
@@ -24,7 +26,6 @@ METHODS = ("temperature", "vector")
 def reliability(y: np.ndarray, out: np.ndarray, bins: int = 15) -> dict[str, Any]:
     """Reliability-diagram data over equal-width confidence bins (the bins ECE uses):
     per bin its edges, count, mean confidence and accuracy (None for an empty bin)."""
-    from tidian.evaluation.metrics import ece, softmax
 
     proba = softmax(out)
     confidence, correct = proba.max(1), proba.argmax(1) == y
@@ -85,7 +86,6 @@ def fit_scaling(logits: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndar
 
 def output_layer(model: nn.Module) -> nn.Linear:
     """The linear layer that makes a zoo classifier's logits (``model.head.linear``)."""
-    from tidian.models.base import Head
 
     head = getattr(model, "head", None)
     if not isinstance(head, Head) or head.regression:

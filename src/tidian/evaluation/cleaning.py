@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from tidian.evaluation.evaluate import model_factory, own_executor, train_jobs
 from tidian.exceptions import ConfigError, require
+from tidian.metrics import softmax
+from tidian.training.config import TrainConfig
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -91,11 +94,6 @@ def out_of_fold(
     the other ``folds − 1`` folds (stratified) of the training split."""
     from sklearn.model_selection import StratifiedKFold
 
-    from tidian.evaluation.evaluate import model_factory
-    from tidian.evaluation.metrics import predict, softmax
-    from tidian.executors import Job, LocalExecutor
-    from tidian.training.config import TrainConfig
-
     if task.target_kind != "classes":
         raise ConfigError("label-noise detection is for classification tasks.")
     y = task.train.y
@@ -104,28 +102,22 @@ def out_of_fold(
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     _, make = model_factory(model)
     config = TrainConfig.coerce(config)
-    jobs, held = [], {}
+    parts, held = [], {}
     for f, (rest, out) in enumerate(splitter.split(np.zeros(len(y)), y)):
         part = task.replace(
             train=task.train.take(rest),
             test=task.train.take(out),
         )
         held[f] = out
-        jobs.append(Job(f, make, part, config, seed * 100 + f, ("accuracy",), True))
+        parts.append((f, part, seed * 100 + f))
+    # each worker sends back its model's outputs on the held-out fold (its test split)
+    jobs = train_jobs(make, parts, config, ["accuracy"], outputs=["test"])
     proba = np.zeros((len(y), task.n_classes), dtype=np.float64)
-    own, done = executor is None, 0
-    executor = executor or LocalExecutor(1)
-    try:
-        for job, run in executor.run(jobs):
-            fitted = make(job.task)
-            fitted.load_state_dict(run.state)
-            proba[held[job.key]] = softmax(predict(fitted, job.task.test.x))
-            done += 1
+    with own_executor(executor, 1) as runner:
+        for done, (job, run) in enumerate(runner.run(jobs), start=1):
+            proba[held[job.key]] = softmax(run.info["outputs"]["test"])
             if progress is not None:
                 progress(done, len(jobs))
-    finally:
-        if own:
-            executor.close()
     return proba
 
 

@@ -9,11 +9,14 @@ request per core, and far less noisy than a shared thread pool on a busy machine
 from __future__ import annotations
 
 import contextlib
+import copy
+import gzip
 import os
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,9 @@ from safetensors.torch import save_model as st_save_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tidian.exceptions import bad_value
+from tidian.exceptions import ConfigError, bad_value
+from tidian.export import OnnxModel, export_onnx, real_inputs
+from tidian.models.io import WEIGHTS, load_model
 
 
 @dataclass(frozen=True)
@@ -100,19 +105,6 @@ def _timed(call: Any, x: Any, repeats: int, warmup: int) -> np.ndarray:
     return times / 1e6
 
 
-def real_inputs(task_or_input: Any) -> np.ndarray:
-    """Inputs to measure or check a model with: a task's test split (its training split when
-    it has no test rows), or the given array."""
-    if isinstance(task_or_input, torch.Tensor | np.ndarray):
-        x = np.asarray(task_or_input)
-    else:
-        split = task_or_input.test if len(task_or_input.test) else task_or_input.train
-        x = np.asarray(split.x)
-    if len(x) == 0:
-        raise bad_value("example input", "at least one sample", tuple(x.shape))
-    return x
-
-
 def _example(task_or_input: Any, n: int) -> torch.Tensor:
     """Exactly ``n`` real inputs (repeated when there are fewer)."""
     x = torch.as_tensor(real_inputs(task_or_input))
@@ -145,8 +137,6 @@ def measure_cost(
             raise bad_value(name, f"an integer >= {low}", value)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if device.type != "cpu":
-        import copy
-
         model = copy.deepcopy(model).cpu()
     was_training = model.training
     model.eval()
@@ -197,8 +187,6 @@ class RuntimeCost:
 
 
 def gzip_size(path: str | os.PathLike) -> int:
-    import gzip
-
     with open(path, "rb") as f:
         return len(gzip.compress(f.read(), compresslevel=9, mtime=0))
 
@@ -214,8 +202,6 @@ def measure_onnx_cost(
 ) -> RuntimeCost:
     """Batch-1 latency (median, p95) and throughput at ``batch_size`` of an ONNX model file
     in ONNX Runtime on CPU with ``threads`` intra-op threads, after ``warmup`` calls."""
-    from tidian.export import OnnxModel
-
     runtime = OnnxModel(path, threads=threads)
     one = _example(task_or_input, 1).numpy().astype(runtime.input_dtype)
     batch = _example(task_or_input, batch_size).numpy().astype(runtime.input_dtype)
@@ -256,11 +242,6 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
     quantised candidate (``model.onnx`` in its folder) always deploys on ONNX Runtime; a float
     one is exported to ``model.fp32.onnx`` when the runtime is ONNX Runtime.
     """
-    from pathlib import Path
-
-    from tidian.exceptions import ConfigError
-    from tidian.models.io import WEIGHTS, load_model
-
     folder = Path(folder)
     threads = getattr(deploy, "threads", 1)
     batch_size = getattr(deploy, "batch_size", 256)
@@ -281,8 +262,6 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
     )
     onnx = folder / "model.onnx"
     if not onnx.exists() and runtime == "onnxruntime":
-        from tidian.export import export_onnx
-
         onnx = folder / "model.fp32.onnx"
         if not onnx.exists():
             try:
@@ -314,15 +293,9 @@ def deployed_runner(folder: Any, task: Any, threads: int = 1) -> tuple[Any, Any]
     on: its ONNX file (int8 ``model.onnx`` or ``model.fp32.onnx``) when it has one, else the
     torch model in eval mode (``interleaved_latency`` sets its threads once, outside the
     timed calls)."""
-    from pathlib import Path
-
-    from tidian.models.io import load_model
-
     folder = Path(folder)
     for name in ("model.onnx", "model.fp32.onnx"):
         if (folder / name).exists():
-            from tidian.export import OnnxModel
-
             runtime = OnnxModel(folder / name, threads=threads)
             return runtime, _example(task, 1).numpy().astype(runtime.input_dtype)
     return load_model(folder).eval(), _example(task, 1)

@@ -7,27 +7,34 @@ and data orders, which is what makes paired comparisons (:func:`compare`) meanin
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from tidian.evaluation.metrics import (
+from tidian.evaluation.cv import make_cv
+from tidian.evaluation.stats import PairedComparison, Summary, paired_compare, summarize
+from tidian.exceptions import ConfigError, bad_value
+from tidian.executors import Executor, Job, LocalExecutor, job_handler
+from tidian.metrics import (
     DEFAULT_METRICS,
     check_metrics,
     compute_metrics,
     greater_is_better,
     predict,
 )
-from tidian.evaluation.stats import PairedComparison, Summary, paired_compare, summarize
-from tidian.exceptions import ConfigError, bad_value
-from tidian.models.zoo import create_model, model_spec
+from tidian.models import model_spec, save_model, writing
+from tidian.tasks import load_task
+from tidian.training.build import ModelMaker, train_new
 from tidian.training.config import TrainConfig
-from tidian.training.loop import History, fit
+from tidian.training.loop import History
 
 ModelRecipe = str | dict[str, Any] | Callable[[Any], nn.Module] | nn.Module
 
@@ -93,17 +100,6 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
-class ZooFactory:
-    """A picklable ``task -> module`` for a zoo model (so seeds can go to worker processes)."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, task: Any) -> nn.Module:
-        return create_model(self.name, task, **self.options)
-
-
-@dataclass(frozen=True)
 class TemplateFactory:
     """A copy of a user's module with fresh weights drawn from the current (seeded) RNG."""
 
@@ -117,22 +113,21 @@ class TemplateFactory:
         return model
 
 
-def model_factory(model: ModelRecipe) -> tuple[str, Callable[[Any], nn.Module]]:
-    """Turn every accepted way of naming a model into (label, task -> fresh module)."""
+def model_factory(model: ModelRecipe) -> tuple[str, ModelMaker]:
+    """Turn every accepted way of naming a model into (label, maker): a zoo spec
+    ``{name, **options}`` (plain data) or, for a user's own module, a factory task -> module."""
     if isinstance(model, str):
-        return model, ZooFactory(model)
+        return model, {"name": model}
     if isinstance(model, dict):
         if "name" not in model:
             raise bad_value(
                 "model", "a mapping with a 'name' key (a zoo model) and its options", model
             )
-        return model["name"], ZooFactory(
-            model["name"], {k: v for k, v in model.items() if k != "name"}
-        )
+        return model["name"], dict(model)
     if isinstance(model, nn.Module):
         spec = model_spec(model)
         if spec is not None:
-            return spec.name, ZooFactory(spec.name, spec.options)
+            return spec.name, {"name": spec.name, **spec.options}
         return type(model).__name__, TemplateFactory(model)
     if callable(model):
         return getattr(model, "__name__", "model"), model
@@ -155,28 +150,84 @@ def score_splits(
     }
 
 
-def run_seed(
-    make: Callable[[Any], nn.Module],
-    task: Any,
-    config: TrainConfig,
-    seed: int,
-    metrics: Sequence[str],
-    keep_model: bool,
+def seed_result(
+    job: Job,
+    model: nn.Module,
+    outputs: Callable[[Any], Any],
+    history: History,
+    start: float,
+    info: dict[str, Any] | None = None,
+    files: dict[str, str] | None = None,
+    folder: Path | None = None,
 ) -> SeedRun:
-    """Build (seeded), train and score one model. The unit of work of every evaluation."""
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    model = make(task)
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"the model factory returned {type(model).__name__}, not an nn.Module.")
-    history = fit(model, task, config, seed=seed)
-    scores = score_splits(
-        task, lambda x: predict(model, x, batch_size=config.eval_batch_size), metrics
-    )
+    """The end every seed job shares: score ``outputs`` (the model on the runtime it deploys
+    on) on validation and test, then save the model (with ``files`` beside it) into
+    ``folder`` — a job's temporary artifact folder that the caller renames into place — or,
+    without one, to ``job.out`` when the job keeps a model. ``config.metrics`` names the
+    metrics; with ``config.keep_state`` the weights come back too, and ``config.outputs``
+    lists splits whose raw outputs do."""
+    config = job.config
+    scores = score_splits(job.task, outputs, config["metrics"])
+    info = dict(info or {})
+    for split in config.get("outputs", ()):
+        info.setdefault("outputs", {})[split] = outputs(getattr(job.task, split).x)
+    seconds = time.perf_counter() - start
     state = (
-        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_model else None
+        {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if config.get("keep_state")
+        else None
     )
-    return SeedRun(seed, scores, history, time.perf_counter() - start, state)
+    if folder is not None:
+        save_artifact(model, folder, config.get("metadata"), files)
+    elif job.out is not None:
+        with writing(job.out) as tmp:
+            save_artifact(model, tmp, config.get("metadata"), files)
+    return SeedRun(job.seed, scores, history, seconds, state, info)
+
+
+def save_artifact(
+    model: nn.Module, folder: Path, metadata: dict[str, Any] | None, files: dict[str, str] | None
+) -> None:
+    save_model(model, folder, metadata=metadata)
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+
+
+@job_handler("train")
+def train_job(job: Job) -> SeedRun:
+    """Train seed ``job.seed`` of a model from scratch on ``job.task`` and score it.
+
+    ``config``: ``model`` (a zoo spec, or a picklable factory task -> module), ``train`` (a
+    TrainConfig mapping), ``metrics``; see :func:`seed_result` for what else it may ask."""
+    start = time.perf_counter()
+    config = TrainConfig.coerce(job.config["train"])
+    model, history = train_new(job.config["model"], job.task, config, job.seed)
+    return seed_result(
+        job, model, partial(predict, model, batch_size=config.eval_batch_size), history, start
+    )
+
+
+@contextlib.contextmanager
+def own_executor(executor: Executor | None, workers: int) -> Iterator[Executor]:
+    """``executor`` as it is (the caller closes it), or a new LocalExecutor(``workers``) that
+    is closed on exit: the ``n_jobs`` shorthand."""
+    if executor is not None:
+        yield executor
+        return
+    with LocalExecutor(workers) as own:
+        yield own
+
+
+def train_jobs(
+    model: ModelMaker,
+    tasks: Sequence[tuple[Any, Any, int]],
+    config: TrainConfig,
+    metrics: Sequence[str],
+    **extra: Any,
+) -> list[Job]:
+    """One ``train`` job per ``(key, task, seed)``: the unit of every seeded evaluation."""
+    spec = {"model": model, "train": config.to_dict(), "metrics": list(metrics), **extra}
+    return [Job("train", spec, task, seed, key=key) for key, task, seed in tasks]
 
 
 def evaluate(
@@ -195,13 +246,15 @@ def evaluate(
     folds: int | None = None,
     repeated: bool = False,
     on_seed: Callable[[SeedRun], None] | None = None,
+    executor: Executor | None = None,
 ) -> Evaluation:
     """Train ``model`` once per seed on ``task`` and summarise validation and test scores.
 
     ``model``: a zoo name, ``{"name": ..., **options}``, a factory ``task -> nn.Module`` or a
     module (re-initialised per seed). ``seeds``: a count (seeds 0..k-1) or explicit seeds.
-    ``n_jobs > 1`` trains seeds in that many worker processes, each on one thread; the factory
-    must then be picklable (zoo names and mappings always are).
+    ``n_jobs > 1`` trains seeds in that many worker processes, each on one thread (shorthand
+    for ``executor=LocalExecutor(n_jobs)``); ``executor`` runs them wherever it runs jobs. A
+    factory must then be picklable (zoo names and mappings always are).
 
     ``on_seed(run)`` is called as each seed (or unit) finishes, for progress displays.
 
@@ -209,9 +262,6 @@ def evaluate(
     unit tested on one fold; ``repeated`` reshuffles the folds per seed), and intervals use
     the corrected variance for overlapping training sets (see ``tidian.evaluation.cv``).
     """
-    from tidian.evaluation.cv import make_cv
-    from tidian.tasks import load_task
-
     task = load_task(task) if isinstance(task, str) else task
     config = TrainConfig.coerce(config)
     label, make = model_factory(model)
@@ -225,25 +275,22 @@ def evaluate(
     )
     if not isinstance(n_jobs, int) or n_jobs < 1:
         raise bad_value("n_jobs", "a positive integer", n_jobs)
-    from tidian.executors import LocalExecutor
-
     cv = make_cv(folds, repeated)
     correction = 0.0
     if cv is not None:
         if ci != "t":
             raise bad_value("ci", "'t' with folds (the corrected t-interval)", ci)
         seed_list, correction = cv.units(seed_list), cv.correction(task)
+    jobs = train_jobs(
+        make,
+        [(s, cv.task(task, s) if cv else task, s) for s in seed_list],
+        config,
+        names,
+        keep_state=keep_models,
+    )
     done: dict[int, SeedRun] = {}
-    with LocalExecutor(min(n_jobs, len(seed_list))) as executor:
-        for r in executor.run_seeds(
-            make,
-            task,
-            config,
-            seed_list,
-            names,
-            lambda seed: keep_models,
-            task_for=(lambda unit: cv.task(task, unit)) if cv else None,
-        ):
+    with own_executor(executor, min(n_jobs, len(seed_list))) as runner:
+        for _, r in runner.run(jobs):
             done[r.seed] = r
             if on_seed is not None:
                 on_seed(r)

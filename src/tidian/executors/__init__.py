@@ -1,5 +1,7 @@
-"""Executors run training jobs: in-process or in local worker processes."""
+"""Executors run jobs: in this process, or in local worker processes (``executors.base`` holds
+the contract every executor keeps, and the registry of job handlers)."""
 
-from tidian.executors.local import Job, LocalExecutor
+from tidian.executors.base import JOBS, Executor, Job, WorkerLost, execute, job_handler
+from tidian.executors.local import LocalExecutor
 
-__all__ = ["Job", "LocalExecutor"]
+__all__ = ["JOBS", "Executor", "Job", "LocalExecutor", "WorkerLost", "execute", "job_handler"]

@@ -17,6 +17,7 @@ Combinations (``combine``):
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value
 from tidian.models.base import MODELS, Signature
+from tidian.models.spec import ModelSpec, create_model, set_spec
 
 COMBINE = ("average", "weighted", "greedy", "vote", "stacking")
 EPS = 1e-7
@@ -71,10 +73,6 @@ def ensemble_of(members: list[nn.Module], specs: list[dict[str, Any]], combine: 
     """An ``ensemble`` zoo model around already-built ``members`` (trained, loaded, maybe
     compressed), with ``specs`` — their zoo specs — recorded so it saves and reloads like one
     made by ``create_model`` (which would first build every member afresh)."""
-    import json
-
-    from tidian.models.zoo import SPEC_ATTR, ModelSpec
-
     if combine not in COMBINE:
         raise bad_value("ensemble combine", f"one of {COMBINE}", combine)
     if len(members) < 2 or len(members) != len(specs):
@@ -84,7 +82,7 @@ def ensemble_of(members: list[nn.Module], specs: list[dict[str, Any]], combine: 
         raise ConfigError("ensemble combine 'vote' needs a classification task; use average.")
     model = Ensemble(list(members), combine, sig.target_kind == "classes", sig.n_outputs)
     options = json.loads(json.dumps({"members": specs, "combine": combine}))
-    setattr(model, SPEC_ATTR, ModelSpec("ensemble", options, sig.to_dict()))
+    set_spec(model, ModelSpec("ensemble", options, sig.to_dict()))
     return model
 
 
@@ -97,8 +95,6 @@ def ensemble(
     sig: Signature, *, members: list[dict[str, Any]] | None = None, combine: str = "average"
 ) -> nn.Module:
     """Several zoo models combined (average, weighted, greedy, vote, stacking)."""
-    from tidian.models.zoo import create_model
-
     if combine not in COMBINE:
         raise bad_value("ensemble combine", f"one of {COMBINE}", combine)
     if not isinstance(members, list) or len(members) < 2:

@@ -15,8 +15,11 @@ Zoo models rebuild from the spec alone. A user's own module is saved the same wa
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +28,9 @@ from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
 from torch import nn
 
-from tidian.compression.surgery import conform, structure_of
 from tidian.exceptions import ConfigError, DataError
-from tidian.models.zoo import SPEC_ATTR, ModelSpec, create_model, model_spec
+from tidian.models.spec import ModelSpec, create_model, model_spec, set_spec
+from tidian.models.structure import conform, structure_of
 
 FORMAT = "tidian-model/1"
 WEIGHTS, SPEC = "model.safetensors", "tidian.json"
@@ -36,6 +39,25 @@ WEIGHTS, SPEC = "model.safetensors", "tidian.json"
 def seed_folder(candidate: str | Path, seed: int) -> Path:
     """Where a run keeps one seed's model of a candidate (every seed is kept)."""
     return Path(candidate) / f"seed-{seed}"
+
+
+@contextlib.contextmanager
+def writing(folder: str | Path) -> Iterator[Path]:
+    """A new, empty temporary folder beside ``folder`` — one per call, so two attempts at the
+    same artifact never share one — renamed to ``folder`` (replacing what was there) when the
+    block ends without error, removed when it fails. Readers never see a half-written
+    artifact; a crash leaves at most a stray ``.NAME.*.tmp`` folder beside it."""
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp.mkdir()  # (not mkdtemp: its 0700 mode would outlive the rename)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def save_model(
@@ -118,5 +140,5 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
         )
     if doc.get("model") and factory is None:
-        setattr(model, SPEC_ATTR, ModelSpec(**doc["model"]))
+        set_spec(model, ModelSpec(**doc["model"]))
     return model.eval()

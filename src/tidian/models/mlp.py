@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tidian.exceptions import bad_value
 from tidian.models.base import (
     MODELS,
     FlatInput,
@@ -118,8 +119,6 @@ def embedding_bag(
     """fastText-style text classifier: the mean of the token embeddings (padding excluded),
     an optional hidden layer, the head. The smallest fast baseline and distillation student."""
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 0:
-        from tidian.exceptions import bad_value
-
         raise bad_value("hidden", "a non-negative integer (0: no hidden layer)", hidden)
     return MLP(
         sig,

@@ -21,6 +21,7 @@ from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value
 from tidian.models.base import MODELS, Head, Signature
+from tidian.models.spec import create_model
 
 SHARING = ("hard", "soft")
 AUX_PARAM = "_tidian_aux"  # parameters the main output does not reach (aux heads, weights)
@@ -39,8 +40,6 @@ def _aux(module_or_param: Any) -> Any:
 
 class MultiTask(nn.Module):
     def __init__(self, base: dict[str, Any], sig: Signature, aux: list[dict], sharing: str):
-        from tidian.models.zoo import create_model
-
         super().__init__()
         name, options = base["name"], {k: v for k, v in base.items() if k != "name"}
         self.sharing, self.names = sharing, [a["name"] for a in aux]

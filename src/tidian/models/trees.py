@@ -14,6 +14,7 @@ LightGBM are not modelled.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value, require
 from tidian.models.base import MODELS, Signature
+from tidian.models.spec import create_model
 
 
 class GBDT(nn.Module):
@@ -89,8 +91,6 @@ def from_lightgbm(booster: Any, task: Any) -> nn.Module:
 
 
 def _build(flat: list[dict[str, Any]], per_iteration: int, task: Any) -> nn.Module:
-    from tidian.models.zoo import create_model
-
     nodes = max(len(f["feature"]) for f in flat)
     depth = max(f["depth"] for f in flat)
     binary = task.target_kind == "classes" and per_iteration == 1
@@ -110,7 +110,6 @@ def from_xgboost(booster: Any, task: Any) -> nn.Module:
     sends a row left when ``x < threshold``; the threshold becomes the largest double below it,
     so ``x <= t'`` decides the same for every float32 input. The base margin is read off the
     model's own margins on the training rows (it must be one constant per output)."""
-    import json
 
     import xgboost as xgb
 

@@ -1,13 +1,8 @@
-"""The model zoo's front door: :func:`create_model`, :func:`model_spec`, :func:`register_model`."""
+"""The model zoo: importing this module registers every built-in family."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
-from torch import nn
 
 # Importing the family modules registers their models.
 from tidian.models import (  # noqa: F401
@@ -20,66 +15,7 @@ from tidian.models import (  # noqa: F401
     transformer,
     trees,
 )
-from tidian.models.base import MODELS, Head, Signature, refuse
-from tidian.registry import check_options
-
-SPEC_ATTR = "_tidian_spec"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to rebuild a zoo model: its registered name, options and the task signature."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-    signature: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "options": self.options, "signature": self.signature}
-
-
-def create_model(name: str, task: Any, **options: Any) -> nn.Module:
-    """Build zoo model ``name`` for ``task`` (a Task or a saved signature).
-
-    Unknown names and options raise errors naming the close matches; a model that cannot take
-    the task's input kind says which models can. The returned module remembers its spec so
-    :func:`tidian.save_model` can store it as weights plus JSON.
-    """
-    entry = MODELS.entry(name)
-    sig = Signature.of(task)
-    inputs = entry.meta.get("inputs", ())
-    if sig.input_kind not in inputs:
-        raise refuse(name, sig, inputs, entry.meta.get("instead", "another model"))
-    check_options(f"model {name!r}", entry.obj, options)
-    # Options are stored as JSON; normalise now so a rebuilt model gets exactly the same values.
-    options = json.loads(json.dumps(options))
-    model = entry.obj(sig, **options)
-    y = getattr(getattr(task, "train", None), "y", None)
-    if sig.target_kind == "values" and y is not None and len(y):
-        _set_output_scale(model, np.asarray(y, dtype=np.float64))
-    setattr(model, SPEC_ATTR, ModelSpec(name, options, sig.to_dict()))
-    return model
-
-
-def _set_output_scale(model: nn.Module, y: np.ndarray) -> None:
-    for module in model.modules():
-        if isinstance(module, Head) and module.regression:
-            module.shift.fill_(float(y.mean()))
-            module.scale.fill_(float(y.std()) or 1.0)
-
-
-def model_spec(model: nn.Module) -> ModelSpec | None:
-    """The zoo spec of a model made by :func:`create_model`, or None for a user's own module."""
-    spec = getattr(model, SPEC_ATTR, None)
-    return spec if isinstance(spec, ModelSpec) else None
-
-
-def register_model(name: str, *, inputs: tuple[str, ...], instead: str = "another model"):
-    """Decorator adding a user's model builder ``fn(signature, **options)`` to the zoo.
-
-    A registered model can then be named in recipes and rebuilt from a saved spec.
-    """
-    return MODELS.register(name, inputs=tuple(inputs), instead=instead)
+from tidian.models.base import MODELS
 
 
 def describe_models() -> list[dict[str, Any]]:
@@ -93,7 +29,3 @@ def describe_models() -> list[dict[str, Any]]:
         }
         for e in MODELS.entries()
     ]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

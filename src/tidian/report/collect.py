@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tidian.exceptions import TidianError
+from tidian.evaluation.analysis import error_analysis, flips
+from tidian.evaluation.attribution import agreement, attribute, permutation_importance
+from tidian.evaluation.calibration import reliability
+from tidian.evaluation.stats import paired_compare
+from tidian.exceptions import TidianError, bad_value
+from tidian.export import OnnxModel
+from tidian.metrics import greater_is_better, predict
+from tidian.models.io import WEIGHTS, load_model, seed_folder
+from tidian.recipe import validate_recipe
+from tidian.stages import STAGES
 
 FORMAT = "tidian-report/1"
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -66,8 +75,6 @@ def _paired(
 ) -> dict[str, Any] | None:
     """b − a over the same seeds (or CV units, with their ``correction``), with its CI (None
     when either is missing or unpaired)."""
-    from tidian.evaluation.metrics import greater_is_better
-    from tidian.evaluation.stats import paired_compare
 
     if not a or not b or len(a) != len(b) or len(a) < 2:
         return None
@@ -230,19 +237,14 @@ def _lineage(rows: list[dict]) -> dict[str, Any]:
 def _outputs(folder: Path, task: Any) -> np.ndarray:
     """Test outputs of a saved candidate on the runtime it deploys on (int8 ONNX when it was
     quantised; the torch model otherwise)."""
-    from tidian.evaluation.metrics import predict
-    from tidian.models.io import load_model
 
     if (folder / "model.onnx").exists():
-        from tidian.export import OnnxModel
-
         return OnnxModel(folder / "model.onnx").predict(task.test.x)
     return predict(load_model(folder), task.test.x)
 
 
 def _seed_models(run: dict[str, Any], cid: int, seeds: list[int]) -> dict[int, Path]:
     """The saved model folders of candidate ``cid`` for ``seeds`` that exist."""
-    from tidian.models.io import WEIGHTS, seed_folder
 
     folder = Path(run["directory"]) / f"candidate-{cid}"
     return {s: seed_folder(folder, s) for s in seeds if (seed_folder(folder, s) / WEIGHTS).exists()}
@@ -253,7 +255,6 @@ def _candidate_flips(
 ) -> dict[str, dict[str, Any]]:
     """For every finished candidate with a parent: the test rows of seed ``seed`` it newly gets
     right and newly gets wrong against its parent (the incumbent when it was proposed)."""
-    from tidian.evaluation.analysis import flips
 
     task = task_of(seed)
     cache: dict[int, np.ndarray | None] = {}
@@ -295,8 +296,6 @@ def _analyses(
     """Confusion, reliability, error analysis, flips and attributions of the final model.
     ``task_of(seed)`` is the task each seed was trained and tested on (with cross-validation,
     its unit: pooled over units, the confusion matrix is out-of-fold)."""
-    from tidian.evaluation.analysis import error_analysis, flips
-    from tidian.evaluation.calibration import reliability
 
     out: dict[str, Any] = {}
     skipped: dict[str, str] = {}
@@ -370,16 +369,12 @@ def explain_examples(
 ) -> dict[str, Any]:
     """Attributions of a saved model for a few test examples (the first ``examples`` rows, or
     ``rows``), their agreement, and permutation importance for tabular tasks."""
-    from tidian.evaluation.attribution import agreement, attribute, permutation_importance
-    from tidian.models.io import load_model
 
     model = load_model(folder).eval()
     n = len(task.test)
     rows = list(range(min(examples, n))) if rows is None else [int(r) for r in rows]
     bad = [r for r in rows if not 0 <= r < n]
     if bad:
-        from tidian.exceptions import bad_value
-
         raise bad_value("rows", f"test rows in 0..{n - 1}", bad)
     step = (lambda i, k: progress("attributions", i, k)) if progress else None
     result = attribute(
@@ -434,12 +429,13 @@ def _learning_curves(stages: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
-def _multitask(store: Any, rows: list[dict]) -> list[dict[str, Any]]:
-    """Per multi-task candidate, each further target's test score (mean over seeds) beside
-    the same base model trained on that target alone, from the seeds' reports."""
+def _multitask(store: Any, rows: list[dict], stages: set[str]) -> list[dict[str, Any]]:
+    """Per multi-task candidate (of the ``stages`` that declare this section), each further
+    target's test score (mean over seeds) beside the same base model trained on that target
+    alone, from the seeds' reports."""
     out = []
     for row in rows:
-        if row["stage"] != "multitask" or row["status"] != "done":
+        if row["stage"] not in stages or row["status"] != "done":
             continue
         targets: dict[str, dict[str, Any]] = {}
         for result in store.seed_results(row["id"]).values():
@@ -471,6 +467,27 @@ def _tuning(stages: list[dict]) -> list[dict[str, Any]]:
     ]
 
 
+# Report sections that stages feed; a stage declares the ones it feeds (``Stage.sections``),
+# and a section is collected only for runs with such a stage.
+SECTIONS: dict[str, Callable[[Any, list[dict], list[dict], set[str]], list[dict[str, Any]]]] = {
+    "tuning": lambda store, stages, rows, names: _tuning(stages),
+    "learning_curves": lambda store, stages, rows, names: _learning_curves(stages),
+    "multitask": lambda store, stages, rows, names: _multitask(store, rows, names),
+}
+
+
+def _sections(store: Any, stages: list[dict], rows: list[dict]) -> dict[str, Any]:
+    feeding: dict[str, set[str]] = {section: set() for section in SECTIONS}
+    for st in stages:
+        if st["name"] in STAGES:  # a stage a newer tidian may have added is left out
+            for section in STAGES.get(st["name"]).sections:
+                feeding[section].add(st["name"])
+    return {
+        section: make(store, stages, rows, feeding[section]) if feeding[section] else []
+        for section, make in SECTIONS.items()
+    }
+
+
 def _reproduce(run: dict[str, Any]) -> dict[str, Any]:
     env = run.get("environment") or {}
     recipe_yaml = yaml.safe_dump(run["recipe"], sort_keys=False)
@@ -494,9 +511,6 @@ def collect(
     matrix, reliability diagram, error analysis, flips against the baseline and attributions
     for ``examples`` test rows. Analyses that cannot be made are listed under ``skipped``
     with the reason."""
-    from tidian.evaluation.metrics import greater_is_better
-    from tidian.pipeline import _task_of
-    from tidian.recipe import validate_recipe
 
     progress = progress or (lambda what, done, total: None)
     run = store.run(run_id)
@@ -533,9 +547,7 @@ def collect(
         if metric
         else [],
         "lineage": _lineage(rows),
-        "tuning": _tuning(stages),
-        "learning_curves": _learning_curves(stages),
-        "multitask": _multitask(store, rows),
+        **_sections(store, stages, rows),
         "environment": run.get("environment"),
         "reproduce": _reproduce(run),
         "skipped": {},
@@ -544,7 +556,7 @@ def collect(
         data["skipped"]["environment"] = "this run was made before runs recorded their environment"
     try:
         recipe = validate_recipe(run["recipe"])
-        task = _task_of(recipe)
+        task = recipe.load_task()
         data["task"] = task.summary()
     except TidianError as err:
         data["task"] = None

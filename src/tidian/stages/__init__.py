@@ -1,18 +1,13 @@
-"""Upgrade stages. Importing this package registers the built-in ones."""
+"""Upgrade stages. Importing this package registers every stage it holds: each module here is
+imported, and a stage registers itself where it is defined (``@register_stage``), so a new
+stage is one new file in this folder."""
 
-from tidian.stages import (  # noqa: F401  (registers the built-in stages)
-    augment,
-    calibrate,
-    clean,
-    compress,
-    distill,
-    ensemble,
-    learning_curve,
-    multitask,
-    transfer,
-    tune,
-    variants,
-)
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+import importlib
+import pkgutil
 
-__all__ = ["STAGES", "Context", "Proposal", "Stage"]
+from tidian.stages.base import STAGES, Context, Proposal, Stage, register_stage
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["STAGES", "Context", "Proposal", "Stage", "register_stage"]

@@ -10,10 +10,10 @@ strengths too: ``space: {augment: {shift: {int: [0, 6]}, noise: {float: [0, 0.2]
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from tidian.exceptions import bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.training.augment import check_policy
 
 
@@ -34,9 +34,13 @@ class AugmentConfig:
         return [self.policy] if isinstance(self.policy, dict) else list(self.policy)
 
 
-@STAGES.register("augment", config=AugmentConfig, kind="quality")
+@register_stage("augment", config=AugmentConfig, kind="quality")
 class Augment(Stage):
     """The incumbent retrained with per-batch data augmentation."""
+
+    edits_model = True
+
+    example: ClassVar[dict[str, Any]] = {"policy": [{"noise": 0.1}, {"mixup": 0.2}]}
 
     def check(self, task: Any) -> None:
         policies = self.config.policies

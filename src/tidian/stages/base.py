@@ -6,19 +6,34 @@ gates it against the incumbent and records everything; a stage never prints, tra
 own behalf or touches the store, so each stage is testable alone.
 
 A stage is a frozen config dataclass (validated, serialisable, named in recipes) registered
-with ``@STAGES.register(name, config=ConfigClass, kind="quality" | "cost")`` on a class
+with ``@register_stage(name, config=ConfigClass, kind="quality" | "cost")`` on a class
 implementing :meth:`Stage.run`. ``kind`` picks the gate: superiority for stages meant to lift
 quality, non-inferiority within a margin for stages meant to cut cost.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tidian.registry import Registry
 
 STAGES: Registry[Any] = Registry("stage", listing="tidian recipe schema")
+
+
+def register_stage(name: str, *, config: type, kind: str = "quality"):
+    """Decorator registering a :class:`Stage` subclass under ``name`` with its config
+    dataclass and its gate kind: ``quality`` (superiority) or ``cost`` (non-inferiority)."""
+    if kind not in ("quality", "cost"):
+        raise ValueError(f"a stage's kind is 'quality' or 'cost'; got {kind!r}")
+
+    def decorator(cls: type) -> type:
+        cls.name, cls.kind = name, kind
+        STAGES.add(name, cls, config=config, kind=kind)
+        return cls
+
+    return decorator
 
 
 @dataclass(frozen=True)
@@ -62,22 +77,52 @@ class Context:
 
 
 class Stage:
-    """Base class. Subclasses set ``name`` (by registration) and implement :meth:`run`.
+    """Base class. Subclasses implement :meth:`run` and declare their facts here, beside
+    their code — the pipeline, the recipe validator and the report hold no table of stages.
 
     ``run`` must be deterministic for a given incumbent and config (resume relies on it to
     match proposals with what the ledger already holds) and must not mutate its arguments.
     It raises :class:`~tidian.exceptions.ConfigError` for a config it cannot apply to this
     incumbent or task.
+
+    Facts a stage declares (class attributes; methods where they depend on the config):
+
+    * ``requires``: optional packages it always needs, as ``(module, extra)``; checked before
+      a run starts (:meth:`requirements` adds those its config needs).
+    * ``edits_model``: it changes or retrains a trained torch model, so it cannot come after
+      a stage that quantises (:meth:`quantizes`) in a recipe.
+    * ``sections``: the report sections its results feed (keys of ``report.collect``'s data).
+    * ``example``: a small config that runs on a tiny task, for the documentation and the
+      stage conformance tests (``tests/stages/test_conformance.py``);
+      :meth:`example_config` when it depends on the run (a path to a saved model, say).
     """
 
     name: ClassVar[str] = ""
     kind: ClassVar[str] = "quality"
+    requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    edits_model: ClassVar[bool] = False
+    sections: ClassVar[tuple[str, ...]] = ()
+    example: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, config: Any) -> None:
         self.config = config
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         raise NotImplementedError
+
+    @classmethod
+    def example_config(cls, ctx: Context) -> dict[str, Any] | None:
+        """The example config for a run at ``ctx`` (a copy of ``example`` by default)."""
+        return copy.deepcopy(cls.example)
+
+    def requirements(self) -> list[tuple[str, str]]:
+        """Optional packages this stage needs with its config, as ``(module, extra)``."""
+        return list(self.requires)
+
+    def quantizes(self) -> bool:
+        """Whether the model this stage may make is quantised for ONNX Runtime (nothing that
+        edits a torch model can follow it)."""
+        return False
 
     def check(self, task: Any) -> None:
         """Raise ConfigError when the config cannot apply to ``task`` (called before the run

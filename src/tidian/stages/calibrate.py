@@ -9,13 +9,15 @@ the output layer. The gate asks two things: expected calibration error lower bey
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.evaluation.calibration import METHODS, fit_scaling, fold_scaling, output_layer
 from tidian.exceptions import ConfigError, bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.metrics import ece, log_loss, predict
+from tidian.stages.base import Context, Proposal, Stage, register_stage
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,13 @@ class CalibrateConfig:
         return [self.method] if isinstance(self.method, str) else list(self.method)
 
 
-@STAGES.register("calibrate", config=CalibrateConfig, kind="quality")
+@register_stage("calibrate", config=CalibrateConfig, kind="quality")
 class Calibrate(Stage):
     """Temperature or vector scaling on the validation split, gated on ECE (accuracy kept)."""
+
+    edits_model = True
+
+    example: ClassVar[dict[str, Any]] = {"method": ["temperature", "vector"]}
 
     def gate_metric(self) -> str:
         return "ece"
@@ -67,7 +73,6 @@ def calibrate_(
     model: nn.Module, config: dict[str, Any], task: Any, *, train: Any = None, seed: int = 0
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Fit the scaling on ``task.val`` and fold it into ``model`` (in place)."""
-    from tidian.evaluation.metrics import ece, log_loss, predict
 
     method = CalibrateConfig(**config).method
     output_layer(model)  # a clear error before any work
@@ -88,3 +93,9 @@ def calibrate_(
     else:
         report.update(scale=scale.tolist(), bias=bias.tolist())
     return model, report
+
+
+@transform_step("calibrate", config=CalibrateConfig)
+def calibrate_step(model: nn.Module, config: dict[str, Any], ctx: StepContext):
+    """The ``calibrate`` step: :func:`calibrate_` on the parent's model of the seed."""
+    return calibrate_(model, config, ctx.task, train=ctx.train, seed=ctx.seed)

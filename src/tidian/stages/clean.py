@@ -19,12 +19,22 @@ a task is loaded (its preprocessing imputes them), so a Task never holds them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
+from tidian.compression.apply import StepContext, transform_step
+from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
 from tidian.exceptions import ConfigError, bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.tasks.task import Split
+from tidian.training.build import seeded_model
+from tidian.training.config import TrainConfig
+from tidian.training.loop import fit
+from tidian.training.losses import make_loss
+from tidian.training.optim import penalized
+from tidian.training.steps import PlainStep
 
 
 @dataclass(frozen=True)
@@ -55,17 +65,22 @@ class CleanConfig:
             raise bad_value("clean.max_share", "a share in (0, 1]", self.max_share)
 
 
-@STAGES.register("clean", config=CleanConfig, kind="quality")
+@register_stage("clean", config=CleanConfig, kind="quality")
 class Clean(Stage):
     """Duplicates, leakage and label noise found, reported and removed (gated)."""
+
+    edits_model = True
+
+    def requirements(self) -> list[tuple[str, str]]:
+        return [("cleanlab", "clean")] if self.config.label_noise else []
+
+    example: ClassVar[dict[str, Any]] = {"folds": 2}
 
     def check(self, task: Any) -> None:
         if self.config.label_noise and task.target_kind != "classes":
             raise ConfigError("label_noise: needs a classification task; set it to false.")
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
-        from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
-
         c: CleanConfig = self.config
         self.check(ctx.task)
         task, report, proposals = ctx.task, {}, []
@@ -167,8 +182,6 @@ class WeightedStep:
     weighted mean over rows (so any mean-reduced loss works)."""
 
     def __init__(self, inner: Any, light: np.ndarray, weight: float) -> None:
-        import torch
-
         self.inner, self.weight = inner, weight
         self.light = torch.as_tensor(light, dtype=torch.bool)
 
@@ -188,22 +201,10 @@ def clean_(
 ) -> tuple[Any, dict[str, Any]]:
     """Train the incumbent's recipe (seed ``seed``) with the listed rows removed or
     down-weighted."""
-    import torch
-
-    from tidian.models.zoo import create_model
-    from tidian.tasks.task import Split
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-    from tidian.training.losses import make_loss
-    from tidian.training.optim import penalized
-    from tidian.training.steps import PlainStep
 
     rows = np.asarray(config["rows"], dtype=np.int64)
-    spec = dict(config["model"])
-    name = spec.pop("name")
     train_config = TrainConfig.from_dict(config["train"])
-    torch.manual_seed(seed)
-    model = create_model(name, task, **spec)
+    model = seeded_model(config["model"], task, seed)
     if config["action"] == "remove":
         keep = np.setdiff1d(np.arange(len(task.train)), rows)
         part = task.replace(train=task.train.take(keep))
@@ -234,3 +235,14 @@ def clean_(
             step=WeightedStep(inner, light, float(config["weight"])),
         )
     return model, {"rows": len(rows), "action": config["action"]}
+
+
+def _check_step(**config: Any) -> None:
+    if config.get("action") not in ("remove", "downweight", "clip") or "rows" not in config:
+        raise bad_value("clean step", "{rows: [...], action: remove | downweight | clip}", config)
+
+
+@transform_step("clean", config=_check_step, new_model=True, needs_parent=False)
+def clean_step(parent: Any, config: dict[str, Any], ctx: StepContext):
+    """The ``clean`` step: :func:`clean_` for the seed."""
+    return clean_(parent, config, ctx.task, train=ctx.train, seed=ctx.seed)

@@ -19,16 +19,21 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from tidian.compression.apply import check_steps
+from tidian.compression.apply import StepContext, apply_steps, check_steps
 from tidian.compression.finetune import check_distill
 from tidian.compression.lowrank import LowRankConfig
 from tidian.compression.prune import PruneConfig
 from tidian.compression.quantize import QuantizeConfig
-from tidian.evaluation.metrics import greater_is_better, tolerance_units
+from tidian.evaluation.cost import measure_onnx_cost
 from tidian.exceptions import ConfigError, TidianError, bad_value, require
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.executors import Job, execute, job_handler
+from tidian.export import OnnxModel, export_onnx
+from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
+from tidian.models.io import load_model
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.stages.study import open_study
 
 
 def _label(kind: str, config: Any) -> str:
@@ -49,33 +54,41 @@ def _transform(incumbent: Proposal, label: str, steps: list[dict[str, Any]]) -> 
 
 
 class _OneStep(Stage):
-    kind = "cost"
     step = ""
+    edits_model = True
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         config = dataclasses.asdict(self.config)
         return [_transform(incumbent, _label(self.step, self.config), [{self.step: config}])]
 
 
-@STAGES.register("prune", config=PruneConfig, kind="cost")
+@register_stage("prune", config=PruneConfig, kind="cost")
 class Prune(_OneStep):
     """Structured or unstructured pruning of the incumbent, fine-tuned, gated non-inferior."""
 
     step = "prune"
+    example: ClassVar[dict[str, Any]] = {"amount": 0.5, "structured": True, "finetune_epochs": 1}
 
 
-@STAGES.register("quantize", config=QuantizeConfig, kind="cost")
+@register_stage("quantize", config=QuantizeConfig, kind="cost")
 class Quantize(_OneStep):
     """int8 (dynamic, static, QAT) or fp16 on ONNX Runtime, gated non-inferior."""
 
     step = "quantize"
+    example: ClassVar[dict[str, Any]] = {"mode": "dynamic"}
+    edits_model = False  # it reads the torch model; a second quantize finds nothing to do
+    requires = (("onnx", "onnx"), ("onnxruntime", "onnx"))
+
+    def quantizes(self) -> bool:
+        return True
 
 
-@STAGES.register("lowrank", config=LowRankConfig, kind="cost")
+@register_stage("lowrank", config=LowRankConfig, kind="cost")
 class LowRankStage(_OneStep):
     """SVD factorisation of Linear/Conv layers, fine-tuned, gated non-inferior."""
 
     step = "lowrank"
+    example: ClassVar[dict[str, Any]] = {"energy": 0.9, "finetune_epochs": 1}
 
 
 TARGETS = ("latency", "size", "both")
@@ -138,20 +151,15 @@ class CompressConfig:
         return steps
 
 
-def _trial(
-    parent: str,
-    steps: list[dict[str, Any]],
-    task: Any,
-    train: dict[str, Any],
-    seed: int,
-    metric: str,
-) -> dict[str, float]:
-    """Compress the first seed's model once; validation score and ONNX Runtime cost, or
-    ``{"error": message}`` when this combination cannot be applied (the search goes on)."""
-
+@job_handler("compress.trial")
+def trial_job(job: Job) -> dict[str, float]:
+    """Compress the first seed's model once (``config``: ``parent``, ``steps``, ``train``,
+    ``metric``); its validation score and ONNX Runtime cost, or ``{"error": message}`` when
+    this combination cannot be applied (the search goes on)."""
+    c = job.config
     work = Path(tempfile.mkdtemp(prefix="tidian-compress-"))
     try:
-        return _measure(parent, steps, task, train, seed, metric, work)
+        return _measure(c["parent"], c["steps"], job.task, c["train"], job.seed, c["metric"], work)
     except TidianError as err:
         return {"error": str(err)}
     finally:
@@ -159,16 +167,8 @@ def _trial(
 
 
 def _measure(parent, steps, task, train, seed, metric, work: Path) -> dict[str, float]:
-    from tidian.compression.apply import apply_steps
-    from tidian.evaluation.cost import measure_onnx_cost
-    from tidian.evaluation.metrics import compute_metrics
-    from tidian.export import OnnxModel, export_onnx
-    from tidian.models.io import load_model
-
     model = load_model(parent)
-    model, onnx, _ = apply_steps(
-        model, steps, task, train=train, seed=seed, metric=metric, onnx_path=work / "q.onnx"
-    )
+    model, onnx, _ = apply_steps(model, steps, StepContext(task, train, seed, metric, work))
     if onnx is None:
         onnx = work / "f.onnx"
         export_onnx(model, task, onnx)
@@ -178,9 +178,24 @@ def _measure(parent, steps, task, train, seed, metric, work: Path) -> dict[str, 
     return {"score": score, "latency_ms": cost.latency_ms, "bytes": cost.size_bytes}
 
 
-@STAGES.register("compress", config=CompressConfig, kind="cost")
+@register_stage("compress", config=CompressConfig, kind="cost")
 class Compress(Stage):
     """Accuracy-aware automatic compression (Optuna multi-objective)."""
+
+    requires = (("optuna", "tune"), ("onnx", "onnx"), ("onnxruntime", "onnx"))
+    edits_model = True
+
+    def quantizes(self) -> bool:
+        return any(m != "none" for m in self.config.modes)
+
+    example: ClassVar[dict[str, Any]] = {
+        "trials": 2,
+        "amounts": [0.0, 0.5],
+        "energies": [1.0],
+        "modes": ["none", "dynamic"],
+        "finetune_epochs": 1,
+        "top_k": 1,
+    }
 
     def margin(self, metric: str) -> float:
         return tolerance_units(metric, self.config.tolerance)
@@ -198,22 +213,25 @@ class Compress(Stage):
         sign = 1 if greater_is_better(metric) else -1
         objectives = {"latency": ["latency_ms"], "size": ["bytes"], "both": ["latency_ms", "bytes"]}
         costs = objectives[config.target]
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        from tidian.stages.tune import _storage
-
-        study = optuna.create_study(
-            storage=_storage(ctx.storage),
-            study_name=ctx.study_name or None,
-            load_if_exists=True,
-            directions=["maximize" if sign > 0 else "minimize"] + ["minimize"] * len(costs),
-            sampler=optuna.samplers.NSGAIISampler(seed=config.seed),
+        study = open_study(
+            ctx.storage,
+            ctx.study_name,
+            ["maximize" if sign > 0 else "minimize"] + ["minimize"] * len(costs),
+            optuna.samplers.NSGAIISampler(seed=config.seed),
+            feature="the compress stage",
         )
+
+        def measure(plans: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
+            spec = {"parent": parent, "train": incumbent.train, "metric": metric}
+            jobs = [Job("compress.trial", {**spec, "steps": p}, ctx.task, seed) for p in plans]
+            return ctx.executor.gather(jobs) if ctx.executor else [execute(j) for j in jobs]
+
         # The uncompressed incumbent on the same runtime: the reference point of the search.
-        reference = _trial(parent, [], ctx.task, incumbent.train, seed, metric)
+        (reference,) = measure([[]])
         if "error" in reference:
             raise ConfigError(f"compress: the incumbent itself cannot run: {reference['error']}")
         done = sum(t.state.is_finished() for t in study.trials)
-        batch = max(1, getattr(ctx.executor, "jobs", 1))
+        batch = ctx.executor.workers if ctx.executor else 1
         while done < config.trials:
             trials = [study.ask() for _ in range(min(batch, config.trials - done))]
             plans = [
@@ -224,8 +242,7 @@ class Compress(Stage):
                 )
                 for t in trials
             ]
-            args = [(parent, p, ctx.task, incumbent.train, seed, metric) for p in plans]
-            results = ctx.executor.map(_trial, args) if ctx.executor else [_trial(*a) for a in args]
+            results = measure(plans)
             for t, plan, r in zip(trials, plans, results):
                 t.set_user_attr("steps", plan)
                 t.set_user_attr("result", r)

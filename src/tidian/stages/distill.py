@@ -25,17 +25,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
+from tidian.evaluation.evaluate import score_splits
 from tidian.exceptions import ConfigError, bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
-from tidian.training.distill import Hint
+from tidian.export import model_inputs, task_manifest
+from tidian.metrics import DEFAULT_METRICS, greater_is_better, predict
+from tidian.models import MODELS, count_parameters, create_model
+from tidian.models.ensemble import Ensemble
+from tidian.models.io import load_model, seed_folder
+from tidian.models.trees import train_boosting
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.tasks.task import Split
+from tidian.training.build import seeded_model
+from tidian.training.config import TrainConfig
+from tidian.training.distill import Hint, captured, projections, teacher_targets
+from tidian.training.loop import fit
+from tidian.training.losses import make_loss
+from tidian.training.steps import DistillStep
 
 TEACHERS = ("incumbent", "ensemble", "lightgbm")
 GATES = ("superiority", "non_inferiority")
@@ -175,7 +190,6 @@ def _scaled(options: dict[str, Any], factor: float, heads: int | None) -> dict[s
 def auto_student(teacher: dict[str, Any], task: Any, fraction: float) -> dict[str, Any]:
     """The teacher's family with its width options scaled so that the student has the
     parameter count closest to ``fraction`` of the teacher's (searched on a grid of scales)."""
-    from tidian.models.zoo import MODELS, count_parameters, create_model
 
     name = teacher["name"]
     entry = MODELS.entry(name)
@@ -201,9 +215,16 @@ def auto_student(teacher: dict[str, Any], task: Any, fraction: float) -> dict[st
 # -- the stage -----------------------------------------------------------------------------------
 
 
-@STAGES.register("distill", config=DistillConfig, kind="quality")
+@register_stage("distill", config=DistillConfig, kind="quality")
 class Distill(Stage):
     """Knowledge distillation into a student (logits, features, attention), gated."""
+
+    edits_model = True
+
+    def requirements(self) -> list[tuple[str, str]]:
+        return [("lightgbm", "boost")] if self.config.teacher == "lightgbm" else []
+
+    example: ClassVar[dict[str, Any]] = {"student": {"fraction": 0.5}, "train": {"epochs": 1}}
 
     def gate_kind(self) -> str:
         return "quality" if self.config.gate == "superiority" else "cost"
@@ -223,7 +244,6 @@ class Distill(Stage):
             student = auto_student(incumbent.model, ctx.task, float(c.student["fraction"]))
         else:
             student = dict(c.student)
-        from tidian.models.zoo import create_model
 
         create_model(student["name"], ctx.task, **{k: v for k, v in student.items() if k != "name"})
         # A named student starts from the recipe's training set-up (the incumbent's may be a
@@ -235,7 +255,6 @@ class Distill(Stage):
         members: list[str] = []
         if c.teacher == "ensemble":
             ranked = [h for h in ctx.history if h.get("folder") and h.get("val_mean") is not None]
-            from tidian.evaluation.metrics import greater_is_better
 
             sign = -1 if greater_is_better(ctx.metric) else 1
             ranked.sort(key=lambda h: sign * h["val_mean"])
@@ -308,7 +327,6 @@ class Distill(Stage):
 
 def augmented(task: Any, augment: dict[str, Any], seed: int) -> Any:
     """The task with ``copies`` augmented copies of its training inputs appended (seeded)."""
-    from tidian.tasks.task import Split
 
     copies = augment.get("copies", 1) if augment else 0
     if not copies:
@@ -343,8 +361,6 @@ def with_unlabeled(task: Any, path: str | None) -> tuple[Any, int]:
     distillation step masks out: these rows train on the soft targets only."""
     if not path:
         return task, 0
-    from tidian.export import model_inputs, task_manifest
-    from tidian.tasks.task import Split
 
     if not Path(path).is_file():
         raise ConfigError(f"distill.unlabeled: {path!r} is not a file.")
@@ -381,20 +397,6 @@ def distill_(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train a fresh student (seed ``seed``) towards ``teacher`` (or the teacher the config
     names); returns the student and a report with the teacher's own scores."""
-    import time
-
-    from tidian.evaluation.evaluate import score_splits
-    from tidian.evaluation.metrics import DEFAULT_METRICS, predict
-    from tidian.models.zoo import create_model
-    from tidian.training.config import TrainConfig
-    from tidian.training.distill import (
-        captured,
-        projections,
-        teacher_targets,
-    )
-    from tidian.training.loop import fit
-    from tidian.training.losses import make_loss
-    from tidian.training.steps import DistillStep
 
     stage_config = DistillConfig(
         **{k: v for k, v in config.items() if k != "folders"},
@@ -414,24 +416,17 @@ def distill_(
         teacher_scores = score_splits(task, lambda x: predict(teacher, x), metrics)
     else:  # a teacher made here: the run's best candidates averaged, or a LightGBM model
         if kind == "ensemble":
-            from tidian.models.ensemble import Ensemble
-            from tidian.models.io import load_model, seed_folder
-
             folders = list(config.get("folders") or [])
             members = [load_model(seed_folder(folder, seed)) for folder in folders]
             teacher = Ensemble(members, "average", classes, task.n_outputs)
         else:
-            from tidian.models.trees import train_boosting
-
             teacher = train_boosting("lightgbm", task, stage_config.lightgbm, seed)
         teacher.eval()
         targets = teacher_targets(teacher, transfer.train.x, {})
         teacher_scores = score_splits(task, lambda x: predict(teacher, x), metrics)
     teacher_seconds = time.perf_counter() - start
 
-    torch.manual_seed(seed)
-    spec = dict(stage_config.student)
-    student = create_model(spec.pop("name"), task, **spec)
+    student = seeded_model(stage_config.student, task, seed)
     width = targets.outputs.shape[1] if targets.outputs.ndim == 2 else 1
     with torch.no_grad():
         probe = student.eval()(torch.as_tensor(task.train.x[:2]))
@@ -476,3 +471,14 @@ def distill_(
         "epochs": len(history.epochs),
     }
     return student, report
+
+
+@transform_step(
+    "distill",
+    config=lambda **config: DistillConfig(**{k: v for k, v in config.items() if k != "folders"}),
+    new_model=True,
+    needs_parent=lambda config: config.get("teacher") == "incumbent",
+)
+def distill_step(teacher: nn.Module | None, config: dict[str, Any], ctx: StepContext):
+    """The ``distill`` step: :func:`distill_` for the seed (the parent is the teacher)."""
+    return distill_(teacher, config, ctx.task, train=ctx.train, seed=ctx.seed)

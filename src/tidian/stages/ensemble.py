@@ -32,17 +32,26 @@ running every member. Distilling it afterwards is the usual next step
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.exceptions import ConfigError, bad_value
-from tidian.models.ensemble import COMBINE
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.metrics import METRICS, greater_is_better, predict
+from tidian.models import model_spec
+from tidian.models.ensemble import COMBINE, ensemble_of
+from tidian.models.io import load_model, read_spec, seed_folder
+from tidian.models.trees import train_boosting
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.training.build import seeded_model, train_new
+from tidian.training.config import TrainConfig
+from tidian.training.loop import fit
 
 MEMBERS = ("top", "seeds", "bagging", "snapshot", "boosting")
 MIN_WEIGHT = 1e-3  # fitted weights below this drop their member
@@ -94,13 +103,24 @@ class EnsembleConfig:
         return [self.combine] if isinstance(self.combine, str) else list(self.combine)
 
 
-@STAGES.register("ensemble", config=EnsembleConfig, kind="quality")
+@register_stage("ensemble", config=EnsembleConfig, kind="quality")
 class EnsembleStage(Stage):
     """Several models combined into one candidate, gated like any other."""
 
-    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
-        from tidian.evaluation.metrics import greater_is_better
+    edits_model = True
 
+    def requirements(self) -> list[tuple[str, str]]:
+        if self.config.members != "boosting":
+            return []
+        return [("xgboost" if self.config.booster == "xgboost" else "lightgbm", "boost")]
+
+    example: ClassVar[dict[str, Any]] = {
+        "members": "seeds",
+        "k": 2,
+        "combine": ["average", "weighted"],
+    }
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         c: EnsembleConfig = self.config
         if c.members == "boosting" and ctx.task.input_kind == "text":
             raise ConfigError("ensemble.members boosting: gradient boosting takes no token ids.")
@@ -258,50 +278,37 @@ def fit_stacking(outs: np.ndarray, y: np.ndarray, classes: bool, seed: int) -> t
 
 
 def _member_spec(folder: Any) -> dict[str, Any]:
-    from tidian.models.io import read_spec
-
     spec = read_spec(folder)
     return {"name": spec["name"], **spec["options"]}
 
 
 def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any, seed: int):
     """Members trained here from the incumbent's recipe (seeds, bagging, snapshot)."""
-    from tidian.models.zoo import create_model, model_spec
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
 
     model = dict(config["model"])
     name, options = model.pop("name"), model
     train = TrainConfig.from_dict(config["train"])
+    spec = {"name": name, **options}
     kind, k = config["members"], int(config["k"])
     own = model_spec(parent) if parent is not None else None
     if own is not None and kind in ("seeds", "boosting"):  # the parent as it was saved
         name, options = own.name, dict(own.options)
+        spec = {"name": name, **options}
     members = []
     if kind == "seeds":
         if parent is None:
             raise ConfigError("ensemble members seeds: the incumbent's model is missing.")
         members.append(parent)
         for i in range(1, k):
-            s = seed * 1000 + i
-            torch.manual_seed(s)
-            m = create_model(name, task, **options)
-            fit(m, task, train, seed=s)
-            members.append(m)
+            members.append(train_new(spec, task, train, seed * 1000 + i)[0])
     elif kind == "bagging":
         rng = np.random.default_rng([seed, 104729])
         n = len(task.train)
         for i in range(k):
             rows = rng.integers(0, n, n)
             bag = task.replace(train=task.train.take(rows))
-            s = seed * 1000 + i
-            torch.manual_seed(s)
-            m = create_model(name, task, **options)
-            fit(m, bag, train, seed=s)
-            members.append(m)
+            members.append(train_new(spec, task, train, seed * 1000 + i, data=bag)[0])
     elif kind == "boosting":  # the incumbent beside k - 1 boosted tree models, as tensors
-        from tidian.models.trees import train_boosting
-
         if parent is None:
             raise ConfigError("ensemble members boosting: the incumbent's model is missing.")
         members, specs = [parent], [(name, options)]
@@ -315,16 +322,13 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
             tree_model = train_boosting(
                 booster, task, {**sampling, **config.get("lightgbm", {})}, seed * 1000 + i
             )
-            spec = model_spec(tree_model)
+            tree_spec = model_spec(tree_model)
             members.append(tree_model)
-            specs.append((spec.name, dict(spec.options)))
+            specs.append((tree_spec.name, dict(tree_spec.options)))
         return specs, members
     else:  # snapshot: k cosine cycles of one training run, a member at the end of each
-        import copy
-
         cycle = train.replace(schedule="cosine", epochs=max(1, train.epochs // k), patience=None)
-        torch.manual_seed(seed)
-        m = create_model(name, task, **options)
+        m = seeded_model(spec, task, seed)
         for i in range(k):
             fit(m, task, cycle, seed=seed * 1000 + i)
             members.append(copy.deepcopy(m))
@@ -341,9 +345,6 @@ def ensemble_(
     metric: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build seed ``seed``'s ensemble: its members, then the combination fitted on ``task.val``."""
-    from tidian.evaluation.metrics import METRICS, greater_is_better, predict
-    from tidian.models.ensemble import ensemble_of
-    from tidian.models.io import load_model, seed_folder
 
     combine = config["combine"]
     classes = task.target_kind == "classes"
@@ -403,3 +404,23 @@ def ensemble_(
             model.set_weights(w)
         report["weights"] = model.weights.tolist()
     return model.eval(), report
+
+
+def _check_step(**config: Any) -> None:
+    EnsembleConfig(
+        members=config.get("members"),
+        k=config.get("k"),
+        combine=config.get("combine"),
+        weights=config.get("weights"),
+    )
+
+
+@transform_step(
+    "ensemble",
+    config=_check_step,
+    new_model=True,
+    needs_parent=lambda config: config.get("members") in ("seeds", "boosting"),
+)
+def ensemble_step(parent: nn.Module | None, config: dict[str, Any], ctx: StepContext):
+    """The ``ensemble`` step: :func:`ensemble_` for the seed."""
+    return ensemble_(parent, config, ctx.task, train=ctx.train, seed=ctx.seed, metric=ctx.metric)

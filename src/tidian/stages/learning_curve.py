@@ -11,9 +11,11 @@ elsewhere (capacity, features, regularisation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from tidian.evaluation.analysis import learning_curve
 from tidian.exceptions import bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.stages.base import Context, Proposal, Stage, register_stage
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,15 @@ class LearningCurveConfig:
             raise bad_value("learning_curve.seeds", "a positive integer", self.seeds)
 
 
-@STAGES.register("learning_curve", config=LearningCurveConfig, kind="quality")
+@register_stage("learning_curve", config=LearningCurveConfig, kind="quality")
 class LearningCurve(Stage):
     """Quality against the share of training data used; no candidate."""
 
-    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
-        from tidian.evaluation.analysis import learning_curve
+    sections = ("learning_curves",)
 
+    example: ClassVar[dict[str, Any]] = {"fractions": [0.5, 1.0]}
+
+    def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         c: LearningCurveConfig = self.config
         seeds = list(ctx.seeds[: c.seeds] if c.seeds else ctx.seeds)
         step = (

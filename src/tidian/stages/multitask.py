@@ -19,14 +19,22 @@ sharing helped every target, not only the main one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.exceptions import ConfigError, bad_value
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.metrics import compute_metrics, predict
+from tidian.models.moe import aux_loss
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.tasks.task import Split
+from tidian.training.build import seeded_model, train_new
+from tidian.training.config import TrainConfig
+from tidian.training.loop import fit
+from tidian.training.losses import make_loss
 
 WEIGHTINGS = ("fixed", "uncertainty", "dwa")
 # A self-supervised further target: the model's own (standardised) inputs, predicted back.
@@ -77,9 +85,13 @@ class MultitaskConfig:
             raise bad_value("multitask.soft_penalty", "a non-negative number", self.soft_penalty)
 
 
-@STAGES.register("multitask", config=MultitaskConfig, kind="quality")
+@register_stage("multitask", config=MultitaskConfig, kind="quality")
 class Multitask(Stage):
     """The incumbent's model trained on further targets too, gated on the main one."""
+
+    sections = ("multitask",)
+
+    example: ClassVar[dict[str, Any]] = {"targets": [RECONSTRUCTION], "train": {"epochs": 1}}
 
     def check(self, task: Any) -> None:
         if RECONSTRUCTION in self.config.targets and task.input_kind == "text":
@@ -143,9 +155,6 @@ class MultiTaskStep:
     """The loss over every target of a multi-task model (rows looked up by ``index``)."""
 
     def __init__(self, model, task, config: dict[str, Any]) -> None:
-        from tidian.training.config import TrainConfig
-        from tidian.training.losses import make_loss
-
         self.names = model.names
         self.kinds = [task.target_kind] + [
             task.aux_targets[n]["kind"] if n in task.aux_targets else "values" for n in self.names
@@ -184,8 +193,6 @@ class MultiTaskStep:
         return k * torch.softmax(rate / 2.0, dim=0)
 
     def __call__(self, model, x, y, index):
-        from tidian.models.moe import aux_loss
-
         losses = torch.stack(self._losses(model.forward_all(x), y, index))
         if self.weighting == "uncertainty":
             s = model.log_vars
@@ -207,7 +214,6 @@ class MultiTaskStep:
 
 def _aux_task(task: Any, name: str) -> Any:
     """The task with further target ``name`` as its only target."""
-    from tidian.tasks.task import Split
 
     info = task.aux_targets[name]
     return task.replace(
@@ -227,10 +233,6 @@ def multitask_(
 ) -> tuple[Any, dict[str, Any]]:
     """Train the multi-task model (seed ``seed``); report each target's test score beside
     the same base model trained on that target alone."""
-    from tidian.evaluation.metrics import compute_metrics, predict
-    from tidian.models.zoo import create_model
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
 
     spec = dict(config["model"])
     names = [a["name"] for a in spec["aux"]]
@@ -241,8 +243,7 @@ def multitask_(
             "this one changed the rows); put multitask before it."
         )
     train_config = TrainConfig.from_dict(config["train"])
-    torch.manual_seed(seed)
-    model = create_model("multitask", task, **{k: v for k, v in spec.items() if k != "name"})
+    model = seeded_model({**spec, "name": "multitask"}, task, seed)
     with torch.no_grad():
         for head, n in zip(model.aux_heads(), names):
             if head.regression:  # the further target's own scale (per output)
@@ -259,8 +260,6 @@ def multitask_(
     device = next(model.parameters()).device
     with torch.no_grad():
         outs = [o.cpu() for o in model.forward_all(torch.as_tensor(task.test.x).to(device))]
-    base = dict(spec["base"])
-    base_name = base.pop("name")
     for i, n in enumerate(names, start=1):
         if n == RECONSTRUCTION and n not in task.aux_targets:
             wanted = _values(task.test, n)
@@ -274,11 +273,20 @@ def multitask_(
             "multitask": compute_metrics(task.test.aux[n], outs[i].numpy(), [metric])[metric],
         }
         if config.get("single_task", True):
-            torch.manual_seed(seed)
-            alone = create_model(base_name, single_task, **base)
-            fit(alone, single_task, train_config, seed=seed)
+            alone, _ = train_new(spec["base"], single_task, train_config, seed)
             row["single_task"] = compute_metrics(
                 single_task.test.y, predict(alone, single_task.test.x), [metric]
             )[metric]
         report["targets"][n] = row
     return model, report
+
+
+def _check_step(**config: Any) -> None:
+    if not isinstance(config.get("model"), dict) or "weighting" not in config:
+        raise bad_value("multitask step", "{model: ..., train: ..., weighting: ...}", config)
+
+
+@transform_step("multitask", config=_check_step, new_model=True, needs_parent=False)
+def multitask_step(parent: Any, config: dict[str, Any], ctx: StepContext):
+    """The ``multitask`` step: :func:`multitask_` for the seed."""
+    return multitask_(parent, config, ctx.task, train=ctx.train, seed=ctx.seed)

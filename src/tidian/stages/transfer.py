@@ -32,8 +32,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from tidian.compression.apply import StepContext, transform_step
 from tidian.exceptions import ConfigError, bad_value, require
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.metrics import predict
+from tidian.models import ModelSpec, model_spec, set_output_scale, set_spec
+from tidian.models.base import Head, Signature
+from tidian.models.io import load_model, read_spec
+from tidian.models.pretrained import PACKAGED, check_tokenizer, detect_format, resolve_pretrained
+from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.store import Store
+from tidian.tasks.task import Split
+from tidian.training.build import seeded_model
+from tidian.training.config import TrainConfig
+from tidian.training.loop import fit
+from tidian.training.optim import LR_SCALE, UNFREEZE_LATER
 
 STRATEGIES = ("linear_probe", "finetune", "gradual", "llrd", "lora")
 # Learning rates per strategy for a pretrained transformer (the usual ranges: a new head alone
@@ -114,11 +126,8 @@ class TransferConfig:
 
 def resolve_source(pretrained: str, ctx: Context, allow_network: bool) -> dict[str, str]:
     """``{"kind": "hf" | "tidian", "path": local folder}`` for the stage's ``pretrained``."""
-    from tidian.models.pretrained import detect_format, resolve_pretrained
 
     if pretrained.startswith("run:"):
-        from tidian.store import Store
-
         run_id = pretrained[4:]
         store = Store(ctx.storage)
         row = store.run(run_id)
@@ -135,9 +144,22 @@ def resolve_source(pretrained: str, ctx: Context, allow_network: bool) -> dict[s
     return {"kind": "tidian" if fmt == "tidian" else "hf", "path": str(path.resolve())}
 
 
-@STAGES.register("transfer", config=TransferConfig, kind="quality")
+@register_stage("transfer", config=TransferConfig, kind="quality")
 class Transfer(Stage):
     """Transfer learning from a pretrained model: probe, fine-tune, gradual, llrd, LoRA."""
+
+    def requirements(self) -> list[tuple[str, str]]:
+        c = self.config
+        needs = [("peft", "transfer")] if "lora" in c.strategies else []
+        tidian_source = c.pretrained.startswith("run:") or (
+            Path(c.pretrained, "tidian.json").exists()
+        )
+        return needs if tidian_source else [("transformers", "transfer"), *needs]
+
+    @classmethod
+    def example_config(cls, ctx: Context) -> dict[str, Any]:
+        # a tidian model as the source: the incumbent's own first seed, with a fresh head
+        return {"pretrained": ctx.artifacts[ctx.seeds[0]], "strategy": ["linear_probe", "finetune"]}
 
     def gate_kind(self) -> str:
         return "quality" if self.config.gate == "superiority" else "cost"
@@ -147,22 +169,17 @@ class Transfer(Stage):
         source = resolve_source(c.pretrained, ctx, c.allow_network)
         base_lr = float(incumbent.train.get("lr", 1e-3))
         if source["kind"] == "hf":
-            from tidian.models.pretrained import check_tokenizer
-
             if ctx.task.input_kind != "text":
                 raise ConfigError(
                     f"transfer: {c.pretrained!r} is a text encoder; this task has "
                     f"{ctx.task.input_kind} inputs."
                 )
             check_tokenizer(ctx.task, source["path"])
-            from tidian.models.pretrained import PACKAGED
 
             # a packaged model's name stays portable in the ledger; a directory is absolute
             where = c.pretrained if c.pretrained in PACKAGED else source["path"]
             model = {"name": "hf_encoder", "path": where, "pooling": c.pooling, **c.head}
         else:
-            from tidian.models.io import read_spec
-
             spec = read_spec(source["path"])
             check_compatible(spec["signature"], ctx.task, source["path"])
             model = {"name": spec["name"], **spec["options"]}
@@ -196,7 +213,6 @@ class Transfer(Stage):
 
 def check_compatible(signature: dict[str, Any], task: Any, path: str) -> None:
     """A tidian source model's inputs must be this task's inputs (the head is replaced)."""
-    from tidian.models.base import Signature
 
     src, dst = Signature.of(signature), Signature.of(task)
     if (src.input_kind, src.input_shape, src.vocab_size) != (
@@ -217,8 +233,6 @@ def check_compatible(signature: dict[str, Any], task: Any, path: str) -> None:
 
 def _new_head(model: nn.Module, task: Any) -> nn.Module:
     """Replace a tidian model's output head with a fresh one for ``task`` (seeded by caller)."""
-    from tidian.models.base import Head, Signature
-    from tidian.models.zoo import SPEC_ATTR, ModelSpec, _set_output_scale, model_spec
 
     old = getattr(model, "head", None)
     if not isinstance(old, Head):
@@ -226,20 +240,18 @@ def _new_head(model: nn.Module, task: Any) -> nn.Module:
     sig = Signature.of(task)
     model.head = Head(old.linear.in_features, sig)
     if sig.target_kind == "values":
-        _set_output_scale(model, np.asarray(task.train.y, dtype=np.float64))
+        set_output_scale(model, np.asarray(task.train.y, dtype=np.float64))
     spec = model_spec(model)
-    setattr(model, SPEC_ATTR, ModelSpec(spec.name, spec.options, sig.to_dict()))
+    set_spec(model, ModelSpec(spec.name, spec.options, sig.to_dict()))
     return model
 
 
 def build(step: dict[str, Any], task: Any, seed: int) -> nn.Module:
-    from tidian.models.io import load_model
-    from tidian.models.zoo import create_model
-
-    torch.manual_seed(seed)
+    """The seed's starting model: the encoder with a fresh head, or the source model of
+    the run with its head replaced."""
     if step["source"]["kind"] == "hf":
-        options = {k: v for k, v in step["model"].items() if k != "name"}
-        return create_model("hf_encoder", task, **options)
+        return seeded_model(step["model"], task, seed)
+    torch.manual_seed(seed)
     model = load_model(step["source"]["path"])
     torch.manual_seed(seed)
     return _new_head(model, task)
@@ -278,9 +290,6 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
 
 def _probe(model: nn.Module, task: Any, config: Any, seed: int) -> Any:
     """Train only the top on the body's features, computed once per split (cached)."""
-    from tidian.evaluation.metrics import predict
-    from tidian.tasks.task import Split
-    from tidian.training.loop import fit
 
     top = _top(model)
     first = top[0] if isinstance(top, nn.Sequential) else top
@@ -360,9 +369,6 @@ def transfer_(
     parent: nn.Module | None, step: dict[str, Any], task: Any, *, train: Any, seed: int
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Build the pretrained model with a new head and train it by ``step["strategy"]``."""
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
-    from tidian.training.optim import LR_SCALE, UNFREEZE_LATER
 
     config = TrainConfig.coerce(train).replace(init="default")
     model = build(step, task, seed)
@@ -422,3 +428,14 @@ def transfer_(
         layers=len(groups), params=total, epochs=len(history.epochs), best_epoch=history.best_epoch
     )
     return model.eval(), report
+
+
+def _check_step(**config: Any) -> None:
+    if config.get("strategy") not in STRATEGIES or not config.get("source"):
+        raise bad_value("transfer step", "{source: ..., strategy: ...}", config)
+
+
+@transform_step("transfer", config=_check_step, new_model=True, needs_parent=False)
+def transfer_step(parent: nn.Module | None, config: dict[str, Any], ctx: StepContext):
+    """The ``transfer`` step: :func:`transfer_` for the seed."""
+    return transfer_(parent, config, ctx.task, train=ctx.train, seed=ctx.seed)

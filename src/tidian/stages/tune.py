@@ -10,15 +10,21 @@ kept and a trial left RUNNING by a dead process is marked failed and retried.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from tidian.evaluation.metrics import METRICS, greater_is_better, predict
+from tidian.evaluation.cost import measure_cost
 from tidian.exceptions import ConfigError, TidianError, require
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.executors import Job, job_handler
+from tidian.metrics import METRICS, greater_is_better, predict
+from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
+from tidian.stages.study import load_study, open_study
+from tidian.training.build import train_new
+from tidian.training.config import TrainConfig
 
 SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "qmc", "nsga2")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
@@ -117,19 +123,6 @@ def _directions(objectives: list[str]) -> list[str]:
     ]
 
 
-def _storage(url: str | None):
-    """Optuna storage on the store's database. SQLite waits up to a minute for a lock instead
-    of failing with "database is locked" when several trial workers write at once."""
-    if url is None:
-        return None
-    import optuna
-
-    kwargs = (
-        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    )
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-
-
 def _spent(study) -> int:
     """Trials that count against the budget: finished ones, except failures that were retried."""
     import optuna
@@ -142,28 +135,18 @@ def _spent(study) -> int:
 
 
 def _objective(
-    config: TuneConfig, incumbent: Proposal, task: Any, seed: int, objectives: list[str]
+    config: TuneConfig, incumbent: dict[str, Any], task: Any, seed: int, objectives: list[str]
 ):
     """The trial function: sample, train one seed with pruning on validation, score."""
     import optuna
-    import torch
-
-    from tidian.evaluation.cost import measure_cost
-    from tidian.models.zoo import create_model
-    from tidian.training.config import TrainConfig
-    from tidian.training.loop import fit
 
     def objective(trial):
         values = sample(trial, config.space)
-        model = dict(values.pop("model", incumbent.model))
-        train = {**incumbent.train, **values}
+        model = dict(values.pop("model", incumbent["model"]))
+        train = {**incumbent["train"], **values}
         trial.set_user_attr("model", model)
         trial.set_user_attr("train", train)
         try:
-            torch.manual_seed(seed)
-            module = create_model(
-                model["name"], task, **{k: v for k, v in model.items() if k != "name"}
-            )
 
             def report(epoch: int, row: dict[str, float]) -> None:
                 if len(objectives) == 1 and f"val_{objectives[0]}" in row:
@@ -172,7 +155,7 @@ def _objective(
                         raise optuna.TrialPruned()
 
             train_config = TrainConfig.from_dict(train)
-            history = fit(module, task, train_config, seed=seed, on_epoch=report)
+            module, history = train_new(model, task, train_config, seed, on_epoch=report)
             # Without early stopping the final model is the last epoch's, whose validation
             # score the loop has just computed: reuse it rather than predict again.
             last = history.epochs[-1] if train_config.patience is None else {}
@@ -204,7 +187,7 @@ def _objective(
 def _optimize(
     study,
     config: TuneConfig,
-    incumbent: Proposal,
+    incumbent: dict[str, Any],
     task: Any,
     seed: int,
     objectives: list[str],
@@ -224,49 +207,50 @@ def _optimize(
     )
 
 
-def _worker(
-    url: str,
-    name: str,
-    config: TuneConfig,
-    incumbent: Proposal,
-    task: Any,
-    seed: int,
-    objectives: list[str],
-    index: int,
-    n_trials: int,
-) -> int:
-    """One trial worker process: it shares the study through the store's database."""
-    import dataclasses
-
-    import optuna
-
-    worker_config = dataclasses.replace(config, seed=config.seed + index)  # distinct samples
-    study = optuna.load_study(
-        study_name=name,
-        storage=_storage(url),
-        sampler=_sampler(worker_config, len(objectives)),
-        pruner=_pruner(config.pruner),
+@job_handler("tune.trials")
+def trials_job(job: Job) -> int:
+    """A trial worker: runs ``config.trials`` trials of the run's study (shared through the
+    store's database). ``config``: ``storage``, ``study``, ``tune`` (the stage's config),
+    ``incumbent`` ({model, train}), ``objectives``, ``index`` (its sampler's seed offset)."""
+    c = job.config
+    config = TuneConfig(**c["tune"])
+    worker_config = dataclasses.replace(config, seed=config.seed + c["index"])  # distinct samples
+    study = load_study(
+        c["storage"],
+        c["study"],
+        _sampler(worker_config, len(c["objectives"])),
+        _pruner(config.pruner),
     )
-    _optimize(study, config, incumbent, task, seed, objectives, n_trials)
-    return index
+    _optimize(study, config, c["incumbent"], job.task, job.seed, c["objectives"], c["trials"])
+    return c["index"]
 
 
-@STAGES.register("tune", config=TuneConfig, kind="quality")
+@register_stage("tune", config=TuneConfig, kind="quality")
 class Tune(Stage):
     """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
+
+    requires = (("optuna", "tune"),)
+    sections = ("tuning",)
+
+    example: ClassVar[dict[str, Any]] = {
+        "space": {"lr": {"float": [0.001, 0.05], "log": True}, "batch_size": {"choice": [16, 32]}},
+        "trials": 3,
+        "sampler": "random",
+        "pruner": "none",
+        "top_k": 2,
+    }
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         optuna = require("optuna", "tune", "the tune stage")
         config = self.config
         objectives = list(config.objectives) or [ctx.metric]
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the pipeline reports, not Optuna
-        study = optuna.create_study(
-            storage=_storage(ctx.storage),
-            study_name=ctx.study_name or None,
-            load_if_exists=True,
-            directions=_directions(objectives),
-            sampler=_sampler(config, len(objectives)),
-            pruner=_pruner(config.pruner),
+        study = open_study(
+            ctx.storage,
+            ctx.study_name,
+            _directions(objectives),
+            _sampler(config, len(objectives)),
+            _pruner(config.pruner),
+            feature="the tune stage",
         )
         # Trials run only while this stage runs: a RUNNING trial is one a killed run left.
         # It is marked failed, flagged as retried (so it does not count against the budget)
@@ -280,28 +264,25 @@ class Tune(Stage):
         # The remaining budget, shared out: every trial a worker starts counts (failures too),
         # so together they run exactly the budget.
         remaining = config.trials - _spent(study)
-        jobs = min(getattr(ctx.executor, "jobs", 1), max(remaining, 1))
-        if jobs > 1 and ctx.storage is not None:
-            shares = [remaining // jobs + (i < remaining % jobs) for i in range(jobs)]
-            ctx.executor.map(
-                _worker,
+        start = {"model": dict(incumbent.model), "train": dict(incumbent.train)}
+        workers = min(ctx.executor.workers if ctx.executor else 1, max(remaining, 1))
+        if workers > 1 and ctx.storage is not None:
+            shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+            spec = {
+                "storage": ctx.storage,
+                "study": study.study_name,
+                "tune": dataclasses.asdict(config),
+                "incumbent": start,
+                "objectives": objectives,
+            }
+            ctx.executor.gather(
                 [
-                    (
-                        ctx.storage,
-                        study.study_name,
-                        config,
-                        incumbent,
-                        task,
-                        seed,
-                        objectives,
-                        i,
-                        share,
-                    )
+                    Job("tune.trials", {**spec, "index": i, "trials": share}, task, seed, key=i)
                     for i, share in enumerate(shares)
-                ],
+                ]
             )
         else:
-            _optimize(study, config, incumbent, task, seed, objectives, remaining)
+            _optimize(study, config, start, task, seed, objectives, remaining)
         return self._proposals(study, objectives, ctx)
 
     def _proposals(self, study, objectives: list[str], ctx: Context) -> list[Proposal]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from tidian.stages.base import STAGES, Context, Proposal, Stage
+from tidian.stages.base import Context, Proposal, Stage, register_stage
 
 
 def _label(changes: dict[str, Any]) -> str:
@@ -20,9 +20,13 @@ class TrainVariantsConfig:
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
 
-@STAGES.register("train_variants", config=TrainVariantsConfig, kind="quality")
+@register_stage("train_variants", config=TrainVariantsConfig, kind="quality")
 class TrainVariants(Stage):
     """Alternative optimizers, losses, regularisation, schedules or initialisations."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "candidates": [{"lr": 0.003}, {"optimizer": "adamw", "weight_decay": 0.01}]
+    }
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         return [
@@ -45,9 +49,13 @@ class ArchitectureConfig:
     train: dict[str, Any] = field(default_factory=dict)
 
 
-@STAGES.register("architecture", config=ArchitectureConfig, kind="quality")
+@register_stage("architecture", config=ArchitectureConfig, kind="quality")
 class Architecture(Stage):
     """Alternative zoo models (keeping the incumbent's training set-up)."""
+
+    example: ClassVar[dict[str, Any]] = {
+        "candidates": [{"name": "mlp", "hidden": [8]}, {"name": "linear"}]
+    }
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         return [

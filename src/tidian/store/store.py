@@ -4,7 +4,9 @@ Chosen by URL: ``sqlite:///tidian.db`` by default (a file in the working directo
 to start), or ``postgresql://…`` for a team. ``TIDIAN_STORE`` sets the default URL.
 
 Every public method is one transaction (:meth:`Store._session`): it commits whole or rolls
-back whole, so a crash or SIGKILL never leaves half a candidate. Weights are written to a
+back whole, so a crash or SIGKILL never leaves half a candidate. A database error is raised
+as :class:`StoreError` (with the transaction rolled back); an id that is not in the store as
+:class:`~tidian.exceptions.DataError` naming it. Weights are written to a
 temporary folder and renamed into place before the row that points at them is committed.
 Methods are safe to call from one thread per Store; worker processes open their own Store.
 """
@@ -151,6 +153,9 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
     def create_run(self, recipe: dict[str, Any], environment: dict[str, Any] | None = None) -> str:
+        """Add a run (status ``running``) with its recipe and environment, and make its
+        artifacts folder; returns the new run id. Writes one ``runs`` row. Raises StoreError
+        when the folder or the row cannot be written (the folder is made first)."""
         run_id = uuid.uuid4().hex[:12]
         directory = self.artifacts / run_id
         try:
@@ -171,6 +176,8 @@ class Store:
         return run_id
 
     def run(self, run_id: str) -> dict[str, Any]:
+        """The ``runs`` row of ``run_id`` as a dict. Writes nothing. Raises DataError naming
+        recent runs when there is no such run."""
         with self._session() as s:
             row = s.get(RunRow, run_id)
             if row is None:
@@ -186,12 +193,18 @@ class Store:
             return _row(row)
 
     def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first. Writes nothing."""
         with self._session() as s:
             return [_row(r) for r in s.scalars(select(RunRow).order_by(RunRow.created))]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set columns of run ``run_id`` (status, incumbent_id, pareto, error…) in one
+        transaction; a final status (finished, failed, interrupted) also stamps ``finished``.
+        Raises DataError for an unknown run."""
         with self._session() as s:
             row = s.get(RunRow, run_id)
+            if row is None:
+                raise DataError(f"no run {run_id!r} in {self._safe_url()}.")
             for key, value in fields.items():
                 setattr(row, key, value)
             if fields.get("status") in ("finished", "failed", "interrupted"):
@@ -201,7 +214,8 @@ class Store:
     def stage(
         self, run_id: str, position: int, name: str, config: dict[str, Any], incumbent: int | None
     ) -> dict[str, Any]:
-        """The stage row at ``position``, created if new (resume finds the existing one)."""
+        """The stage row at ``position``, created if new (resume finds the existing one):
+        writes at most one ``stages`` row."""
         with self._session() as s:
             row = s.scalar(
                 select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
@@ -226,15 +240,21 @@ class Store:
         incumbent: int | None,
         report: dict[str, Any] | None = None,
     ) -> None:
+        """Mark the stage at ``position`` finished with the incumbent after it and its report
+        (one row updated). Raises DataError when the stage was never started."""
         with self._session() as s:
             row = s.scalar(
                 select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
             )
+            if row is None:
+                raise DataError(f"run {run_id!r} has no stage at position {position}.")
             row.status, row.incumbent_after = "finished", incumbent
             if report:
                 row.report = report
 
     def stages(self, run_id: str) -> list[dict[str, Any]]:
+        """The stage rows of a run in recipe order (the baseline is position 0). Writes
+        nothing."""
         with self._session() as s:
             rows = s.scalars(
                 select(StageRow).where(StageRow.run_id == run_id).order_by(StageRow.position)
@@ -253,7 +273,8 @@ class Store:
         train: dict[str, Any],
         changes: dict[str, Any],
     ) -> dict[str, Any]:
-        """The candidate row for (run, stage position, label), created if new."""
+        """The candidate row for (run, stage position, label), created if new with status
+        ``running`` (resume finds the existing one): writes at most one ``candidates`` row."""
         with self._session() as s:
             row = s.scalar(
                 select(CandidateRow).where(
@@ -280,6 +301,8 @@ class Store:
             return _row(row)
 
     def get_candidate(self, candidate_id: int) -> dict[str, Any]:
+        """The candidate row ``candidate_id``. Writes nothing; raises DataError when there is
+        no such candidate."""
         with self._session() as s:
             row = s.get(CandidateRow, candidate_id)
             if row is None:
@@ -287,6 +310,7 @@ class Store:
             return _row(row)
 
     def candidates(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's candidates in the order they were made (by id). Writes nothing."""
         with self._session() as s:
             rows = s.scalars(
                 select(CandidateRow).where(CandidateRow.run_id == run_id).order_by(CandidateRow.id)
@@ -294,8 +318,12 @@ class Store:
             return [_row(r) for r in rows]
 
     def update_candidate(self, candidate_id: int, **fields: Any) -> None:
+        """Set columns of a candidate (status, quality, cost, artifact, decision, reason,
+        gate) in one transaction. Raises DataError for an unknown candidate."""
         with self._session() as s:
             row = s.get(CandidateRow, candidate_id)
+            if row is None:
+                raise DataError(f"no candidate {candidate_id} in {self._safe_url()}.")
             for key, value in fields.items():
                 setattr(row, key, value)
 
@@ -308,6 +336,9 @@ class Store:
         history: dict[str, Any],
         seconds: float,
     ) -> None:
+        """Record seed ``seed`` of a candidate as done: its scores per split, its history and
+        training time (one ``seed_results`` row; the seed's model is already on disk). Raises
+        StoreError when the seed is already recorded (a seed is written exactly once)."""
         with self._session() as s:
             s.add(
                 SeedResultRow(
@@ -320,6 +351,7 @@ class Store:
             )
 
     def seed_results(self, candidate_id: int) -> dict[int, dict[str, Any]]:
+        """A candidate's finished seeds, ``{seed: row}``. Writes nothing."""
         with self._session() as s:
             rows = s.scalars(
                 select(SeedResultRow)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tidian.exceptions import ConfigError
+from tidian.exceptions import ConfigError, DataError
 from tidian.registry import check_options
 from tidian.tasks.builtin import TASKS
-from tidian.tasks.loaders import array_task, read_idx
+from tidian.tasks.loaders import array_task, load_file, read_idx
 from tidian.tasks.task import Split, Task
 
 __all__ = ["TASKS", "Split", "Task", "array_task", "load_task", "read_idx"]
@@ -30,12 +30,9 @@ def load_task(name_or_path: str | Path | Task, **options: Any) -> Task:
         return entry.obj(**options)
     path = Path(name_or_path)
     if path.exists():
-        from tidian.tasks.loaders import load_file
-
         return load_file(path, **options)
     if isinstance(name_or_path, str) and not any(c in name_or_path for c in "/\\."):
         raise TASKS.unknown(name_or_path)
-    from tidian.exceptions import DataError
 
     raise DataError(
         f"{str(name_or_path)!r} is neither a built-in task nor an existing file or folder. "

@@ -17,6 +17,7 @@ import numpy as np
 
 from tidian.exceptions import ConfigError, bad_value
 from tidian.registry import Registry
+from tidian.tasks.loaders import tabular_task
 from tidian.tasks.preprocess import Preprocess
 from tidian.tasks.task import Split, Task, encode_labels, from_indices, split_indices
 
@@ -156,8 +157,6 @@ def penguins(
 ) -> Task:
     """Palmer penguins: 344 penguins, species from measurements, island and sex (one-hot)."""
     import palmerpenguins
-
-    from tidian.tasks.loaders import tabular_task
 
     frame = palmerpenguins.load_penguins()
     return tabular_task(

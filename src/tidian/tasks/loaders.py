@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tidian.exceptions import ConfigError, DataError, bad_value
+from tidian.models.pretrained import PACKAGED, resolve_pretrained, tokenizer_at, tokenizer_vocab
 from tidian.registry import check_options
 from tidian.tasks import text as textlib
 from tidian.tasks.preprocess import Preprocess
@@ -371,13 +372,6 @@ def text_task(
         )
     )
     if tokenizer is not None:
-        from tidian.models.pretrained import (
-            PACKAGED,
-            resolve_pretrained,
-            tokenizer_at,
-            tokenizer_vocab,
-        )
-
         vocab = tokenizer_vocab(tokenizer_at(tokenizer))
         # a packaged model's name stays portable; a directory is made absolute
         where = tokenizer if tokenizer in PACKAGED else str(resolve_pretrained(tokenizer).resolve())

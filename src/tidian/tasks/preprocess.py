@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from tidian.exceptions import DataError, bad_value
+from tidian.models.pretrained import tokenizer_at
+from tidian.tasks import text as textlib
 
 KINDS = ("none", "scale", "table", "text")
 MISSING_CATEGORY = "<missing>"
@@ -165,8 +167,6 @@ class Preprocess:
         return x.astype(np.float32)
 
     def _text(self, raw: Any) -> np.ndarray:
-        from tidian.tasks import text as textlib
-
         if isinstance(raw, list | tuple) or (isinstance(raw, np.ndarray) and raw.ndim == 1):
             texts = [str(t) for t in raw]
         else:
@@ -181,7 +181,6 @@ class Preprocess:
 def _pretrained_ids(path: str, texts: list[str], max_len: int) -> np.ndarray:
     """Ids from a pretrained tokenizer (special tokens added, truncated, padded), with its
     padding id moved to 0 (tidian's convention; ``models.pretrained.tokenizer_vocab``)."""
-    from tidian.models.pretrained import tokenizer_at
 
     tokenizer = tokenizer_at(path)
     ids = tokenizer(

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tidian.exceptions import ConfigError, bad_value
+from tidian.models.moe import aux_loss
 
 OPERATIONS: dict[str, tuple[str, ...]] = {
     "vector": ("noise", "mixup", "smote"),
@@ -228,7 +229,6 @@ class AugmentStep:
                 "mixup / cutmix mix the labels, which this training step (distillation) "
                 "does not support; drop them from the policy."
             )
-        from tidian.models.moe import aux_loss
 
         out = model(x)
         loss = lam * loss_fn(out, y) + (1 - lam) * loss_fn(out, y2) + aux_loss(model)

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tidian.exceptions import ConfigError, bad_value
+from tidian.training.augment import OPERATIONS
+from tidian.training.losses import LOSSES
+from tidian.training.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 INITS = ("default", "xavier", "kaiming", "orthogonal")
@@ -95,9 +98,6 @@ class TrainConfig:
                     value,
                 )
 
-        from tidian.training.losses import LOSSES
-        from tidian.training.optim import OPTIMIZERS
-
         choice("optimizer", tuple(OPTIMIZERS.names()))
         choice("schedule", SCHEDULES)
         choice("init", INITS)
@@ -120,8 +120,6 @@ class TrainConfig:
         number("clip_grad_norm", 0, open_low=True, optional=True)
         number("eval_batch_size", 1, integer=True)
         if self.augment is not None:
-            from tidian.training.augment import OPERATIONS
-
             known = {o for ops in OPERATIONS.values() for o in ops}
             if not isinstance(self.augment, dict) or set(self.augment) - known:
                 raise bad_value(

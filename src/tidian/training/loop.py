@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from tidian.evaluation.metrics import compute_metrics, greater_is_better, predict
 from tidian.exceptions import ConfigError
+from tidian.metrics import compute_metrics, greater_is_better, predict
 from tidian.models.moe import routing_stats
+from tidian.training.augment import Augmenter, AugmentStep
 from tidian.training.config import TrainConfig
 from tidian.training.losses import make_loss
 from tidian.training.optim import Schedule, initialize, make_optimizer, penalized
@@ -112,8 +113,6 @@ def fit(
     n = len(y)
     step = step or PlainStep(make_loss(config, task.target_kind), config.l1, penalized(model))
     if config.augment:  # each batch transformed as it is drawn, seeded by the training seed
-        from tidian.training.augment import Augmenter, AugmentStep
-
         step = AugmentStep(step, Augmenter(config.augment, task, seed))
     val_loss = make_loss(config.replace(loss="auto"), task.target_kind) if has_val else None
     optimizer = make_optimizer(model, config)

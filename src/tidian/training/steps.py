@@ -10,9 +10,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tidian.models.moe import aux_loss
+from tidian.training.distill import hint_loss, kd_loss
 
 
 class PlainStep:
@@ -86,10 +88,6 @@ class DistillStep:
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from tidian.training.distill import hint_loss, kd_loss
-
         out = model(x)
         rows = index.to(self.teacher.device)
         target = self.teacher[rows].to(out.device)

@@ -129,6 +129,7 @@ def test_stage_checks_its_targets(mt_task, vector_task):
         MultitaskConfig(targets=["a"], weighting="fixed", weights=[1.0])
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_multitask_stage_end_to_end(tmp_path):
     path = tmp_path / "rows.csv"
     _frame().to_csv(path, index=False)
@@ -199,6 +200,7 @@ def test_row_changing_steps_keep_further_targets_row_for_row(mt_task):
         assert all(pooled[float(x[0])] == a for x, a in zip(split.x, split.aux["amount"]))
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_multitask_stage_under_cross_validation(tmp_path):
     path = tmp_path / "rows.csv"
     _frame().to_csv(path, index=False)

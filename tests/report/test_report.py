@@ -23,6 +23,7 @@ def data(tiny_run):
     return to_json(collect(store, run_id, examples=2))
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_collect_numbers_equal_the_store(tiny_run, data):
     store, run_id = tiny_run
     run = store.run(run_id)
@@ -129,6 +130,7 @@ def test_render_is_self_contained_and_shows_the_headline(data):
         assert name in plots
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_ledger_only_report_loads_no_model(tiny_run):
     store, run_id = tiny_run
     data = collect(store, run_id, analyses=False)
@@ -137,12 +139,14 @@ def test_ledger_only_report_loads_no_model(tiny_run):
     assert "<svg" in render(to_json(data))
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_unknown_run_lists_recent_ones(tiny_run):
     store, run_id = tiny_run
     with pytest.raises(DataError, match=f"no run 'nope'.*recent runs: {run_id}"):
         collect(store, "nope")
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_unwritable_output_is_a_clear_error(tiny_run, tmp_path):
     store, run_id = tiny_run
     with pytest.raises(DataError, match="does not exist"):
@@ -158,6 +162,7 @@ def run_cli(capsys, *argv):
     return exit_.value.code, out.out, " ".join(out.err.split())  # rich wraps long lines
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_report_and_explain_commands(tiny_run, tmp_path, capsys):
     store, run_id = tiny_run
     out = tmp_path / "r.html"
@@ -183,6 +188,7 @@ def test_report_and_explain_commands(tiny_run, tmp_path, capsys):
     assert code == 2 and "recent runs" in err
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_explain_names_missing_artifacts(tiny_run, tmp_path, capsys):
     from tidian.store import Store
 
@@ -215,6 +221,7 @@ def _get(url: str, method: str = "GET") -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_serve_lists_runs_and_serves_reports_read_only(tiny_run, server):
     store, run_id = tiny_run
     code, page = _get(server + "/")

@@ -9,21 +9,24 @@ import pytest
 import torch
 from torch import nn
 
+import tidian
 import tidian.pipeline as pipeline
+from conftest import prune_silent_half
 from tidian import ConfigError, create_model, fit
 from tidian.compression import PruneConfig, prune_, sparsity, unit_groups
 from tidian.compression.lowrank import LowRankConfig, choose_rank, lowrank_
 from tidian.compression.quantize import QuantizeConfig, quantize_model, quantize_onnx
-from tidian.compression.surgery import get_module, remove_units
-from tidian.evaluation.metrics import compute_metrics, predict
 from tidian.export import OnnxModel, export_onnx
+from tidian.metrics import compute_metrics, predict
 from tidian.models.io import load_model, save_model
 from tidian.store import Store
 
 pytest.importorskip("onnxruntime")
 
-# Every zoo family and the wiring variants that change which tensors a unit touches.
-FAMILIES = [
+# The wiring variants that change which tensors a unit touches (residual streams, norms,
+# flattening readouts, bidirectional and stacked recurrences, heads); every registered model
+# with its default options is pruned by the model conformance suite (tests/models).
+WIRING = [
     ("vector", "mlp", {"hidden": [12, 8]}),
     ("vector", "mlp", {"hidden": [8, 8], "norm": "batch"}),
     ("sequence", "cnn1d", {"width": 8, "depth": 2}),
@@ -40,41 +43,14 @@ FAMILIES = [
 ]
 
 
-def _silence(model: nn.Module, group, units: torch.Tensor) -> None:
-    """Zero what *reads* these units: they then contribute nothing, so removing them must
-    leave the outputs exactly as they were."""
-    with torch.no_grad():
-        for member in group.members:
-            if member.role == "in":
-                tensor = getattr(get_module(model, member.module), member.tensor)
-                tensor.index_fill_(member.axis, group.indices(member, units), 0.0)
-
-
-@pytest.mark.parametrize(("kind", "name", "options"), FAMILIES, ids=lambda v: str(v))
-def test_removing_silent_units_keeps_outputs_and_cuts_parameters(
+@pytest.mark.parametrize(("kind", "name", "options"), WIRING, ids=lambda v: str(v))
+def test_removing_silent_units_keeps_outputs_in_every_wiring(
     tiny_tasks, kind, name, options, tmp_path
 ):
-    task = tiny_tasks[kind]
     torch.manual_seed(0)
-    model = create_model(name, task, **options).eval()
-    groups = unit_groups(model)
-    assert groups, "every family has something to prune"
-    for g in groups:
-        _silence(model, g, torch.arange(0, g.size // 2))
-    x = torch.as_tensor(task.test.x)
-    before = model(x)
-    params = sum(p.numel() for p in model.parameters())
-    for g in unit_groups(model):
-        remove_units(model, g, torch.arange(g.size // 2, g.size))
-    after = model(x)
-    assert sum(p.numel() for p in model.parameters()) < params
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
-    # Saved and loaded: the smaller architecture comes back from the weights' shapes.
-    loaded = load_model(save_model(model, tmp_path / "m"))
-    torch.testing.assert_close(loaded(x), after, atol=1e-6, rtol=1e-6)
-    # And it exports to ONNX with the same outputs.
-    check = export_onnx(model, task, tmp_path / "m.onnx")
-    assert check.passed and check.max_abs_diff < 1e-4 and check.argmax_agreement == 1.0
+    prune_silent_half(
+        create_model(name, tiny_tasks[kind], **options).eval(), tiny_tasks[kind], tmp_path
+    )
 
 
 def test_residual_streams_are_one_group(tiny_tasks):
@@ -270,6 +246,7 @@ def store(tmp_path):
     return Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_pipeline_compresses_seed_by_seed_and_gates(store):
     recipe = {
         **TINY,
@@ -299,11 +276,12 @@ def test_pipeline_compresses_seed_by_seed_and_gates(store):
     assert set(seeds) == {0, 1, 2}
     assert seeds[0]["history"]["transform"]["steps"][0]["quantize"]["mode"] == "dynamic"
     # The quantised model's recorded test score is what ONNX Runtime gives on the test split.
-    task = pipeline._task_of(pipeline.validate_recipe(recipe))
+    task = tidian.load_recipe(recipe).load_task()
     out = OnnxModel(os.path.join(quant["artifact"], "model.onnx")).predict(task.test.x)
     assert quant["quality"]["per_seed"][0] == pytest.approx(_accuracy(out, task))
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_compress_returns_a_labelled_fallback_when_tolerance_is_impossible(store):
     recipe = {
         **TINY,
@@ -342,7 +320,7 @@ def test_quantize_before_prune_is_refused_up_front():
 def test_runtime_auto_falls_back_to_torch_when_onnx_cannot_take_the_model(
     vector_task, tmp_path, monkeypatch
 ):
-    import tidian.export
+    import tidian.evaluation.cost
     from tidian.evaluation.cost import deployment_cost
     from tidian.recipe import DeploySpec
 
@@ -355,7 +333,7 @@ def test_runtime_auto_falls_back_to_torch_when_onnx_cannot_take_the_model(
     def refuse(*args, **kwargs):
         raise ConfigError("ONNX cannot export this model: aten::zeta is not supported")
 
-    monkeypatch.setattr(tidian.export, "export_onnx", refuse)
+    monkeypatch.setattr(tidian.evaluation.cost, "export_onnx", refuse)
     folder = save_model(create_model("mlp", vector_task, hidden=[8]), tmp_path / "n")
     cost = deployment_cost(folder, vector_task, DeploySpec(), repeats=5)
     assert cost["runtime"] == "torch" and "zeta" in cost["onnx_error"]
@@ -397,6 +375,7 @@ def test_distillation_step_and_distilled_finetuning(vector_task):
         PruneConfig(distill={"temp": 2})
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_unstructured_pruning_is_kept_only_as_smaller_when_compressed(store):
     recipe = {
         **TINY,
@@ -413,6 +392,7 @@ def test_unstructured_pruning_is_kept_only_as_smaller_when_compressed(store):
     assert "faster" not in row["reason"]
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_compression_in_worker_processes_gives_the_same_scores(tmp_path):
     recipe = {
         **TINY,
@@ -429,6 +409,7 @@ def test_compression_in_worker_processes_gives_the_same_scores(tmp_path):
     assert serial == parallel and len(serial) == 3
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_compress_picks_the_best_pareto_point_within_tolerance(store):
     search = {
         "tolerance": 100.0,  # anything goes: the cheapest Pareto point is chosen

@@ -78,15 +78,15 @@ def test_downweighted_loss_is_the_weighted_mean():
 
 
 def test_clean_step_removes_rows(vector_task, monkeypatch):
-    import tidian.training.loop as loop
+    import tidian.stages.clean as clean
 
-    seen, real = [], loop.fit
+    seen, real = [], clean.fit
 
     def spy(model, task, *args, **kwargs):
         seen.append(len(task.train))
         return real(model, task, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "fit", spy)
+    monkeypatch.setattr(clean, "fit", spy)
     step = {
         "rows": [0, 1, 2],
         "action": "remove",
@@ -98,6 +98,7 @@ def test_clean_step_removes_rows(vector_task, monkeypatch):
     assert seen == [len(vector_task.train) - 3]
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_clean_stage_in_a_run(tmp_path):
     import tidian.pipeline as pipeline
     from tidian.store import Store
@@ -137,7 +138,7 @@ def test_clean_config_and_task_checks(regression_task):
 
 
 def test_clip_candidate_trains_on_winsorised_inputs(monkeypatch):
-    import tidian.training.loop as loop
+    import tidian.stages.clean as clean
     from tidian.stages import Context, Proposal
 
     x, y = _blobs(120)
@@ -148,13 +149,13 @@ def test_clip_candidate_trains_on_winsorised_inputs(monkeypatch):
         Proposal("b", {"name": "linear"}, {"epochs": 2}), Context(task, "accuracy", (0,))
     )
     (clip,) = [p for p in proposals if p.changes.get("clean") == "outliers"]
-    seen, real = [], loop.fit
+    seen, real = [], clean.fit
 
     def spy(model, t, *args, **kwargs):
         seen.append(t.train.x.copy())
         return real(model, t, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "fit", spy)
+    monkeypatch.setattr(clean, "fit", spy)
     clean_(None, clip.transform[0]["clean"], task, seed=0)
     (trained,) = seen
     column = x[:, 0].astype(np.float64)

@@ -81,6 +81,7 @@ def test_recipe_rules_for_folds():
         validate_recipe({**base, "evaluate": {"folds": 3, "ci": "bootstrap"}})
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_pipeline_gates_on_cv_units(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'cv.db'}")
     recipe = {

@@ -12,10 +12,10 @@ import torch
 
 import tidian
 from conftest import make_task
-from tidian.evaluation.metrics import score
 from tidian.exceptions import ConfigError, DataError
+from tidian.metrics import score
+from tidian.models import create_model
 from tidian.models.pretrained import check_tokenizer, detect_format
-from tidian.models.zoo import create_model
 from tidian.stages.transfer import (
     TransferConfig,
     _probe,
@@ -204,6 +204,7 @@ def test_gradual_unfreezing_and_layerwise_lr_on_a_zoo_model(tmp_path):
     assert sorted(g["lr"] for g in optimizer.param_groups)[0] == pytest.approx(0.0078125)
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_source_with_other_inputs_is_refused(tmp_path):
     src = create_model("mlp", make_task("vector"), width=8)
     tidian.save_model(src, tmp_path / "src")
@@ -221,6 +222,7 @@ def test_source_with_other_inputs_is_refused(tmp_path):
 # -- in a run -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_source_to_target_inside_tidian(tmp_path):
     """One run's final model starts another run (run:RUN_ID): its body kept, a new head."""
     store = f"sqlite:///{tmp_path / 'l.db'}"
@@ -262,6 +264,7 @@ def test_source_to_target_inside_tidian(tmp_path):
     assert score(tidian.load_model(probe["artifact"]), tidian.load_task("digits"))["accuracy"] > 0.8
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_minilm_probe_then_distilled_into_a_tiny_text_model(reviews, tmp_path):
     """The headline path on a tiny scale: MiniLM linear probe in a run, then distilled into
     embedding_bag; every model reads the same word-piece ids."""

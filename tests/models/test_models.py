@@ -1,5 +1,7 @@
 """Conformance over every registered model: each supported input kind must forward, backward,
-round-trip through save/load, and be reproducible from a seed. A new model needs no new test."""
+round-trip through save/load, be reproducible from a seed, export to ONNX with the same
+outputs, and — where its family declares unit groups — prune structurally without moving the
+outputs of silenced units. A new model needs no new test."""
 
 import json
 
@@ -9,8 +11,10 @@ import torch
 from torch import nn
 
 import tidian
-from conftest import KINDS, REQUIRED_OPTIONS
+from conftest import KINDS, REQUIRED_OPTIONS, prune_silent_half
 from tidian import ConfigError, DataError, UnknownNameError, create_model, load_model, save_model
+from tidian.compression.surgery import GROUP_FINDERS, unit_groups
+from tidian.export import OnnxModel, export_onnx
 
 CASES = [
     (name, kind)
@@ -187,3 +191,37 @@ def test_register_model_extends_the_zoo(tiny_tasks):
 
     model = create_model(name, tiny_tasks["vector"], bias=False)
     assert model.bias is None and tidian.model_spec(model).options == {"bias": False}
+
+
+# -- every model deploys: ONNX export with the output check, and structured pruning where the
+# -- model's family declares its unit groups (compression.surgery.register_groups)
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_exports_to_onnx_with_the_same_outputs(name, kind, tiny_tasks, tmp_path):
+    pytest.importorskip("onnxruntime")
+    task = tiny_tasks[kind]
+    torch.manual_seed(2)
+    model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {})).eval()
+    check = export_onnx(model, task, tmp_path / "m.onnx")
+    assert check.passed and check.samples == min(64, len(task.test))
+    with torch.no_grad():
+        expected = model(torch.as_tensor(task.test.x)).numpy()
+    np.testing.assert_allclose(
+        OnnxModel(tmp_path / "m.onnx").predict(task.test.x), expected, atol=1e-4, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_declared_unit_groups_prune_without_moving_the_outputs(name, kind, tiny_tasks, tmp_path):
+    pytest.importorskip("onnxruntime")
+    task = tiny_tasks[kind]
+    torch.manual_seed(3)
+    model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {})).eval()
+    declared = any(cls in GROUP_FINDERS for cls in type(model).__mro__)
+    if not declared:
+        # no finder: structured pruning says so clearly, and how to describe the model
+        with pytest.raises(ConfigError, match="does not know how units of .* are wired"):
+            unit_groups(model)
+        return
+    prune_silent_half(model, task, tmp_path)

@@ -9,9 +9,9 @@ import torch
 import tidian
 from conftest import make_task
 from tidian.evaluation.calibration import fit_scaling, fold_scaling, reliability
-from tidian.evaluation.metrics import ece, predict
 from tidian.exceptions import ConfigError
-from tidian.models.zoo import create_model
+from tidian.metrics import ece, predict
+from tidian.models import create_model
 from tidian.stages.calibrate import CalibrateConfig, calibrate_
 
 
@@ -77,6 +77,7 @@ def test_errors():
         calibrate_(model, {"method": "temperature"}, regression)
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_calibrate_stage_in_a_run(tmp_path):
     """An MLP trained long on digits is over-confident; temperature scaling, fitted on the
     validation split, must lower the test ECE with the accuracy untouched, seed by seed."""

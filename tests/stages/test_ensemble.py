@@ -9,7 +9,7 @@ from torch import nn
 import tidian
 import tidian.pipeline as pipeline
 from tidian import ConfigError, load_model, save_model
-from tidian.evaluation.metrics import METRICS
+from tidian.metrics import METRICS
 from tidian.models.ensemble import Ensemble
 from tidian.recipe import RecipeError, validate_recipe
 from tidian.stages import ensemble as ens
@@ -126,15 +126,13 @@ def test_bad_ensembles_are_clear_errors():
 
 
 def test_members_with_different_outputs_are_refused(vector_task, monkeypatch):
-    import tidian.models.io as io
-
     class Wide(nn.Module):
         def forward(self, x):
             return torch.zeros(len(x), 7)
 
     loads = iter([tidian.create_model("linear", vector_task), Wide()])
     monkeypatch.setattr(ens, "_member_spec", lambda folder: {"name": "linear"})
-    monkeypatch.setattr(io, "load_model", lambda folder: next(loads))
+    monkeypatch.setattr(ens, "load_model", lambda folder: next(loads))
     step = {"members": "top", "k": 2, "combine": "average", "folders": ["a", "b"], "model": {}}
     with pytest.raises(ConfigError, match="different shapes"):
         ens.ensemble_(None, step, vector_task, seed=0)
@@ -164,6 +162,7 @@ def test_trained_members_build_a_saveable_ensemble(vector_task, members, tmp_pat
     torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_ensemble_stage_end_to_end_then_distilled(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'e.db'}")
     recipe = {

@@ -198,6 +198,7 @@ def test_resume_keeps_finished_trials_and_retries_a_dead_one(tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 5
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_pipeline_keeps_the_study_in_its_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     recipe = {
@@ -256,6 +257,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_p
     assert context.notes["failed"] == len(failed) and context.notes["complete"] >= 1
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_a_killed_tuning_run_resumes_with_the_right_trial_count(tmp_path):
     import signal
 

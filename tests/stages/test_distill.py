@@ -13,9 +13,9 @@ from torch import nn
 import tidian
 from conftest import make_task
 from tidian import Split, Task
-from tidian.evaluation.metrics import predict, score
 from tidian.exceptions import ConfigError
-from tidian.models.zoo import count_parameters, create_model
+from tidian.metrics import predict, score
+from tidian.models import count_parameters, create_model
 from tidian.stages.distill import DistillConfig, auto_student, distill_
 from tidian.training.distill import (
     Capture,
@@ -293,6 +293,7 @@ def test_auto_student_has_about_the_requested_share_of_parameters():
 # -- in a run -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_distill_stage_in_a_run(tmp_path, vector_task):
     recipe = {
         "task": "digits",

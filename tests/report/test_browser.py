@@ -109,6 +109,7 @@ def _check_report_page(page, store, run_id) -> list[dict]:
     return plots
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_report_file_renders_in_chromium(browser, tiny_run, tmp_path, artifacts):
     store, run_id = tiny_run
     out = tmp_path / "report.html"
@@ -124,6 +125,7 @@ def test_report_file_renders_in_chromium(browser, tiny_run, tmp_path, artifacts)
     page.close()
 
 
+@pytest.mark.slow  # a whole pipeline run
 def test_serve_pages_render_in_chromium(browser, tiny_run, artifacts):
     store, run_id = tiny_run
     server = make_server(store, port=0)

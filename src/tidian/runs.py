@@ -1,0 +1,127 @@
+"""What is done with a recorded run: its candidates' saved models, and exporting one.
+
+These read the ledger (a :class:`~tidian.store.Store`) and the run's artifacts folder; they
+sit above ``export`` (which knows models and files, not runs) and beside the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tidian.exceptions import DataError, bad_value
+from tidian.export import (
+    EXPORT_FORMAT,
+    FORMATS,
+    MANIFEST,
+    OnnxModel,
+    compare_outputs,
+    example_inputs,
+    export_onnx,
+    task_manifest,
+)
+from tidian.models.io import SPEC, WEIGHTS, load_model
+from tidian.recipe import validate_recipe
+
+
+def run_task(store: Any, run_id: str) -> Any:
+    """The task run ``run_id`` was made on, loaded here from its recipe."""
+    return validate_recipe(store.run(run_id)["recipe"]).load_task()
+
+
+def candidate_artifact(
+    store: Any, run_id: str, candidate: str | int, purpose: str
+) -> tuple[dict[str, Any], Path]:
+    """Candidate ``candidate`` of run ``run_id`` ('best': the incumbent) and the folder of its
+    saved model (first seed); a clear error when it has none. ``purpose`` names the need."""
+    run = store.run(run_id)
+    if candidate == "best":
+        cid = run["incumbent_id"]
+        if cid is None:
+            raise DataError(f"run {run_id} has no incumbent yet; give --candidate ID.")
+    else:
+        try:
+            cid = int(candidate)
+        except (TypeError, ValueError):
+            raise bad_value("candidate", "'best' or a candidate id", candidate) from None
+    row = store.get_candidate(cid)
+    if row["run_id"] != run_id:
+        raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
+    artifact = Path(row["artifact"]) if row["artifact"] else None
+    if artifact is None or not (artifact / WEIGHTS).exists():
+        where = f"at {str(artifact)!r}" if artifact else f"(status {row['status']!r})"
+        raise DataError(
+            f"candidate {cid} of run {run_id} has no saved model {where}; {purpose} needs its "
+            f"weights: finish the run with `tidian run --resume {run_id}`, or work where the "
+            "run's artifacts folder is."
+        )
+    return row, artifact
+
+
+def export_candidate(
+    store: Any, run_id: str, candidate: str | int, out: str | Path, fmt: str = "onnx"
+) -> dict[str, Any]:
+    """Write candidate ``candidate`` ('best' = the run's incumbent) of run ``run_id`` to the
+    folder ``out`` as ONNX (checked against torch on the task's test inputs; the check is
+    stored in the ledger) or safetensors, with a ``manifest.json`` carrying the task's
+    preprocessing and labels. Returns the manifest."""
+    if fmt not in FORMATS:
+        raise bad_value("format", f"one of {FORMATS}", fmt)
+    row, artifact = candidate_artifact(store, run_id, candidate, "export")
+    cid = row["id"]
+    task = run_task(store, run_id)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".tidian-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"cannot write to {str(out)!r}: {err}") from None
+    quantized = artifact / "model.onnx"
+    check: dict[str, Any] | None = None
+    if fmt == "onnx":
+        file = "model.onnx"
+        if quantized.exists():
+            # An int8 model is checked for agreement with its float source, not equality.
+            tmp = out / (file + ".tmp")
+            shutil.copyfile(quantized, tmp)
+            inputs = example_inputs(task, 256)
+            check = compare_outputs(load_model(artifact), OnnxModel(tmp), inputs, np.inf)
+            check = check.to_dict()
+            os.replace(tmp, out / file)
+        else:
+            check = export_onnx(load_model(artifact), task, out / file).to_dict()
+        cost = dict(row["cost"] or {})
+        cost["export_check"] = check
+        store.update_candidate(cid, cost=cost)
+    else:
+        file = WEIGHTS
+        for name in (WEIGHTS, SPEC):
+            shutil.copyfile(artifact / name, out / name)
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "file": file,
+        "runtime": "onnxruntime" if fmt == "onnx" else "torch",
+        "run": run_id,
+        "candidate": cid,
+        "label": row["label"],
+        "stage": row["stage"],
+        "quantized": quantized.exists() and fmt == "onnx",
+        "quality": {
+            k: (row["quality"] or {}).get(k) for k in ("metric", "mean", "ci_low", "ci_high")
+        },
+        "export_check": check,
+        "task": task_manifest(task),
+    }
+    if fmt == "safetensors" and quantized.exists():
+        manifest["note"] = (
+            "this candidate is deployed as int8 ONNX; the safetensors file is its float source"
+        )
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

@@ -1,0 +1,55 @@
+"""Optuna studies kept in the run's own store database (the ``tune`` and ``compress`` stages).
+
+One place for how a stage opens its study: on the store's database (so ``optuna-dashboard
+<store-url>`` shows it and a resumed run continues it), named uniquely per run and stage
+position, quiet (the pipeline reports, not Optuna).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidian.exceptions import require
+
+
+def storage(url: str | None) -> Any:
+    """Optuna storage on the store's database (None: in memory). SQLite waits up to a minute
+    for a lock instead of failing with "database is locked" when several trial workers write
+    at once."""
+    if url is None:
+        return None
+    optuna = require("optuna", "tune", "Optuna studies")
+    kwargs = (
+        {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    )
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(
+    url: str | None,
+    name: str | None,
+    directions: list[str],
+    sampler: Any,
+    pruner: Any = None,
+    *,
+    feature: str,
+) -> Any:
+    """The study ``name`` on the store at ``url``, created or continued. ``feature`` names
+    what needs Optuna, for the install hint."""
+    optuna = require("optuna", "tune", feature)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        storage=storage(url),
+        study_name=name or None,
+        load_if_exists=True,
+        directions=directions,
+        sampler=sampler,
+        pruner=pruner,
+    )
+
+
+def load_study(url: str, name: str, sampler: Any, pruner: Any = None) -> Any:
+    """A worker's handle on an existing study, with its own sampler."""
+    optuna = require("optuna", "tune", "Optuna studies")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=storage(url), sampler=sampler, pruner=pruner)

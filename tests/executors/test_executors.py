@@ -1,0 +1,116 @@
+"""The executor contract (``tidian.executors.base.Executor``), checked for every executor:
+results complete and matched to their jobs whatever the finishing order, a failing job
+reported as that job's own error, workers that die, close idempotent. A new executor is added
+to EXECUTORS and gets the whole suite."""
+
+from __future__ import annotations
+
+import pickle
+
+import executor_handlers  # noqa: F401  (registers the test.* handlers in this process)
+import pytest
+
+from tidian.exceptions import ConfigError
+from tidian.executors import JOBS, Executor, Job, LocalExecutor, WorkerLost
+from tidian.executors.base import modules
+
+# name -> a factory; "processes" says whether jobs run in other processes (a worker can die
+# there without taking the caller with it).
+EXECUTORS = {
+    "local, in-process": (lambda: LocalExecutor(1), False),
+    "local, 2 worker processes": (lambda: LocalExecutor(2), True),
+}
+
+
+# One executor per kind for the module: worker processes start once, as in a pipeline.
+@pytest.fixture(params=list(EXECUTORS), scope="module")
+def executor(request):
+    make, _ = EXECUTORS[request.param]
+    with make() as ex:
+        yield ex
+
+
+@pytest.fixture(params=[n for n, (_, processes) in EXECUTORS.items() if processes], scope="module")
+def process_executor(request):
+    make, _ = EXECUTORS[request.param]
+    with make() as ex:
+        yield ex
+
+
+def _squares(n: int) -> list[Job]:
+    return [Job("test.square", {"x": i}, seed=10 + i, key=f"job-{i}") for i in range(n)]
+
+
+def test_every_job_is_yielded_once_with_its_own_result(executor):
+    jobs = _squares(7)
+    seen = list(executor.run(jobs))
+    assert sorted(job.key for job, _ in seen) == sorted(job.key for job in jobs)
+    for job, result in seen:
+        assert any(job is j for j in jobs)  # the very object passed in
+        assert result["square"] == job.config["x"] ** 2 and result["seed"] == job.seed
+
+
+def test_results_match_their_jobs_whatever_order_they_finish_in(executor, tmp_path):
+    # job 0 waits until job 1 has finished, so with workers they finish out of order; in
+    # process, job 1 runs after job 0 and writes its mark without waiting
+    marks = [tmp_path / f"mark-{i}" for i in range(2)]
+    jobs = [
+        Job("test.wait_for", {"x": 0, "mark": str(marks[0]), "after": None}, key=0),
+        Job("test.wait_for", {"x": 1, "mark": str(marks[1]), "after": None}, key=1),
+    ]
+    if executor.workers > 1:
+        jobs[0] = Job("test.wait_for", {"x": 0, "mark": str(marks[0]), "after": str(marks[1])})
+    order = [result for _, result in executor.run(jobs)]
+    assert order == ([1, 0] if executor.workers > 1 else [0, 1])
+    assert executor.gather(jobs) == [0, 1]  # gather: in the order of the jobs
+
+
+def test_several_workers_run_jobs_in_other_processes(process_executor):
+    import os
+
+    pids = {r["pid"] for r in process_executor.gather(_squares(6))}
+    assert os.getpid() not in pids
+
+
+def test_a_failing_job_raises_its_own_error_naming_the_job(executor):
+    jobs = [*_squares(2), Job("test.fail", {"message": "bad value [x]"}, key="the-broken-one")]
+    with pytest.raises(ConfigError, match=r"bad value \[x\]") as info:
+        list(executor.run(jobs))
+    assert any("the-broken-one" in note for note in info.value.__notes__)
+    # the executor is still usable
+    assert [r["square"] for r in executor.gather(_squares(3))] == [0, 1, 4]
+
+
+def test_a_worker_that_dies_fails_the_run_and_the_executor_recovers(process_executor):
+    with pytest.raises(WorkerLost, match="stopped without finishing"):
+        list(process_executor.run([Job("test.die", key="dying"), *_squares(2)]))
+    assert [r["square"] for r in process_executor.gather(_squares(2))] == [0, 1]
+
+
+def test_close_is_idempotent_and_a_closed_executor_runs_again(executor):
+    executor.close()
+    executor.close()
+    assert [r["square"] for r in executor.gather(_squares(2))] == [0, 1]
+    executor.close()
+
+
+def test_workers_write_their_artifacts_whole(executor, tmp_path):
+    jobs = [Job("test.write", {"x": i}, out=str(tmp_path / f"a{i}")) for i in range(3)]
+    executor.gather(jobs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a0", "a1", "a2"]  # no temp left
+    assert [(tmp_path / f"a{i}" / "value.txt").read_text() for i in range(3)] == ["0", "1", "2"]
+
+
+def test_jobs_are_plain_picklable_specs_and_name_their_modules():
+    job = Job("train", {"model": {"name": "mlp"}, "train": {"epochs": 1}}, None, 3, key=1)
+    assert pickle.loads(pickle.dumps(job)) == job
+    assert modules(job) == ("tidian.evaluation.evaluate",)
+    user = Job("test.square", {"x": 1}, imports=("json",))
+    assert modules(user) == ("executor_handlers", "json")
+    assert "test.square" in JOBS and isinstance(LocalExecutor(1), Executor)
+
+
+def test_a_bad_worker_count_is_refused():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="jobs"):
+            LocalExecutor(bad)
