@@ -20,6 +20,7 @@ def _isolated_cache(tmp_path_factory):
     """Generated data sets go to a temporary cache, never the user's."""
     mp = pytest.MonkeyPatch()
     mp.setenv("TIDIAN_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("TIDIAN_ARTIFACT_CACHE", str(tmp_path_factory.mktemp("artifact-cache")))
     torch.set_num_threads(1)  # small models: threads only add noise and overhead
     yield
     mp.undo()
@@ -191,3 +192,66 @@ def tiny_run(tmp_path_factory):
     result = pipeline.run(REPORT_RECIPE, store=store)
     assert result.status == "finished"
     return store, result.run_id
+
+
+# -- cluster tests: only inside a network namespace with loopback alone ---------------------
+
+
+def private_network() -> bool:
+    """Whether this process's network namespace has loopback as its only interface."""
+    import socket
+
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def pytest_collection_modifyitems(config, items):
+    # Ray's servers listen on every interface: tests that start a cluster run only in a private
+    # network namespace. Elsewhere they are left out here and run by
+    # tests/executors/test_cluster_namespace.py, which starts such a namespace and runs them.
+    inside = private_network()
+    keep, left = [], []
+    for item in items:
+        cluster = item.get_closest_marker("cluster") is not None
+        wrapper = item.get_closest_marker("cluster_wrapper") is not None
+        (left if (cluster and not inside) or (wrapper and inside) else keep).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep
+
+
+def cluster_unavailable(reason: str) -> None:
+    """Skip a cluster test for ``reason``, or fail it where CI requires cluster tests."""
+    import os
+
+    if os.environ.get("TIDIAN_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"cluster tests are required here (TIDIAN_REQUIRE_CLUSTER=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster of two nodes with one CPU each (``ray.cluster_utils.Cluster``), for
+    tests marked ``cluster``: ``.address``, ``.cluster``, ``.second`` (the second node)."""
+    import os
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    if not private_network():
+        cluster_unavailable("a Ray cluster is started only in a private network namespace")
+    try:
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        cluster_unavailable("Ray is not installed (pip install 'tidian[ray]')")
+    # workers find the tests' own job handlers and plugins as a user's would: on their path
+    here = Path(__file__).parent
+    paths = [str(here / "executors"), str(here / "stages"), str(here)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    second = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    state = SimpleNamespace(cluster=cluster, address=cluster.address, second=second)
+    yield state
+    import ray
+
+    ray.shutdown()
+    cluster.shutdown()

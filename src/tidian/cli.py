@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import tidian
@@ -365,34 +366,68 @@ def run_cmd(
     report: Annotated[
         Path | None, typer.Option(help="Write the run's HTML report here at the end.")
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(help="Where jobs run: local (this machine; --jobs) or ray (a Ray cluster)."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --executor ray: the cluster (auto, or HEAD:6379); none: start one."
+        ),
+    ] = None,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            help="Where weights go: a folder or a URL (s3://bucket/prefix); default: "
+            "$TIDIAN_ARTIFACTS, else tidian-runs/ beside a SQLite ledger."
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
     import tidian.pipeline as pipeline
+    from tidian.store import Store
 
     if report is not None:
         from tidian.report import writable
 
         writable(report)  # a bad path fails now, not after the run
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray; got {executor!r}.")
+    if address is not None and executor != "ray":
+        raise ConfigError("--address names a Ray cluster: use it with --executor ray.")
+    ledger = Store(store, artifacts=artifacts)
+    runner = None
+    if executor == "ray":
+        from tidian.executors.ray import connect
 
-    with _progress(console) as progress:
-        try:
+        runner = connect(address)
+    try:
+        with _progress(console) as progress:
             res = pipeline.run(
-                recipe, store=store, resume=resume, jobs=jobs, events=_Progress(progress)
+                recipe,
+                store=ledger,
+                resume=resume,
+                jobs=jobs,
+                executor=runner,
+                events=_Progress(progress),
             )
-        except KeyboardInterrupt:
-            Console(stderr=True).print(
-                "[yellow]interrupted[/]: `tidian runs` shows the run; "
-                "`tidian run --resume RUN_ID` continues it."
-            )
-            raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        Console(stderr=True).print(
+            "[yellow]interrupted[/]: `tidian runs` shows the run; "
+            "`tidian run --resume RUN_ID` continues it."
+        )
+        raise typer.Exit(130) from None
+    finally:
+        if runner is not None:
+            runner.close()
     _print_run(res)
     console.print(f"store: {res.store}; `tidian show {res.run_id}` for details.")
     if report is not None:
         from tidian.report import write_report
-        from tidian.store import Store
 
         with _progress() as progress:
-            write_report(Store(store), res.run_id, report, progress=_Steps(progress))
+            write_report(ledger, res.run_id, report, progress=_Steps(progress))
         console.print(f"report: {report} (open it in a browser; it works offline)")
 
 
@@ -720,7 +755,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except TidianError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        # the message as written: brackets in it ('tidian[onnx]') are text, not rich markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         sys.exit(2)
 
 

@@ -33,6 +33,7 @@ from tidian.models.io import seed_folder
 from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
 from tidian.store import Store
+from tidian.store.artifacts import join
 from tidian.training.augment import check_policy
 from tidian.training.config import TrainConfig
 
@@ -132,7 +133,7 @@ class _Run:
         self.cv = recipe.cv()
         self.correction = self.cv.correction(task) if self.cv else 0.0
         self._unit_tasks: dict[int, Any] = {}
-        self.directory = Path(store.run(run_id)["directory"])
+        self.directory = store.run(run_id)["directory"]  # a folder, or a URL (store.artifacts)
 
     def task_for(self, seed: int) -> Any:
         """The task seed ``seed`` trains and is scored on: the run's task, or with folds its
@@ -163,7 +164,9 @@ class _Run:
             done = self.store.seed_results(row["id"])
             done_before += len(done)
             jobs += [
-                self._job(proposal, row, parent, seed) for seed in self.seeds if seed not in done
+                self._job(proposal, row, parent, seed, position)
+                for seed in self.seeds
+                if seed not in done
             ]
         if jobs or done_before:
             self.emit("seeds_started", {"total": len(jobs) + done_before, "done": done_before})
@@ -173,6 +176,7 @@ class _Run:
             history = result.history.to_dict()
             if result.info:
                 history["transform"] = result.info
+            history["worker"] = result.worker  # where the seed ran (host, node, attempt)
             self.store.add_seed_result(
                 job.key["id"], result.seed, result.scores, history, result.seconds
             )
@@ -182,7 +186,19 @@ class _Run:
                 rows[i] = self._finish(row["id"])
         return rows
 
-    def _job(self, proposal: Proposal, row: dict[str, Any], parent: int | None, seed: int) -> Job:
+    def _resources(self, position: int) -> dict[str, Any] | None:
+        """What one job of the stage at ``position`` needs (0: the baseline, the recipe's)."""
+        if position == 0:
+            return (
+                self.recipe.resources.model_dump(exclude_none=True)
+                if self.recipe.resources
+                else None
+            )
+        return self.recipe.stage_resources(position - 1)
+
+    def _job(
+        self, proposal: Proposal, row: dict[str, Any], parent: int | None, seed: int, position: int
+    ) -> Job:
         """Seed ``seed`` of candidate ``row``: trained from scratch, or made from the parent's
         model of the same seed by the proposal's transform. The worker writes its model."""
         config: dict[str, Any] = {
@@ -197,14 +213,25 @@ class _Run:
         else:
             handler, imports, config["model"] = "train", (), dict(proposal.model)
         out = str(self._seed_dir(row["id"], seed))
-        return Job(handler, config, self.task_for(seed), seed, out=out, key=row, imports=imports)
+        return Job(
+            handler,
+            config,
+            self.task_for(seed),
+            seed,
+            out=out,
+            key=row,
+            imports=imports,
+            resources=self._resources(position),
+            # a model trained from scratch with train.distributed: that many processes
+            processes=TrainConfig.from_dict(proposal.train).processes if handler == "train" else 1,
+        )
 
-    def _seed_dir(self, cid: int, seed: int) -> Path:
+    def _seed_dir(self, cid: int, seed: int) -> str | Path:
         """Every seed's model is kept: compression stages transform each seed's weights."""
         return seed_folder(self._candidate_dir(cid), seed)
 
-    def _candidate_dir(self, cid: int) -> Path:
-        return self.directory / f"candidate-{cid}"
+    def _candidate_dir(self, cid: int) -> str | Path:
+        return join(self.directory, f"candidate-{cid}")
 
     def _finish(self, cid: int) -> dict[str, Any]:
         """Summarise a candidate's seeds and measure its cost; mark it done (one transaction).
@@ -292,6 +319,7 @@ class _Run:
                 else {},
                 artifacts={s: str(self._seed_dir(incumbent["id"], s)) for s in self.seeds},
                 baseline_train=base.train,
+                resources=self._resources(position),
                 progress=lambda what, done, total, at=position: self.emit(
                     "stage_progress",
                     {"position": at, "what": what, "done": done, "total": total},
@@ -563,8 +591,11 @@ def run(
     _check_dependencies(parsed)
     _check_against_task(parsed, task)
     with own_executor(executor, jobs) as runner:
+        # where the jobs run, checked before the ledger gets a row (a cluster's nodes must
+        # reach the ledger and the artifacts, and run this tidian)
+        where = runner.prepare(ledger.url, str(ledger.artifacts))
         if run_id is None:
-            run_id = ledger.create_run(parsed.to_dict(), environment())
+            run_id = ledger.create_run(parsed.to_dict(), {**environment(), "executor": where})
         try:
             _Run(parsed, ledger, run_id, runner, events, task).execute()
         except KeyboardInterrupt:

@@ -57,6 +57,16 @@ class Constraints(BaseModel):
     max_bytes: int | None = Field(None, gt=0)
 
 
+class ResourcesSpec(BaseModel):
+    """What one job needs on a cluster (``--executor ray``); the local executor runs one job
+    per worker process and ignores it."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpus: float = Field(1.0, ge=0, description="CPUs per job.")
+    gpus: float = Field(0.0, ge=0, description="GPUs per job (fractions share a device).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory to reserve per job, GiB.")
+
+
 class DeploySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     runtime: str = Field(
@@ -81,6 +91,9 @@ class Recipe(BaseModel):
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     constraints: Constraints | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
+    resources: ResourcesSpec | None = Field(
+        None, description="Per job, on a cluster; a stage entry may override it (resources:)."
+    )
     stages: list[dict[str, dict[str, Any]]] = Field(default_factory=list)
 
     # -- derived views used by the pipeline -----------------------------------------------------
@@ -106,6 +119,14 @@ class Recipe(BaseModel):
         """What every candidate is evaluated on: the seeds, or with folds the CV units."""
         cv = self.cv()
         return cv.units(self.seed_list()) if cv else self.seed_list()
+
+    def stage_resources(self, index: int) -> dict[str, Any] | None:
+        """What one job of stage ``index`` needs: its own ``resources`` entry over the
+        recipe's (None: the executor's default)."""
+        ((_, raw),) = self.stages[index].items()
+        base = self.resources.model_dump(exclude_none=True) if self.resources else {}
+        own = (raw or {}).get(RESOURCES) or {}
+        return {**base, **own} or None
 
     def stage_entries(self) -> list[tuple[str, Any]]:
         """(name, validated config object) for each stage, in order."""
@@ -153,6 +174,14 @@ def _stage_config(name: str, raw: Any, index: int) -> Any:
     fields = list(cls.__dataclass_fields__)
     if not isinstance(raw, dict):
         raise RecipeError(f"{where}: a stage's config must be a mapping; got {raw!r}.")
+    if RESOURCES in raw:  # what this stage's jobs need: not part of the stage's own config
+        raw = dict(raw)
+        try:
+            ResourcesSpec.model_validate(raw.pop(RESOURCES))
+        except ValidationError as err:
+            _raise_validation(
+                err, ("stages", index, name, RESOURCES), lambda _: list(ResourcesSpec.model_fields)
+            )
     unknown = [k for k in raw if k not in fields]
     if unknown:
         close = difflib.get_close_matches(unknown[0], fields, n=1)
@@ -166,6 +195,10 @@ def _stage_config(name: str, raw: Any, index: int) -> Any:
         _raise_validation(err, ("stages", index, name), lambda _: fields)
     _check_stage_names(config, where)
     return config
+
+
+# The key a stage entry may carry besides its config: what one of its jobs needs.
+RESOURCES = "resources"
 
 
 def _check_model(spec: Any, where: str) -> None:
@@ -251,6 +284,7 @@ def validate_recipe(data: Any) -> Recipe:
         ("evaluate",): list(EvaluateSpec.model_fields),
         ("constraints",): list(Constraints.model_fields),
         ("deploy",): list(DeploySpec.model_fields),
+        ("resources",): list(ResourcesSpec.model_fields),
     }
     try:
         recipe = Recipe.model_validate(data)

@@ -27,6 +27,7 @@ from tidian.export import (
 )
 from tidian.models.io import SPEC, WEIGHTS, load_model
 from tidian.recipe import validate_recipe
+from tidian.store.artifacts import committed, exists, join, local
 
 
 def run_task(store: Any, run_id: str) -> Any:
@@ -52,15 +53,15 @@ def candidate_artifact(
     row = store.get_candidate(cid)
     if row["run_id"] != run_id:
         raise DataError(f"candidate {cid} belongs to run {row['run_id']}, not {run_id}.")
-    artifact = Path(row["artifact"]) if row["artifact"] else None
-    if artifact is None or not (artifact / WEIGHTS).exists():
+    artifact = row["artifact"]
+    if not artifact or not committed(artifact) or not exists(join(artifact, WEIGHTS)):
         where = f"at {str(artifact)!r}" if artifact else f"(status {row['status']!r})"
         raise DataError(
             f"candidate {cid} of run {run_id} has no saved model {where}; {purpose} needs its "
             f"weights: finish the run with `tidian run --resume {run_id}`, or work where the "
             "run's artifacts folder is."
         )
-    return row, artifact
+    return row, local(artifact)
 
 
 def export_candidate(

@@ -41,8 +41,22 @@ def die(job: Job) -> None:
 @job_handler("test.write")
 def write(job: Job) -> str:
     """Writes its artifact the way every job does: to job.out, through a temporary folder."""
-    from tidian.models import writing
+    from tidian.store.artifacts import writing
 
     with writing(job.out) as folder:
         (folder / "value.txt").write_text(str(job.config["x"]))
     return job.out
+
+
+@job_handler("test.hold")
+def hold(job: Job) -> dict:
+    """Say which node it runs on (in ``config.started``), then wait for ``config.gate``."""
+    import time
+
+    from tidian.executors import worker_info
+
+    where = worker_info()
+    Path(job.config["started"]).write_text(f"{where.get('node')} {os.getpid()}")
+    while not Path(job.config["gate"]).exists():
+        time.sleep(0.01)
+    return where

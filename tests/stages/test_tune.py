@@ -310,3 +310,40 @@ def test_constraints_pick_from_the_pareto_front():
     assert proposals and all(p.model["name"] == "linear" for p in proposals)
     with pytest.raises(ConfigError, match="no trial on the Pareto front meets"):
         Tune(config).run(INCUMBENT, ctx(constraints={"max_params": 5}))
+
+
+def test_a_trial_worker_run_again_after_its_node_died_keeps_to_its_share(tmp_path):
+    """A worker's first attempt finished one trial and died in a second (left RUNNING); run
+    again, it fails and requeues that trial, counts the finished one, and runs the rest of
+    its share: the study holds exactly the budget."""
+    import dataclasses
+
+    from tidian.executors import Job, execute
+    from tidian.stages.study import open_study
+    from tidian.stages.tune import WORKER, _directions, _spent
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    config = TuneConfig(
+        space={"lr": {"float": [0.001, 0.1], "log": True}}, trials=3, sampler="random"
+    )
+    open_study(url, "s", _directions(["accuracy"]), None, feature="test")
+    spec = {
+        "storage": url,
+        "study": "s",
+        "tune": dataclasses.asdict(config),
+        "incumbent": {"model": {"name": "linear"}, "train": {"epochs": 2}},
+        "objectives": ["accuracy"],
+        "index": 0,
+    }
+    task = make_task("vector")
+    execute(Job("tune.trials", {**spec, "trials": 1}, task, 0))  # the first attempt's trial
+    study = optuna.load_study(study_name="s", storage=url)
+    lost = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
+    lost.set_user_attr(WORKER, 0)  # ... and the one it was running when its node died
+    execute(Job("tune.trials", {**spec, "trials": 3}, task, 0))  # the worker, run again
+    trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+    assert _spent(optuna.load_study(study_name="s", storage=url)) == 3  # exactly the share
+    gone = next(t for t in trials if t.number == lost.number)
+    assert gone.state == optuna.trial.TrialState.FAIL and gone.user_attrs["tidian_retried"]
+    redone = [t for t in trials if t.number != lost.number and t.params == gone.params]
+    assert len(redone) == 1 and redone[0].state == optuna.trial.TrialState.COMPLETE

@@ -41,8 +41,9 @@ from tidian.exceptions import ConfigError, bad_value, require
 from tidian.executors import Job, job_handler
 from tidian.export import OnnxModel
 from tidian.metrics import predict
-from tidian.models import load_model, writing
+from tidian.models import load_model
 from tidian.registry import Registry
+from tidian.store.artifacts import local, writing
 from tidian.training.loop import History
 
 ONNX_FILE = "model.onnx"
@@ -166,9 +167,9 @@ def transform_job(job: Job) -> SeedRun:
     start = time.perf_counter()
     torch.manual_seed(job.seed)
     steps = config["steps"]
-    parent = Path(config["parent"])
     model = None
     if not steps or needs_parent(steps[0]):
+        parent = local(config["parent"])  # a remote artifact: fetched once into the cache
         if (parent / ONNX_FILE).exists():
             first = next(iter(steps[0])) if steps else "a transform"
             raise ConfigError(

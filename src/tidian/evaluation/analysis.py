@@ -161,6 +161,7 @@ def learning_curve(
     n_jobs: int = 1,
     executor: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Test (and validation) quality of ``model`` trained on growing shares of the training
     split: ``{"metric", "seeds", "points": [{fraction, rows, mean, low, high, per_seed,
@@ -185,6 +186,7 @@ def learning_curve(
         ],
         config,
         names,
+        resources=resources,
     )
     results: dict[tuple[float, int], Any] = {}
     with own_executor(executor, min(n_jobs, len(jobs))) as runner:

@@ -89,6 +89,7 @@ def out_of_fold(
     seed: int = 0,
     executor: Any = None,
     progress: Any = None,
+    resources: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Predicted class probabilities for every training row, each from a model trained on
     the other ``folds − 1`` folds (stratified) of the training split."""
@@ -111,7 +112,7 @@ def out_of_fold(
         held[f] = out
         parts.append((f, part, seed * 100 + f))
     # each worker sends back its model's outputs on the held-out fold (its test split)
-    jobs = train_jobs(make, parts, config, ["accuracy"], outputs=["test"])
+    jobs = train_jobs(make, parts, config, ["accuracy"], outputs=["test"], resources=resources)
     proba = np.zeros((len(y), task.n_classes), dtype=np.float64)
     with own_executor(executor, 1) as runner:
         for done, (job, run) in enumerate(runner.run(jobs), start=1):

@@ -16,7 +16,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tidian.exceptions import ConfigError, bad_value
 from tidian.export import OnnxModel, export_onnx, real_inputs
 from tidian.models.io import WEIGHTS, load_model
+from tidian.store.artifacts import local
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def deployment_cost(folder: Any, task: Any, deploy: Any = None, repeats: int = 1
     quantised candidate (``model.onnx`` in its folder) always deploys on ONNX Runtime; a float
     one is exported to ``model.fp32.onnx`` when the runtime is ONNX Runtime.
     """
-    folder = Path(folder)
+    folder = local(folder)  # a remote artifact: its cached local copy (ONNX files go there)
     threads = getattr(deploy, "threads", 1)
     batch_size = getattr(deploy, "batch_size", 256)
     asked = getattr(deploy, "runtime", "auto")
@@ -293,7 +293,7 @@ def deployed_runner(folder: Any, task: Any, threads: int = 1) -> tuple[Any, Any]
     on: its ONNX file (int8 ``model.onnx`` or ``model.fp32.onnx``) when it has one, else the
     torch model in eval mode (``interleaved_latency`` sets its threads once, outside the
     timed calls)."""
-    folder = Path(folder)
+    folder = local(folder)
     for name in ("model.onnx", "model.fp32.onnx"):
         if (folder / name).exists():
             runtime = OnnxModel(folder / name, threads=threads)

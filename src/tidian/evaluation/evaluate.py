@@ -22,7 +22,7 @@ from torch import nn
 from tidian.evaluation.cv import make_cv
 from tidian.evaluation.stats import PairedComparison, Summary, paired_compare, summarize
 from tidian.exceptions import ConfigError, bad_value
-from tidian.executors import Executor, Job, LocalExecutor, job_handler
+from tidian.executors import Executor, Job, LocalExecutor, job_handler, worker_info
 from tidian.metrics import (
     DEFAULT_METRICS,
     check_metrics,
@@ -30,11 +30,12 @@ from tidian.metrics import (
     greater_is_better,
     predict,
 )
-from tidian.models import model_spec, save_model, writing
+from tidian.models import model_spec, save_model
+from tidian.store.artifacts import writing
 from tidian.tasks import load_task
 from tidian.training.build import ModelMaker, train_new
 from tidian.training.config import TrainConfig
-from tidian.training.loop import History
+from tidian.training.loop import History, process_group
 
 ModelRecipe = str | dict[str, Any] | Callable[[Any], nn.Module] | nn.Module
 
@@ -49,6 +50,7 @@ class SeedRun:
     seconds: float
     state: dict[str, torch.Tensor] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # what a transform reports
+    worker: dict[str, Any] = field(default_factory=dict)  # where it ran (executors.worker_info)
 
 
 @dataclass
@@ -177,12 +179,14 @@ def seed_result(
         if config.get("keep_state")
         else None
     )
-    if folder is not None:
+    if process_group()[0] != 0:
+        pass  # one model trained by several processes: rank 0 writes it
+    elif folder is not None:
         save_artifact(model, folder, config.get("metadata"), files)
     elif job.out is not None:
         with writing(job.out) as tmp:
             save_artifact(model, tmp, config.get("metadata"), files)
-    return SeedRun(job.seed, scores, history, seconds, state, info)
+    return SeedRun(job.seed, scores, history, seconds, state, info, worker_info())
 
 
 def save_artifact(
@@ -223,11 +227,17 @@ def train_jobs(
     tasks: Sequence[tuple[Any, Any, int]],
     config: TrainConfig,
     metrics: Sequence[str],
+    *,
+    resources: dict[str, Any] | None = None,
     **extra: Any,
 ) -> list[Job]:
-    """One ``train`` job per ``(key, task, seed)``: the unit of every seeded evaluation."""
+    """One ``train`` job per ``(key, task, seed)``: the unit of every seeded evaluation.
+    ``resources``: what each needs on a cluster; ``extra`` goes into each job's config."""
     spec = {"model": model, "train": config.to_dict(), "metrics": list(metrics), **extra}
-    return [Job("train", spec, task, seed, key=key) for key, task, seed in tasks]
+    return [
+        Job("train", spec, task, seed, key=key, resources=resources, processes=config.processes)
+        for key, task, seed in tasks
+    ]
 
 
 def evaluate(

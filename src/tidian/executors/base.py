@@ -13,12 +13,14 @@ so an executor needs to know only this registry (``JOBS``), never the stages or 
 from __future__ import annotations
 
 import importlib
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tidian.exceptions import TidianError
+from tidian.exceptions import ConfigError, TidianError, bad_value
 from tidian.registry import Registry
 
 JOBS: Registry[Callable[[Job], Any]] = Registry("job handler")
@@ -43,6 +45,37 @@ def job_handler(name: str) -> Callable[[Callable[[Job], Any]], Callable[[Job], A
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one job needs: CPUs, GPUs (fractions share a device) and memory in GiB (None:
+    no reservation). Executors that schedule (Ray) reserve them; the local one runs one job
+    per worker process and ignores them."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cpus", "gpus", "memory_gb"):
+            value = getattr(self, name)
+            if value is None and name == "memory_gb":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise bad_value(f"resources.{name}", "a non-negative number", value)
+        if self.cpus == 0 and self.gpus == 0:
+            raise bad_value("resources", "at least some CPU or GPU per job", self)
+
+    @classmethod
+    def coerce(cls, value: Resources | dict[str, Any] | None) -> Resources:
+        if value is None:
+            return cls()
+        if isinstance(value, Resources):
+            return value
+        if not isinstance(value, dict) or set(value) - {"cpus", "gpus", "memory_gb"}:
+            raise bad_value("resources", "{cpus: n, gpus: n, memory_gb: n}", value)
+        return cls(**value)
+
+
+@dataclass(frozen=True)
 class Job:
     """One unit of work: a plain, picklable spec — names and configs, never live modules.
 
@@ -60,6 +93,9 @@ class Job:
     ``imports``: modules a worker must import before running the job, besides the handler's
     own: those that register names the job's config refers to (a user's transform step,
     model or loss, say).
+    ``resources``: what the job needs (None: the executor's default) — per process.
+    ``processes``: how many processes run the job together (a model trained with
+    ``train.distributed``, in one torch.distributed group: ``executors.distributed``).
     """
 
     handler: str
@@ -69,6 +105,8 @@ class Job:
     out: str | None = None
     key: Any = None
     imports: tuple[str, ...] = ()
+    resources: Resources | dict[str, Any] | None = None
+    processes: int = 1
 
     def describe(self) -> str:
         """A short name for messages: handler, key and seed."""
@@ -82,14 +120,29 @@ def modules(job: Job) -> tuple[str, ...]:
     return tuple(m for m in dict.fromkeys([entry.meta.get("module", ""), *job.imports]) if m)
 
 
-def execute(job: Job, imports: Sequence[str] = ()) -> Any:
+# Where the running job runs, as its executor describes it (:func:`worker_info`).
+_WORKER: dict[str, Any] = {}
+
+
+def worker_info() -> dict[str, Any]:
+    """Where this job runs: host and process, and what its executor adds (the executor, a
+    cluster node, the attempt). Job handlers record it with their results."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), **_WORKER}
+
+
+def execute(job: Job, imports: Sequence[str] = (), **where: Any) -> Any:
     """Run ``job`` here by its registered handler, after importing ``imports`` (what
     :func:`modules` named in the calling process) where they are not imported yet — as in a
-    fresh worker process."""
+    fresh worker process. ``where`` describes the worker for :func:`worker_info`."""
     for name in imports:
         if name not in sys.modules and name != "__main__":
             importlib.import_module(name)
-    return JOBS.get(job.handler)(job)
+    _WORKER.clear()
+    _WORKER.update(where)
+    try:
+        return JOBS.get(job.handler)(job)
+    finally:
+        _WORKER.clear()
 
 
 class Executor:
@@ -112,6 +165,8 @@ class Executor:
       the executor stays usable (a pool is rebuilt on next use). It does not retry jobs
       itself unless its documentation says so.
     * ``workers``: how many jobs run at once; stages size batches of work by it.
+    * :meth:`prepare` is called once before a run writes anything: it refuses a ledger or an
+      artifact location its workers could not use, and says where the run's jobs run.
     * :meth:`close` releases workers; it is idempotent, and an executor is also a context
       manager that closes on exit.
     * Thread-safety: one :meth:`run` at a time per executor; executors are not shared
@@ -122,6 +177,12 @@ class Executor:
 
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Any]]:
         raise NotImplementedError
+
+    def prepare(self, ledger: str, artifacts: str) -> dict[str, Any]:
+        """Check that this executor's workers can use the ledger at URL ``ledger`` and the
+        artifact location ``artifacts`` (ConfigError with the fix when they cannot); return
+        what the run records about where its jobs run."""
+        return {"executor": type(self).__name__, "workers": self.workers}
 
     def gather(self, jobs: Sequence[Job]) -> list[Any]:
         """The results of ``jobs``, in the order of ``jobs``."""
@@ -136,6 +197,23 @@ class Executor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def portable(job: Job) -> None:
+    """Refuse, with what to do instead, a job that cannot travel to another process: one
+    whose config holds something pickle cannot send by name (a lambda, a class defined
+    inside a function)."""
+    import pickle
+
+    try:
+        pickle.dumps(job.config)
+    except Exception as err:
+        raise ConfigError(
+            f"{job.describe()} cannot be sent to a worker process: {type(err).__name__}: {err}. "
+            "A model made by a lambda or by a class defined inside a function cannot travel; "
+            "register it with tidian.register_model and name it ({'name': ...}), or define "
+            "its factory at the top level of an importable module."
+        ) from None
 
 
 def named(err: BaseException, job: Job) -> BaseException:

@@ -4,7 +4,7 @@ Importing this package registers every built-in family (``models.zoo``).
 """
 
 from tidian.models.base import MODELS, Signature
-from tidian.models.io import load_model, read_spec, save_model, seed_folder, writing
+from tidian.models.io import load_model, read_spec, save_model, seed_folder
 from tidian.models.spec import (
     ModelSpec,
     count_parameters,
@@ -31,5 +31,4 @@ __all__ = [
     "seed_folder",
     "set_output_scale",
     "set_spec",
-    "writing",
 ]

@@ -15,11 +15,8 @@ Zoo models rebuild from the spec alone. A user's own module is saved the same wa
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +28,16 @@ from torch import nn
 from tidian.exceptions import ConfigError, DataError
 from tidian.models.spec import ModelSpec, create_model, model_spec, set_spec
 from tidian.models.structure import conform, structure_of
+from tidian.store.artifacts import join, local
 
 FORMAT = "tidian-model/1"
 WEIGHTS, SPEC = "model.safetensors", "tidian.json"
 
 
-def seed_folder(candidate: str | Path, seed: int) -> Path:
-    """Where a run keeps one seed's model of a candidate (every seed is kept)."""
-    return Path(candidate) / f"seed-{seed}"
-
-
-@contextlib.contextmanager
-def writing(folder: str | Path) -> Iterator[Path]:
-    """A new, empty temporary folder beside ``folder`` — one per call, so two attempts at the
-    same artifact never share one — renamed to ``folder`` (replacing what was there) when the
-    block ends without error, removed when it fails. Readers never see a half-written
-    artifact; a crash leaves at most a stray ``.NAME.*.tmp`` folder beside it."""
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()  # (not mkdtemp: its 0700 mode would outlive the rename)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+def seed_folder(candidate: str | Path, seed: int) -> str | Path:
+    """Where a run keeps one seed's model of a candidate (every seed is kept): a path, or a
+    URL when the run's artifacts are remote (``store.artifacts``)."""
+    return join(candidate, f"seed-{seed}")
 
 
 def save_model(
@@ -81,8 +61,9 @@ def save_model(
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
-    """The zoo spec ``{name, options, signature}`` of a saved model (without loading it)."""
-    spec_file = Path(path) / SPEC
+    """The zoo spec ``{name, options, signature}`` of a saved model (without loading it); a
+    remote artifact is fetched first (``store.artifacts.local``)."""
+    spec_file = local(path) / SPEC
     try:
         doc = json.loads(spec_file.read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -95,8 +76,9 @@ def read_spec(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = None) -> nn.Module:
-    """Rebuild a saved model: from its zoo spec, or by calling ``factory()`` for a user module."""
-    folder = Path(path)
+    """Rebuild a saved model: from its zoo spec, or by calling ``factory()`` for a user module.
+    ``path`` may be a remote artifact's URL (fetched once into the local cache)."""
+    folder = local(path)
     spec_file, weights = folder / SPEC, folder / WEIGHTS
     if not spec_file.exists() or not weights.exists():
         raise DataError(

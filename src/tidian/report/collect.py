@@ -26,6 +26,7 @@ from tidian.metrics import greater_is_better, predict
 from tidian.models.io import WEIGHTS, load_model, seed_folder
 from tidian.recipe import validate_recipe
 from tidian.stages import STAGES
+from tidian.store.artifacts import committed, exists, join, local
 
 FORMAT = "tidian-report/1"
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -246,8 +247,9 @@ def _outputs(folder: Path, task: Any) -> np.ndarray:
 def _seed_models(run: dict[str, Any], cid: int, seeds: list[int]) -> dict[int, Path]:
     """The saved model folders of candidate ``cid`` for ``seeds`` that exist."""
 
-    folder = Path(run["directory"]) / f"candidate-{cid}"
-    return {s: seed_folder(folder, s) for s in seeds if (seed_folder(folder, s) / WEIGHTS).exists()}
+    folder = join(run["directory"], f"candidate-{cid}")
+    found = {s: seed_folder(folder, s) for s in seeds}
+    return {s: local(f) for s, f in found.items() if committed(f) and exists(join(f, WEIGHTS))}
 
 
 def _candidate_flips(

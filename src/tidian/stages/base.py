@@ -74,6 +74,7 @@ class Context:
     artifacts: dict[int, str] = field(default_factory=dict)  # seed -> incumbent's saved model
     baseline_train: dict[str, Any] = field(default_factory=dict)  # the recipe's training config
     progress: Any = None  # progress(what, done, total) for long work inside a stage
+    resources: dict[str, Any] | None = None  # what one of this stage's jobs needs (a cluster)
 
 
 class Stage:

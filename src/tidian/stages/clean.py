@@ -153,6 +153,7 @@ class Clean(Stage):
                 folds=c.folds,
                 seed=ctx.seeds[0],
                 executor=ctx.executor,
+                resources=ctx.resources,
                 progress=(lambda done, total: ctx.progress("out-of-fold trainings", done, total))
                 if ctx.progress
                 else None,

@@ -223,7 +223,10 @@ class Compress(Stage):
 
         def measure(plans: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
             spec = {"parent": parent, "train": incumbent.train, "metric": metric}
-            jobs = [Job("compress.trial", {**spec, "steps": p}, ctx.task, seed) for p in plans]
+            jobs = [
+                Job("compress.trial", {**spec, "steps": p}, ctx.task, seed, resources=ctx.resources)
+                for p in plans
+            ]
             return ctx.executor.gather(jobs) if ctx.executor else [execute(j) for j in jobs]
 
         # The uncompressed incumbent on the same runtime: the reference point of the search.

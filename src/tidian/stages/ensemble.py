@@ -49,6 +49,7 @@ from tidian.models.ensemble import COMBINE, ensemble_of
 from tidian.models.io import load_model, read_spec, seed_folder
 from tidian.models.trees import train_boosting
 from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.store.artifacts import local
 from tidian.training.build import seeded_model, train_new
 from tidian.training.config import TrainConfig
 from tidian.training.loop import fit
@@ -349,7 +350,7 @@ def ensemble_(
     combine = config["combine"]
     classes = task.target_kind == "classes"
     if config["members"] == "top":
-        folders = [seed_folder(f, seed) for f in config["folders"]]
+        folders = [local(seed_folder(f, seed)) for f in config["folders"]]
         for f in folders:
             if (f / "model.onnx").exists():
                 raise ConfigError(

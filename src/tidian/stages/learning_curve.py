@@ -63,6 +63,7 @@ class LearningCurve(Stage):
             metric=ctx.metric,
             executor=ctx.executor,
             progress=step,
+            resources=ctx.resources,
         )
         curve["model"] = dict(incumbent.model)
         curve["from_scratch"] = incumbent.transform is not None

@@ -7,22 +7,32 @@ position, quiet (the pipeline reports, not Optuna).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from tidian.exceptions import require
 
+# Trial workers beat every HEARTBEAT seconds; a running trial silent for GRACE seconds (its
+# worker's node died) is failed by the next worker that starts a trial, so a study never
+# waits on a trial nobody runs.
+HEARTBEAT, GRACE = 10, 60
 
-def storage(url: str | None) -> Any:
+
+def storage(url: str | None, heartbeat: bool = False) -> Any:
     """Optuna storage on the store's database (None: in memory). SQLite waits up to a minute
     for a lock instead of failing with "database is locked" when several trial workers write
-    at once."""
+    at once. ``heartbeat``: trial workers that may run on other machines beat, so that their
+    trials are failed when they stop."""
     if url is None:
         return None
     optuna = require("optuna", "tune", "Optuna studies")
     kwargs = (
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    beats = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE} if heartbeat else {}
+    with warnings.catch_warnings():  # heartbeats are "experimental" in name since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
 
 
 def open_study(
@@ -48,8 +58,12 @@ def open_study(
     )
 
 
-def load_study(url: str, name: str, sampler: Any, pruner: Any = None) -> Any:
+def load_study(
+    url: str, name: str, sampler: Any, pruner: Any = None, *, heartbeat: bool = False
+) -> Any:
     """A worker's handle on an existing study, with its own sampler."""
     optuna = require("optuna", "tune", "Optuna studies")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=name, storage=storage(url), sampler=sampler, pruner=pruner)
+    return optuna.load_study(
+        study_name=name, storage=storage(url, heartbeat), sampler=sampler, pruner=pruner
+    )

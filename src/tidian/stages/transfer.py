@@ -41,6 +41,7 @@ from tidian.models.io import load_model, read_spec
 from tidian.models.pretrained import PACKAGED, check_tokenizer, detect_format, resolve_pretrained
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.store import Store
+from tidian.store.artifacts import committed
 from tidian.tasks.task import Split
 from tidian.training.build import seeded_model
 from tidian.training.config import TrainConfig
@@ -134,7 +135,7 @@ def resolve_source(pretrained: str, ctx: Context, allow_network: bool) -> dict[s
         if not row.get("incumbent_id"):
             raise ConfigError(f"transfer.pretrained: run {run_id!r} has no final model yet.")
         artifact = store.get_candidate(row["incumbent_id"])["artifact"]
-        if not artifact or not Path(artifact).exists():
+        if not artifact or not committed(artifact):
             raise ConfigError(
                 f"transfer.pretrained: the model of run {run_id!r} is not on disk ({artifact})."
             )

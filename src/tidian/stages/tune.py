@@ -114,6 +114,7 @@ def _pruner(name: str):
 
 
 _FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
+WORKER = "tidian_worker"  # user attribute: the index of the trial worker that ran a trial
 
 
 def _directions(objectives: list[str]) -> list[str]:
@@ -135,12 +136,21 @@ def _spent(study) -> int:
 
 
 def _objective(
-    config: TuneConfig, incumbent: dict[str, Any], task: Any, seed: int, objectives: list[str]
+    config: TuneConfig,
+    incumbent: dict[str, Any],
+    task: Any,
+    seed: int,
+    objectives: list[str],
+    worker: int | None = None,
 ):
-    """The trial function: sample, train one seed with pruning on validation, score."""
+    """The trial function: sample, train one seed with pruning on validation, score.
+    ``worker``: the trial worker's index, recorded with the trial (a retried worker counts
+    what it already did against its share)."""
     import optuna
 
     def objective(trial):
+        if worker is not None:
+            trial.set_user_attr(WORKER, worker)
         values = sample(trial, config.space)
         model = dict(values.pop("model", incumbent["model"]))
         train = {**incumbent["train"], **values}
@@ -192,6 +202,7 @@ def _optimize(
     seed: int,
     objectives: list[str],
     n_trials: int,
+    worker: int | None = None,
 ) -> None:
     import optuna
 
@@ -199,7 +210,7 @@ def _optimize(
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(
-        _objective(config, incumbent, task, seed, objectives),
+        _objective(config, incumbent, task, seed, objectives, worker),
         n_trials=n_trials,
         timeout=config.timeout_s,
         catch=(TidianError, RuntimeError, ValueError, FloatingPointError),
@@ -212,17 +223,64 @@ def trials_job(job: Job) -> int:
     """A trial worker: runs ``config.trials`` trials of the run's study (shared through the
     store's database). ``config``: ``storage``, ``study``, ``tune`` (the stage's config),
     ``incumbent`` ({model, train}), ``objectives``, ``index`` (its sampler's seed offset)."""
+    optuna = require("optuna", "tune", "the tune stage")
     c = job.config
+    index = c["index"]
     config = TuneConfig(**c["tune"])
-    worker_config = dataclasses.replace(config, seed=config.seed + c["index"])  # distinct samples
+    worker_config = dataclasses.replace(config, seed=config.seed + index)  # distinct samples
     study = load_study(
         c["storage"],
         c["study"],
         _sampler(worker_config, len(c["objectives"])),
         _pruner(config.pruner),
+        heartbeat=True,
     )
-    _optimize(study, config, c["incumbent"], job.task, job.seed, c["objectives"], c["trials"])
-    return c["index"]
+    # A worker run again (its first attempt was lost with its node) goes on where that one
+    # stopped: the trials it finished count against its share; one it left running, or
+    # that the heartbeat failed, is flagged as retried and its parameters queued again.
+    states = optuna.trial.TrialState
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER) == index]
+    lost = [
+        t
+        for t in mine
+        if not t.user_attrs.get("tidian_retried")
+        and (t.state == states.RUNNING or (t.state == states.FAIL and _stale(t)))
+    ]
+    _requeue(study, lost)
+    done = sum(
+        t.state.is_finished() and not t.user_attrs.get("tidian_retried") and t not in lost
+        for t in mine
+    )
+    _optimize(
+        study,
+        config,
+        c["incumbent"],
+        job.task,
+        job.seed,
+        c["objectives"],
+        c["trials"] - done,
+        worker=index,
+    )
+    return index
+
+
+def _stale(trial) -> bool:
+    """A failed trial that did not fail for its own reasons (no reason recorded): one that
+    Optuna's heartbeat failed because its worker stopped beating."""
+    return "fail_reason" not in trial.user_attrs
+
+
+def _requeue(study, trials) -> None:
+    """Mark ``trials`` failed and retried (not counted against the budget) and queue their
+    parameters again."""
+    import optuna
+
+    storage = study._storage
+    for trial in trials:
+        storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
 @register_stage("tune", config=TuneConfig, kind="quality")
@@ -255,11 +313,7 @@ class Tune(Stage):
         # Trials run only while this stage runs: a RUNNING trial is one a killed run left.
         # It is marked failed, flagged as retried (so it does not count against the budget)
         # and its parameters are queued again.
-        storage = study._storage
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
-            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params, skip_if_exists=False)
+        _requeue(study, study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
         task, seed = ctx.task, ctx.seeds[0]
         # The remaining budget, shared out: every trial a worker starts counts (failures too),
         # so together they run exactly the budget.
@@ -277,7 +331,14 @@ class Tune(Stage):
             }
             ctx.executor.gather(
                 [
-                    Job("tune.trials", {**spec, "index": i, "trials": share}, task, seed, key=i)
+                    Job(
+                        "tune.trials",
+                        {**spec, "index": i, "trials": share},
+                        task,
+                        seed,
+                        key=i,
+                        resources=ctx.resources,
+                    )
                     for i, share in enumerate(shares)
                 ]
             )

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidian.exceptions import DataError, TidianError, require
+from tidian.store.artifacts import is_remote, join, makedirs
 from tidian.store.schema import CandidateRow, RunRow, SeedResultRow, StageRow
 
 DEFAULT_URL = "sqlite:///tidian.db"
@@ -49,8 +50,9 @@ def _row(obj: Any) -> dict[str, Any]:
 
 
 class Store:
-    """A ledger at ``url``; ``artifacts`` is where weights go (default: beside a SQLite file,
-    else ``./tidian-runs``)."""
+    """A ledger at ``url``; ``artifacts`` is where weights go: a folder or a URL
+    (``store.artifacts``; default ``$TIDIAN_ARTIFACTS``, else ``tidian-runs`` beside a SQLite
+    file, else ``./tidian-runs``)."""
 
     def __init__(self, url: str | None = None, *, artifacts: str | Path | None = None) -> None:
         url = url or default_url()
@@ -72,6 +74,7 @@ class Store:
                 "is reachable and writable."
             ) from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        artifacts = artifacts or os.environ.get("TIDIAN_ARTIFACTS") or None
         if artifacts is None:
             database = (
                 self.engine.url.database if self.engine.url.get_backend_name() == "sqlite" else None
@@ -82,7 +85,7 @@ class Store:
                 else Path.cwd()
             )
             artifacts = base / "tidian-runs"
-        self.artifacts = Path(artifacts)
+        self.artifacts: str | Path = artifacts if is_remote(artifacts) else Path(artifacts)
 
     def display_url(self) -> str:
         """The URL with any password hidden (for messages and pages)."""
@@ -157,10 +160,10 @@ class Store:
         artifacts folder; returns the new run id. Writes one ``runs`` row. Raises StoreError
         when the folder or the row cannot be written (the folder is made first)."""
         run_id = uuid.uuid4().hex[:12]
-        directory = self.artifacts / run_id
+        directory = join(self.artifacts, run_id)
         try:
-            directory.mkdir(parents=True, exist_ok=False)
-        except OSError as err:
+            makedirs(directory)
+        except (OSError, TidianError) as err:
             raise StoreError(f"cannot create the run folder {str(directory)!r}: {err}") from None
         with self._session() as s:
             s.add(

@@ -14,6 +14,7 @@ from tidian.training.optim import OPTIMIZERS
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 INITS = ("default", "xavier", "kaiming", "orthogonal")
+BACKENDS = ("auto", "gloo", "nccl")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class TrainConfig:
     amp            mixed precision on CUDA (bfloat16 where supported, else float16 with scaling)
     augment        a per-batch augmentation policy {operation: strength} (training/augment.py);
                    which operations apply depends on the task's input kind
+    distributed    {workers: N, backend: auto | gloo | nccl}: one model trained by N processes
+                   (torch DDP): each takes its share of every batch of ``batch_size × N``
+                   (batch_size is per process), gradients are averaged; None: one process
     """
 
     optimizer: str = "adam"
@@ -65,6 +69,7 @@ class TrainConfig:
     amp: bool = True
     eval_batch_size: int = 1024
     augment: dict[str, float] | None = None
+    distributed: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -127,6 +132,19 @@ class TrainConfig:
                     f"a mapping of operations ({', '.join(sorted(known))}) to strengths",
                     self.augment,
                 )
+        if self.distributed is not None:
+            d = self.distributed
+            workers = d.get("workers", 1) if isinstance(d, dict) else None
+            if (
+                not isinstance(d, dict)
+                or set(d) - {"workers", "backend"}
+                or isinstance(workers, bool)
+                or not isinstance(workers, int)
+                or workers < 1
+            ):
+                raise bad_value("train.distributed", "{workers: N >= 1, backend: auto}", d)
+            if d.get("backend", "auto") not in BACKENDS:
+                raise bad_value("train.distributed.backend", f"one of {BACKENDS}", d["backend"])
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
@@ -158,6 +176,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def processes(self) -> int:
+        """How many processes train one model (``distributed.workers``; 1 without it)."""
+        return int((self.distributed or {}).get("workers", 1))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from tidian.exceptions import ConfigError
 from tidian.metrics import compute_metrics, greater_is_better, predict
-from tidian.models.moe import routing_stats
+from tidian.models.moe import MoE, routing_stats
 from tidian.training.augment import Augmenter, AugmentStep
 from tidian.training.config import TrainConfig
 from tidian.training.losses import make_loss
@@ -65,6 +67,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the torch.distributed group this process trains in, or
+    ``(0, 1)`` alone. An executor sets the group up for a job that asks for several processes
+    (``train.distributed``); ``fit`` then trains one model with them."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def fit(
     model: nn.Module,
     task: Any,
@@ -77,7 +88,12 @@ def fit(
     """Train ``model`` in place on ``task.train``; validate on ``task.val`` after each epoch.
 
     Deterministic on CPU for a given seed (data order, dropout and any re-initialisation all
-    come from ``seed``). With ``config.patience`` set, training stops after that many epochs
+    come from ``seed``). Inside a torch.distributed group of N processes (see
+    :func:`process_group`) the model is trained by all of them with DDP: each takes its share
+    of every batch of ``batch_size × N`` and gradients are averaged, so N processes with
+    batch B equal one with batch N·B (up to float summation order); every rank validates on
+    the whole validation split, so early stopping and the best-weights restore are decided
+    alike everywhere. With ``config.patience`` set, training stops after that many epochs
     without progress on the monitored validation metric and the best epoch's weights are put
     back. ``on_epoch(epoch, row)`` is called after each epoch with that epoch's curves; it may
     raise to stop training (a tuner's pruner does). Returns the :class:`History`; the model is
@@ -103,6 +119,9 @@ def fit(
             "no validation split; use another schedule or add one."
         )
     greater = greater_is_better(monitor) if has_val else True
+    rank, world = process_group()
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
 
@@ -117,8 +136,11 @@ def fit(
     val_loss = make_loss(config.replace(loss="auto"), task.target_kind) if has_val else None
     optimizer = make_optimizer(model, config)
     # Batch boundaries; a final batch of one sample breaks batch norm and adds a noisy step,
-    # so it is folded into the batch before it.
-    starts = list(range(0, n, config.batch_size))
+    # so it is folded into the batch before it. With N processes a batch is N times larger
+    # and each process takes every N-th of its rows (DistributedSampler's striding, applied
+    # to this loop's own seeded order — torch's sampler draws another order, and then one
+    # process and N would not see the same batches).
+    starts = list(range(0, n, config.batch_size * world))
     if len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     bounds = list(zip(starts, [*starts[1:], n]))
@@ -132,7 +154,18 @@ def fit(
         else contextlib.nullcontext()
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)  # fp16 only
-    sizes = torch.tensor([stop - start for start, stop in bounds], dtype=torch.float32)
+    sizes = torch.tensor(
+        [len(range(start + rank, stop, world)) for start, stop in bounds], dtype=torch.float32
+    )
+    trainer = model
+    if world > 1:
+        # parameters some batches do not reach (unrouted experts) would stall DDP's reduction
+        sparse = any(isinstance(m, MoE) for m in model.modules())
+        trainer = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=sparse,
+        )
 
     history = History(monitor=monitor if has_val else None, device=str(device))
     best_state, waited, start_time = None, 0, time.perf_counter()
@@ -142,10 +175,10 @@ def fit(
         order = torch.randperm(n, generator=generator).to(device)
         losses = []
         for start, stop in bounds:
-            index = order[start:stop]
+            index = order[start + rank : stop : world]  # this process's share of the batch
             lr = optimizer.param_groups[0]["lr"]
             with autocast:
-                loss = step(model, x[index], y[index], index)
+                loss = step(trainer, x[index], y[index], index)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.clip_grad_norm is not None:
@@ -155,9 +188,12 @@ def fit(
             scaler.update()
             schedule.after_batch()
             losses.append(loss.detach())  # kept on the device: no sync per step
+        total = torch.stack(losses).float().cpu() @ sizes
+        if world > 1:  # every process's rows: the same number on every rank
+            dist.all_reduce(total)
         row = {
             "epoch": epoch,
-            "train_loss": float(torch.stack(losses).float().cpu() @ sizes) / n,
+            "train_loss": float(total) / n,
             "lr": lr,
             "seconds": time.perf_counter() - tick,
         }
