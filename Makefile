@@ -52,3 +52,4 @@ bench: setup
 	$(PY) bench/label_noise.py
 	$(PY) bench/tabular.py
 	$(PY) bench/text_transfer.py
+	$(PY) bench/scale_out.py

@@ -250,6 +250,10 @@ def store(tmp_path):
 def test_pipeline_compresses_seed_by_seed_and_gates(store):
     recipe = {
         **TINY,
+        # 30 test rows: int8 weights may flip one row on one seed (ONNX Runtime 1.32 does on
+        # seed 2), which 3 seeds cannot tell from a loss of 0.03: the margin here is wide,
+        # the over-pruned model still loses far more.
+        "evaluate": {"seeds": 3, "margin": 0.15},
         "stages": [
             {"prune": {"amount": 0.98, "structured": True}},  # over-pruned: 1 unit per layer
             {"prune": {"amount": 0.0}},  # same model: neither faster nor smaller

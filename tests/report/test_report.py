@@ -77,6 +77,7 @@ def test_collect_numbers_equal_the_store(tiny_run, data):
     assert small["rows"] < full["rows"] == data["task"]["train"]
     assert full["per_seed"] == pytest.approx(final["quality"]["per_seed"][:2])
     assert data["environment"]["versions"]["torch"]
+    assert data["environment"]["executor"] == {"executor": "local", "workers": 1}
     assert data["reproduce"]["recipe_yaml"].startswith("task:")
 
 
@@ -114,6 +115,7 @@ def test_render_is_self_contained_and_shows_the_headline(data):
     assert page.startswith("<!doctype html>")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
     assert "<script" not in page
+    assert "local, 1 job(s) at a time" in page  # where the jobs ran (a cluster lists its nodes)
     final = data["headline"]["final"]["quality"]
     assert f"{final['mean']:.4f} [{final['low']:.4f}, {final['high']:.4f}]" in page
     plots = re.findall(r'data-plot="([^"]+)"', page)

@@ -334,12 +334,13 @@ def test_a_trial_worker_run_again_after_its_node_died_keeps_to_its_share(tmp_pat
         "incumbent": {"model": {"name": "linear"}, "train": {"epochs": 2}},
         "objectives": ["accuracy"],
         "index": 0,
+        "dispatch": "d1",
     }
     task = make_task("vector")
     execute(Job("tune.trials", {**spec, "trials": 1}, task, 0))  # the first attempt's trial
     study = optuna.load_study(study_name="s", storage=url)
     lost = study.ask({"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)})
-    lost.set_user_attr(WORKER, 0)  # ... and the one it was running when its node died
+    lost.set_user_attr(WORKER, "d1:0")  # ... and the one it was running when its node died
     execute(Job("tune.trials", {**spec, "trials": 3}, task, 0))  # the worker, run again
     trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
     assert _spent(optuna.load_study(study_name="s", storage=url)) == 3  # exactly the share

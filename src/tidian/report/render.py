@@ -486,6 +486,20 @@ def _environment(d: dict[str, Any]) -> str:
         [_td(k, cls="l"), _td(v or "not installed", cls="l")]
         for k, v in env.get("versions", {}).items()
     ]
+    where = env.get("executor") or {}
+    if where:
+        kind = where.get("executor", "local")
+        rows.append(
+            [
+                _td("executor", cls="l"),
+                _td(f"{kind}, {where.get('workers')} job(s) at a time", cls="l"),
+            ]
+        )
+        for node in where.get("nodes", []):
+            label = f"{node.get('host')} ({node.get('address')})"
+            detail = f"{node.get('cpus')} CPUs, {node.get('gpus')} GPUs"
+            detail += f"; node {str(node.get('node', ''))[:12]}"
+            rows.append([_td("cluster node", cls="l"), _td(f"{label}: {detail}", cls="l")])
     return _table(["", ""], rows)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -114,7 +115,10 @@ def _pruner(name: str):
 
 
 _FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
-WORKER = "tidian_worker"  # user attribute: the index of the trial worker that ran a trial
+# User attribute naming the trial worker that ran a trial: "<dispatch>:<index>", where the
+# dispatch is one run of the stage (a resumed stage dispatches anew; a worker job run again
+# after its node died keeps its name, and so recognises its own trials).
+WORKER = "tidian_worker"
 
 
 def _directions(objectives: list[str]) -> list[str]:
@@ -141,10 +145,10 @@ def _objective(
     task: Any,
     seed: int,
     objectives: list[str],
-    worker: int | None = None,
+    worker: str | None = None,
 ):
     """The trial function: sample, train one seed with pruning on validation, score.
-    ``worker``: the trial worker's index, recorded with the trial (a retried worker counts
+    ``worker``: the trial worker's name, recorded with the trial (a retried worker counts
     what it already did against its share)."""
     import optuna
 
@@ -202,7 +206,7 @@ def _optimize(
     seed: int,
     objectives: list[str],
     n_trials: int,
-    worker: int | None = None,
+    worker: str | None = None,
 ) -> None:
     import optuna
 
@@ -226,6 +230,7 @@ def trials_job(job: Job) -> int:
     optuna = require("optuna", "tune", "the tune stage")
     c = job.config
     index = c["index"]
+    name = f"{c['dispatch']}:{index}"
     config = TuneConfig(**c["tune"])
     worker_config = dataclasses.replace(config, seed=config.seed + index)  # distinct samples
     study = load_study(
@@ -239,7 +244,7 @@ def trials_job(job: Job) -> int:
     # stopped: the trials it finished count against its share; one it left running, or
     # that the heartbeat failed, is flagged as retried and its parameters queued again.
     states = optuna.trial.TrialState
-    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER) == index]
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(WORKER) == name]
     lost = [
         t
         for t in mine
@@ -259,7 +264,7 @@ def trials_job(job: Job) -> int:
         job.seed,
         c["objectives"],
         c["trials"] - done,
-        worker=index,
+        worker=name,
     )
     return index
 
@@ -320,7 +325,9 @@ class Tune(Stage):
         remaining = config.trials - _spent(study)
         start = {"model": dict(incumbent.model), "train": dict(incumbent.train)}
         workers = min(ctx.executor.workers if ctx.executor else 1, max(remaining, 1))
-        if workers > 1 and ctx.storage is not None:
+        # Trials run as jobs wherever the run's jobs run (a cluster's nodes too), sharing the
+        # study through the store; only a study kept in memory (no store) runs here.
+        if ctx.executor is not None and ctx.storage is not None and remaining > 0:
             shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
             spec = {
                 "storage": ctx.storage,
@@ -328,6 +335,7 @@ class Tune(Stage):
                 "tune": dataclasses.asdict(config),
                 "incumbent": start,
                 "objectives": objectives,
+                "dispatch": uuid.uuid4().hex[:8],
             }
             ctx.executor.gather(
                 [
