@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import tidian
@@ -24,6 +25,19 @@ def _isolated_cache(tmp_path_factory):
     torch.set_num_threads(1)  # small models: threads only add noise and overhead
     yield
     mp.undo()
+
+
+def iris_recipe(path, seeds: int = 2, **more) -> str:
+    """Write a one-epoch linear-model recipe on iris (plus `more` keys) to `path`."""
+    recipe = {
+        "task": "iris",
+        "model": {"name": "linear"},
+        "train": {"epochs": 1},
+        "evaluate": {"seeds": seeds},
+        **more,
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
 
 
 def _splits(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:

@@ -190,3 +190,67 @@ def test_predict_on_raw_text_lines(tmp_path):
     lines.write_text("Great, LOVELY item!\nbroken and awful\nan unseen word\n")
     predictions = predict_file(out, lines)
     assert predictions.prediction.tolist()[:2] == ["pos", "neg"] and len(predictions) == 3
+
+
+def test_an_export_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import tidian.runs as runs
+    from tidian.runs import export_candidate
+
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    recipe = {
+        "task": "iris",
+        "model": {"name": "linear"},
+        "train": {"epochs": 2},
+        "evaluate": {"seeds": 2},
+        "stages": [{"architecture": {"candidates": [{"name": "mlp", "hidden": [8]}]}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    first, second = (c["id"] for c in result.candidates)
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=load_task("iris").test.x[:5] * 0 + 5.0)
+    out, other = tmp_path / "deploy", tmp_path / "other"
+    before = os.umask(0o022)
+    try:
+        export_candidate(store, result.run_id, first, out)
+        export_candidate(store, result.run_id, second, other)
+    finally:
+        os.umask(before)
+    assert (out / "model.onnx").stat().st_mode & 0o777 == 0o644  # the umask's mode, not 0600
+    saved = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    predicted = predict_file(out, inputs)
+
+    # Stopped half-way over the old export: the old one is still there, whole; nothing left.
+    def stopped(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "file_digest", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export_candidate(store, result.run_id, second, out)
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == saved
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".deploy")) == []
+    pd.testing.assert_frame_equal(predict_file(out, inputs), predicted)
+
+    # A model beside another export's manifest is refused, as is a truncated manifest.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(out, mixed)
+    shutil.copyfile(other / "model.onnx", mixed / "model.onnx")
+    with pytest.raises(DataError, match="mixes two exports"):
+        predict_file(mixed, inputs)
+    (mixed / "manifest.json").write_text((out / "manifest.json").read_text()[:40])
+    with pytest.raises(DataError, match="cannot be read"):
+        predict_file(mixed, inputs)
+
+    # Replaced whole: the new candidate's files and manifest, nothing of the old.
+    manifest = export_candidate(store, result.run_id, second, out, fmt="safetensors")
+    assert manifest["candidate"] == second and "model.onnx" not in os.listdir(out)
+    assert predict_file(out, inputs).shape[0] == 5
+    # A folder with files of its own is not an export to replace.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a tidian export"):
+        export_candidate(store, result.run_id, second, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

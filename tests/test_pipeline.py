@@ -9,9 +9,11 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 import tidian.pipeline as pipeline
+from conftest import iris_recipe
 from tidian import ConfigError, DataError
 from tidian.cli import main
 from tidian.store import Store
@@ -108,14 +110,14 @@ def _count(db, sql):
         return 0
 
 
-def _start_and_signal(tmp_path, recipe, until_sql, sig):
-    """Run the CLI on ``recipe`` in a subprocess; send ``sig`` once ``until_sql`` counts > 0."""
+def _start(tmp_path, recipe, *args):
+    """The CLI running ``recipe`` in a subprocess on a fresh SQLite ledger: (process, url, db)."""
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     db = tmp_path / "ledger.db"
     url = f"sqlite:///{db}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url],
+        [sys.executable, "-m", "tidian.cli", "run", str(path), "--store", url, *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -123,11 +125,28 @@ def _start_and_signal(tmp_path, recipe, until_sql, sig):
         # Python then never installs its Ctrl-C handler: restore the default for the child.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 120
-    while _count(db, until_sql) < 1 and time.time() < deadline and proc.poll() is None:
+    return proc, url, db
+
+
+def _wait_for(db, until_sql, proc):
+    """Wait until ``until_sql`` counts > 0 (however busy the machine), failing the test if the
+    run ends first or nothing happens for ten minutes."""
+    deadline = time.time() + 600
+    while _count(db, until_sql) < 1:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before: {until_sql}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"nothing came in ten minutes: {until_sql}")
         time.sleep(0.05)
+
+
+def _start_and_signal(tmp_path, recipe, until_sql, sig, *args):
+    """Run the CLI on ``recipe`` in a subprocess; send ``sig`` once ``until_sql`` counts > 0."""
+    proc, url, db = _start(tmp_path, recipe, *args)
+    _wait_for(db, until_sql, proc)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)
     return url, proc.returncode, err
 
 
@@ -235,6 +254,69 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path):
     assert run["status"] == "interrupted"
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, todo = set(), [pid]
+    while todo:
+        above = todo.pop()
+        below = [p for p, parent in parents.items() if parent == above]
+        found.update(below)
+        todo.extend(below)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for an init that does not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # two whole pipeline runs and a resume
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_interrupts_the_run_and_ends_every_worker(tmp_path, sig):
+    recipe = {
+        **TINY,
+        "model": {"name": "mlp", "hidden": [64, 64]},
+        "train": {"epochs": 150, "lr": 0.01, "batch_size": 16},
+    }
+    proc, url, db = _start(tmp_path, recipe, "--jobs", "2")
+    _wait_for(db, "SELECT count(*) FROM seed_results", proc)
+    workers = _descendants(proc.pid)
+    assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig and "interrupted" in err and "--resume" in err
+    store = Store(url)
+    (run,) = store.runs()
+    assert run["status"] == "interrupted"
+    # No process of the run outlives it (waited for, not slept on: the tracker ends on EOF).
+    deadline = time.time() + 60
+    while any(_alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in workers if _alive(p)]
+    if sig != signal.SIGTERM:
+        return  # (the resume below is the same for either signal)
+    resumed = pipeline.run(store=store, resume=run["id"], jobs=2)
+    whole = Store(f"sqlite:///{tmp_path / 'whole.db'}")  # the same recipe file, not stopped
+    reference = pipeline.run(tmp_path / "recipe.yaml", store=whole, jobs=2)
+    assert resumed.status == "finished"
+    assert [c["label"] for c in resumed.candidates] == [c["label"] for c in reference.candidates]
+    for a, b in zip(resumed.candidates, reference.candidates):
+        assert a["quality"]["per_seed"] == b["quality"]["per_seed"]
+        assert a["decision"] == b["decision"]
+
+
 @pytest.mark.slow  # a whole pipeline run
 def test_worker_processes_give_the_same_ledger(tmp_path):
     serial = pipeline.run(TINY, store=Store(f"sqlite:///{tmp_path / 'a.db'}"))
@@ -253,3 +335,25 @@ def test_unloadable_task_or_wrong_metric_writes_nothing(store, tmp_path):
     with pytest.raises(ConfigError, match="metric 'rmse' is for values"):
         pipeline.run({**TINY, "evaluate": {"seeds": 2, "metric": "rmse"}}, store=store)
     assert store.runs() == []
+
+
+@pytest.mark.parametrize(("jobs", "threads"), [("1", "1"), ("2", "2")])
+def test_threads_per_job_are_set_recorded_with_every_seed_and_shown(
+    tmp_path, capsys, jobs, threads
+):
+    path = iris_recipe(tmp_path / "r.yaml")
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    before = torch.get_num_threads()
+    code, _, _ = run_cli(
+        capsys, "run", str(path), "--store", url, "--jobs", jobs, "--threads", threads
+    )
+    assert code in (0, None) and torch.get_num_threads() == before  # restored in this process
+    store = Store(url)
+    (run,) = store.runs()
+    (baseline,) = store.candidates(run["id"])
+    seeds = store.seed_results(baseline["id"]).values()
+    assert [s["history"]["worker"]["threads"] for s in seeds] == [int(threads)] * 2
+    code, out, _ = run_cli(capsys, "show", run["id"], "--store", url)
+    assert f"{jobs} job(s) at a time, {threads} thread(s) each" in " ".join(out.split())
+    code, _, _ = run_cli(capsys, "run", str(path), "--store", url, "--threads", "0")
+    assert code == 2

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import tidian
-from tidian.exceptions import ConfigError, TidianError
+from tidian.exceptions import ConfigError, Interrupted, TidianError
 
 app = typer.Typer(
     add_completion=False,
@@ -97,6 +97,16 @@ def _fmt(value: float, digits: int = 4) -> str:
     )
 
 
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Torch threads per job (default: every core in one process, 1 per --jobs "
+        "worker). On a busy machine fewer threads are often much faster.",
+    ),
+]
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     task: Annotated[
@@ -125,6 +135,7 @@ def evaluate_cmd(
         int,
         typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
     ] = 1,
+    threads: ThreadsOpt = None,
     confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
     folds: Annotated[
         int | None,
@@ -147,14 +158,19 @@ def evaluate_cmd(
     what = f"training {model} on {loaded.name}: " + (
         f"{seeds} seeds × {folds} folds" if folds else f"{seeds} seeds"
     )
-    with _progress() if not as_json else contextlib.nullcontext() as progress:
+    from tidian.executors import LocalExecutor
+
+    with (
+        _progress() if not as_json else contextlib.nullcontext() as progress,
+        LocalExecutor(jobs, threads) as runner,
+    ):
         bar = progress.add_task(what, total=units) if progress else None
         result = tidian.evaluate(
             {"name": model, **options},
             loaded,
             config,
             seeds=seeds,
-            n_jobs=jobs,
+            executor=runner,
             confidence=confidence,
             keep_models=True,
             folds=folds,
@@ -363,6 +379,7 @@ def run_cmd(
         int,
         typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
     ] = 1,
+    threads: ThreadsOpt = None,
     report: Annotated[
         Path | None, typer.Option(help="Write the run's HTML report here at the end.")
     ] = None,
@@ -394,6 +411,8 @@ def run_cmd(
         writable(report)  # a bad path fails now, not after the run
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be local or ray; got {executor!r}.")
+    if threads is not None and executor != "local":
+        raise ConfigError("--threads sets local jobs' threads; on Ray give resources: {cpus: N}.")
     if address is not None and executor != "ray":
         raise ConfigError("--address names a Ray cluster: use it with --executor ray.")
     ledger = Store(store, artifacts=artifacts)
@@ -409,15 +428,17 @@ def run_cmd(
                 store=ledger,
                 resume=resume,
                 jobs=jobs,
+                threads=threads,
                 executor=runner,
                 events=_Progress(progress),
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
+        how = f" ({stop})" if isinstance(stop, Interrupted) else ""
         Console(stderr=True).print(
-            "[yellow]interrupted[/]: `tidian runs` shows the run; "
+            f"[yellow]interrupted[/]{how}: `tidian runs` shows the run; "
             "`tidian run --resume RUN_ID` continues it."
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(stop, "exit_code", 130)) from None
     finally:
         if runner is not None:
             runner.close()
@@ -476,12 +497,18 @@ def show_cmd(
     import tidian.pipeline as pipeline
     from tidian.store import Store
 
-    res = pipeline.result(Store(store), run_id)
+    ledger = Store(store)
+    res = pipeline.result(ledger, run_id)
     if as_json:
         print(json.dumps(res.to_dict(), indent=2, default=str))
         return
     _print_run(res)
     console.print(f"Pareto set (quality, latency, params): {res.pareto}")
+    where = (ledger.run(run_id).get("environment") or {}).get("executor") or {}
+    if where:
+        from tidian.report.render import where_text
+
+        console.print(f"jobs: {where_text(where)}", highlight=False)
 
 
 @app.command("compare")

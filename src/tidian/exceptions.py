@@ -8,10 +8,16 @@ next. Each subclass also derives from the built-in exception a Python user would
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
 __all__ = [
     "ConfigError",
     "DataError",
     "DependencyError",
+    "Interrupted",
     "TidianError",
     "UnknownNameError",
 ]
@@ -56,3 +62,37 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the optional package {module!r}, which is not installed. "
             f"Install it with: pip install 'tidian[{extra}]'"
         ) from err
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal: SIGTERM (container runtimes, systemd, schedulers) or
+    SIGHUP (a closed terminal), handled as Ctrl-C is. A ``KeyboardInterrupt``, so whatever
+    handles Ctrl-C handles it; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted` in the main thread (as
+    Ctrl-C raises KeyboardInterrupt), so a stopped run is marked interrupted and its workers
+    are ended. Off the main thread (where Python cannot handle signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    before = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

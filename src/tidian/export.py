@@ -193,11 +193,27 @@ def export_onnx(
                     f"{result.max_abs_diff:.3g} > tolerance {tolerance:g} on {result.samples} "
                     "inputs; the model was not written."
                 )
+        os.chmod(tmp, default_file_mode())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
         return result
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def default_file_mode() -> int:
+    """The mode a new file gets here (0666 less the umask), as ``open`` would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, hex."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def compare_outputs(
@@ -310,6 +326,29 @@ def model_inputs(path: str | Path, task: dict[str, Any]) -> np.ndarray:
     return pre.apply(raw, tuple(task["input_shape"]))
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """An export folder's manifest, checked: readable, of a known format, and naming model
+    files that are the ones it was written with (their SHA-256)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(
+            f"{str(folder / MANIFEST)!r} cannot be read ({err}); export the model again."
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DataError(f"{str(folder)!r}: unknown export format {found!r}.")
+    for name, digest in (manifest.get("digests") or {}).items():
+        path = folder / name
+        if not path.is_file() or file_digest(path) != digest:
+            problem = "is missing" if not path.is_file() else "is not the file it was written with"
+            raise DataError(
+                f"{str(path)!r} {problem} (the manifest's SHA-256 differs): the folder mixes "
+                "two exports; export the model again."
+            )
+    return manifest
+
+
 def predict_file(
     model_dir: str | Path, inputs: str | Path, out: str | Path | None = None, threads: int = 1
 ):
@@ -322,9 +361,7 @@ def predict_file(
             f"{str(folder)!r} is not a tidian export (no {MANIFEST}); make one with "
             "`tidian export RUN_ID --out DIR`."
         )
-    manifest = json.loads((folder / MANIFEST).read_text())
-    if manifest.get("format") != EXPORT_FORMAT:
-        raise DataError(f"{str(folder)!r}: unknown export format {manifest.get('format')!r}.")
+    manifest = read_manifest(folder)
     task = manifest["task"]
     x = model_inputs(inputs, task)
     if manifest["file"].endswith(".onnx"):

@@ -26,12 +26,13 @@ from tidian.evaluation.cost import deployed_runner, deployment_cost, interleaved
 from tidian.evaluation.evaluate import own_executor
 from tidian.evaluation.gate import gate, pareto_front
 from tidian.evaluation.stats import summarize
-from tidian.exceptions import ConfigError, DataError, require
+from tidian.exceptions import ConfigError, DataError, require, stopping_on_signals
 from tidian.executors import Executor, Job
 from tidian.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.models.io import seed_folder
 from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
+from tidian.stages.study import storage as optuna_storage
 from tidian.store import Store
 from tidian.store.artifacts import join
 from tidian.training.augment import check_policy
@@ -522,14 +523,17 @@ def _plain(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
 
 
+def _needs(recipe: Recipe) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Each stage entry's optional packages, ``(stage name, [(module, extra)])``."""
+    return [
+        (name, STAGES.get(name)(config).requirements()) for name, config in recipe.stage_entries()
+    ]
+
+
 def _check_dependencies(recipe: Recipe) -> None:
     """Optional packages the recipe's stages (and its deployment runtime) need, checked
     before a run starts — not after the baseline has trained."""
-    needs = [
-        (m, x, f"the {name} stage")
-        for name, config in recipe.stage_entries()
-        for m, x in STAGES.get(name)(config).requirements()
-    ]
+    needs = [(m, x, f"the {name} stage") for name, modules in _needs(recipe) for m, x in modules]
     if recipe.deploy.runtime == "onnxruntime":
         needs += [(m, "onnx", "deploy.runtime onnxruntime") for m in ("onnx", "onnxruntime")]
     for module, extra, feature in needs:
@@ -555,17 +559,20 @@ def run(
     store: Store | str | None = None,
     resume: str | None = None,
     jobs: int = 1,
+    threads: int | None = None,
     executor: Executor | None = None,
     events: Events | None = None,
 ) -> RunResult:
     """Run a recipe (or resume run ``resume``) and return what the ledger holds at the end.
 
     ``recipe`` may be a YAML path, a mapping or a Recipe; None runs the built-in default.
-    On Ctrl-C the run is marked ``interrupted``; on an error, ``failed`` with the message;
-    either way ``resume=RUN_ID`` continues without redoing finished seeds or candidates.
+    On Ctrl-C, SIGTERM or SIGHUP the run is marked ``interrupted``; on an error, ``failed``
+    with the message; either way ``resume=RUN_ID`` continues without redoing finished seeds
+    or candidates.
 
-    Jobs run on ``executor`` (the caller keeps and closes it); without one, ``jobs=N`` is
-    the shorthand for ``LocalExecutor(N)``, made and closed here.
+    Jobs run on ``executor`` (the caller keeps and closes it); without one, ``jobs=N`` and
+    ``threads=T`` are the shorthand for ``LocalExecutor(N, T)``, made and closed here
+    (``threads``: torch threads per job; default every core in one process, 1 per worker).
     """
 
     ledger = store if isinstance(store, Store) else Store(store)
@@ -589,8 +596,11 @@ def run(
     task = parsed.load_task()
     check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
     _check_dependencies(parsed)
+    if any(m == "optuna" for _, c in _needs(parsed) for m, _ in c):
+        optuna_storage(ledger.url)  # Optuna's tables made now, not after earlier stages' work
     _check_against_task(parsed, task)
-    with own_executor(executor, jobs) as runner:
+    # SIGTERM and SIGHUP stop the run as Ctrl-C does: marked interrupted, workers ended.
+    with stopping_on_signals(), own_executor(executor, jobs, threads) as runner:
         # where the jobs run, checked before the ledger gets a row (a cluster's nodes must
         # reach the ledger and the artifacts, and run this tidian)
         where = runner.prepare(ledger.url, str(ledger.artifacts))

@@ -23,11 +23,12 @@ from tidian.export import (
     compare_outputs,
     example_inputs,
     export_onnx,
+    file_digest,
     task_manifest,
 )
 from tidian.models.io import SPEC, WEIGHTS, load_model
 from tidian.recipe import validate_recipe
-from tidian.store.artifacts import committed, exists, join, local
+from tidian.store.artifacts import committed, exists, join, local, writing
 
 
 def run_task(store: Any, run_id: str) -> Any:
@@ -77,52 +78,78 @@ def export_candidate(
     cid = row["id"]
     task = run_task(store, run_id)
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".tidian-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise DataError(f"cannot write to {str(out)!r}: {err}") from None
+    _check_replaceable(out)
     quantized = artifact / "model.onnx"
     check: dict[str, Any] | None = None
-    if fmt == "onnx":
-        file = "model.onnx"
-        if quantized.exists():
-            # An int8 model is checked for agreement with its float source, not equality.
-            tmp = out / (file + ".tmp")
-            shutil.copyfile(quantized, tmp)
-            inputs = example_inputs(task, 256)
-            check = compare_outputs(load_model(artifact), OnnxModel(tmp), inputs, np.inf)
-            check = check.to_dict()
-            os.replace(tmp, out / file)
+    # The whole folder is written aside and swapped in at once: a reader (``predict``, a
+    # server) sees the old export or the new one, never a model beside another's manifest.
+    with writing(out) as tmp:
+        if fmt == "onnx":
+            files = ["model.onnx"]
+            if quantized.exists():
+                # An int8 model is checked for agreement with its float source, not equality.
+                shutil.copyfile(quantized, tmp / files[0])
+                inputs = example_inputs(task, 256)
+                check = compare_outputs(
+                    load_model(artifact), OnnxModel(tmp / files[0]), inputs, np.inf
+                ).to_dict()
+            else:
+                check = export_onnx(load_model(artifact), task, tmp / files[0]).to_dict()
         else:
-            check = export_onnx(load_model(artifact), task, out / file).to_dict()
+            files = [WEIGHTS, SPEC]
+            for name in files:
+                shutil.copyfile(artifact / name, tmp / name)
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "file": files[0],
+            # what predict checks before it trusts the pair: the model files' SHA-256
+            "digests": {name: file_digest(tmp / name) for name in files},
+            "runtime": "onnxruntime" if fmt == "onnx" else "torch",
+            "run": run_id,
+            "candidate": cid,
+            "label": row["label"],
+            "stage": row["stage"],
+            "quantized": quantized.exists() and fmt == "onnx",
+            "quality": {
+                k: (row["quality"] or {}).get(k) for k in ("metric", "mean", "ci_low", "ci_high")
+            },
+            "export_check": check,
+            "task": task_manifest(task),
+        }
+        if fmt == "safetensors" and quantized.exists():
+            manifest["note"] = (
+                "this candidate is deployed as int8 ONNX; the safetensors file is its float source"
+            )
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if check is not None:
         cost = dict(row["cost"] or {})
         cost["export_check"] = check
         store.update_candidate(cid, cost=cost)
-    else:
-        file = WEIGHTS
-        for name in (WEIGHTS, SPEC):
-            shutil.copyfile(artifact / name, out / name)
-    manifest = {
-        "format": EXPORT_FORMAT,
-        "file": file,
-        "runtime": "onnxruntime" if fmt == "onnx" else "torch",
-        "run": run_id,
-        "candidate": cid,
-        "label": row["label"],
-        "stage": row["stage"],
-        "quantized": quantized.exists() and fmt == "onnx",
-        "quality": {
-            k: (row["quality"] or {}).get(k) for k in ("metric", "mean", "ci_low", "ci_high")
-        },
-        "export_check": check,
-        "task": task_manifest(task),
-    }
-    if fmt == "safetensors" and quantized.exists():
-        manifest["note"] = (
-            "this candidate is deployed as int8 ONNX; the safetensors file is its float source"
-        )
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+# What an export folder may hold: it is replaced whole, so anything else in it would be lost.
+EXPORT_FILES = {MANIFEST, "model.onnx", WEIGHTS, SPEC}
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse an ``out`` that a new export cannot replace whole without losing something: a
+    file, or a folder holding files that are not a tidian export's; and one we cannot write."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{str(out)!r} is a file; give a folder for the export.")
+    if out.is_dir():
+        others = sorted(set(os.listdir(out)) - EXPORT_FILES)
+        if others:
+            raise DataError(
+                f"{str(out)!r} holds files that are not a tidian export ({', '.join(others[:5])}"
+                f"{', …' if len(others) > 5 else ''}); an export replaces its folder whole: "
+                "give a new or empty folder."
+            )
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{out.name}.write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"cannot write to {str(parent)!r}: {err}") from None

@@ -60,3 +60,13 @@ def hold(job: Job) -> dict:
     while not Path(job.config["gate"]).exists():
         time.sleep(0.01)
     return where
+
+
+@job_handler("test.hang")
+def hang(job: Job) -> None:
+    """Say it started (its pid in ``config.started``), then run until stopped from outside."""
+    import time
+
+    Path(job.config["started"]).write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.05)

@@ -5,6 +5,7 @@ to EXECUTORS and gets the whole suite."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import executor_handlers  # noqa: F401  (registers the test.* handlers in this process)
@@ -162,3 +163,35 @@ def test_importing_tidian_does_not_import_ray_and_the_ray_executor_names_its_ext
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install 'tidian[ray]'" in " ".join(done.stderr.split())
+
+
+def test_stop_ends_every_worker_without_waiting_for_running_jobs(tmp_path):
+    import multiprocessing
+    import threading
+    import time
+
+    executor = LocalExecutor(2)
+    files = [tmp_path / f"started-{i}" for i in range(2)]
+    jobs = [Job("test.hang", {"started": str(f)}, key=i) for i, f in enumerate(files)]
+    outcome: list[BaseException] = []
+
+    def gather() -> None:
+        try:
+            executor.gather(jobs)
+        except BaseException as err:  # what the caller of a stopped run sees
+            outcome.append(err)
+
+    caller = threading.Thread(target=gather)
+    caller.start()
+    while not all(f.exists() and f.read_text() for f in files):  # both jobs are running
+        time.sleep(0.01)
+    pids = [int(f.read_text()) for f in files]
+    executor.stop()
+    caller.join(timeout=60)
+    assert not caller.is_alive() and isinstance(outcome[0], WorkerLost)
+    assert multiprocessing.active_children() == []
+    for pid in pids:  # gone (reaped), not merely signalled
+        assert not os.path.exists(f"/proc/{pid}")
+    executor.stop()  # idempotent
+    assert [r["square"] for r in executor.gather(_squares(2))] == [0, 1]  # usable again
+    executor.close()

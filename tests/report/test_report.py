@@ -9,6 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 
 from tidian import DataError
 from tidian.cli import main
@@ -77,7 +78,8 @@ def test_collect_numbers_equal_the_store(tiny_run, data):
     assert small["rows"] < full["rows"] == data["task"]["train"]
     assert full["per_seed"] == pytest.approx(final["quality"]["per_seed"][:2])
     assert data["environment"]["versions"]["torch"]
-    assert data["environment"]["executor"] == {"executor": "local", "workers": 1}
+    where = data["environment"]["executor"]
+    assert where == {"executor": "local", "workers": 1, "threads": torch.get_num_threads()}
     assert data["reproduce"]["recipe_yaml"].startswith("task:")
 
 
@@ -115,7 +117,7 @@ def test_render_is_self_contained_and_shows_the_headline(data):
     assert page.startswith("<!doctype html>")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
     assert "<script" not in page
-    assert "local, 1 job(s) at a time" in page  # where the jobs ran (a cluster lists its nodes)
+    assert "local, 1 job(s) at a time, " in page  # where the jobs ran (a cluster: its nodes)
     final = data["headline"]["final"]["quality"]
     assert f"{final['mean']:.4f} [{final['low']:.4f}, {final['high']:.4f}]" in page
     plots = re.findall(r'data-plot="([^"]+)"', page)
@@ -238,6 +240,50 @@ def test_serve_lists_runs_and_serves_reports_read_only(tiny_run, server):
     assert "recent runs" in _get(f"{server}/runs/0123abc")[1]
     assert _get(f"{server}/runs/{run_id}", "POST")[0] == 405
     assert _get(server + "/etc/passwd")[0] == 404
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "TRACE", "PUT", "PROPFIND"])
+def test_serve_answers_every_method_but_get_with_405(server, method):
+    import http.client
+
+    conn = http.client.HTTPConnection(server.removeprefix("http://"), timeout=30)
+    conn.request(method, "/")
+    answer = conn.getresponse()
+    assert answer.status == 405 and answer.getheader("Allow") == "GET"
+    conn.close()
+
+
+def test_serve_bounds_its_threads_drops_idle_sockets_and_logs_a_hang_up_in_one_line(tiny_run):
+    import socket
+    import struct
+    import time
+
+    store, run_id = tiny_run
+    lines: list[str] = []
+    srv = make_server(store, port=0, threads=4, timeout=0.5, log=lines.append)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    address = ("127.0.0.1", srv.server_port)
+    try:
+        before = threading.active_count()
+        idle = [socket.create_connection(address) for _ in range(40)]  # connect, say nothing
+        for sock in idle:  # each is closed by the server once idle for its timeout, ...
+            sock.settimeout(60)
+            assert sock.recv(1) == b""
+            sock.close()
+            assert threading.active_count() <= before + 4  # ... while 4 threads answer
+        # A client that asks for a report and hangs up (RST) before the answer.
+        rude = socket.create_connection(address)
+        rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rude.sendall(f"GET /runs/{run_id}?analyses=0 HTTP/1.0\r\n\r\n".encode())
+        rude.close()
+        deadline = time.time() + 60
+        while not lines and time.time() < deadline:
+            time.sleep(0.01)
+        assert len(lines) == 1 and "dropped" in lines[0] and "Traceback" not in lines[0]
+        assert _get(f"http://127.0.0.1:{srv.server_port}/")[0] == 200  # still serving
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 @pytest.mark.parametrize("kind", ["sequence", "image", "text"])

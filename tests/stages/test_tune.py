@@ -198,6 +198,45 @@ def test_resume_keeps_finished_trials_and_retries_a_dead_one(tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 5
 
 
+RESUME_SPACES = {
+    "random": {"lr": {"float": [1e-3, 1e-1], "log": True}, "batch_size": {"choice": [8, 16]}},
+    "tpe": {"lr": {"float": [1e-3, 1e-1], "log": True}, "epochs": {"int": [1, 3]}},
+    "grid": {"lr": {"choice": [0.003, 0.01, 0.03]}, "batch_size": {"choice": [8, 16, 32]}},
+}
+
+
+def _counted_params(url: str, name: str) -> list[dict]:
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    return [t.params for t in trials if not t.user_attrs.get("tidian_retried")]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "grid"])
+def test_a_resumed_study_draws_what_an_uninterrupted_one_draws(tmp_path, sampler):
+    from tidian.stages.tune import _sampler
+
+    # TPE models the history after its 10 random start-up trials: 12 trials reach the model.
+    trials = 12 if sampler == "tpe" else 6
+    config = {"space": RESUME_SPACES[sampler], "trials": trials, "sampler": sampler}
+    config["pruner"] = "none"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name="reference"))
+    reference = _counted_params(url, "reference")
+    assert len(reference) == trials and len({repr(p) for p in reference}) > 1
+    for k in (1, 3, trials - 1):
+        name = f"killed-after-{k}"
+        Tune(TuneConfig(**{**config, "trials": k})).run(
+            INCUMBENT, ctx(storage=url, study_name=name)
+        )
+        # The killed process had drawn its next trial and was training it.
+        study = optuna.load_study(
+            study_name=name, storage=url, sampler=_sampler(TuneConfig(**config))
+        )
+        sample(study.ask(), RESUME_SPACES[sampler])
+        assert study.trials[-1].state == optuna.trial.TrialState.RUNNING
+        Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name=name))  # resumed
+        assert _counted_params(url, name) == reference, f"killed after {k} trials"
+
+
 @pytest.mark.slow  # a whole pipeline run
 def test_pipeline_keeps_the_study_in_its_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'ledger.db'}"

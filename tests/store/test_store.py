@@ -6,6 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from conftest import iris_recipe
 from tidian import DataError
 from tidian.store import Store, StoreError
 from tidian.store.schema import VERSION_TABLE, Base
@@ -85,3 +86,44 @@ def test_bad_locations_are_clear(tmp_path):
         Store(f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}")
     with pytest.raises(StoreError, match="cannot open the store"):
         Store("postgresql://nobody@127.0.0.1:1/none")
+
+
+def _fresh_database(kind: str, tmp_path) -> str:
+    """The URL of a new, empty database: a SQLite file, or a new database on the test server."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    import uuid
+
+    import psycopg
+
+    base = os.environ["TIDIAN_TEST_POSTGRES"]
+    name = f"fresh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.mark.slow  # eight runs at once
+@pytest.mark.parametrize("kind", URLS)
+def test_runs_started_together_on_a_new_store_all_finish(kind, tmp_path):
+    """Eight runs with a tuning stage started at once on a database nobody has used: each
+    creates tidian's tables and Optuna's, and all eight finish (a race lost 1-6 of them)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("optuna")
+    url = _fresh_database(kind, tmp_path)
+    recipe = iris_recipe(
+        tmp_path / "r.yaml",
+        stages=[{"tune": {"trials": 1, "space": {"lr": {"choice": [0.01, 0.1]}}}}],
+    )
+    command = [sys.executable, "-m", "tidian.cli", "run", str(recipe), "--store", url]
+    env = {**os.environ, "TIDIAN_ARTIFACTS": str(tmp_path / "runs")}
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=900)[1].decode()[-400:] for p in runs]
+    assert [p.returncode for p in runs] == [0] * 8, errors
+    finished = [r["status"] for r in Store(url).runs()]
+    assert finished == ["finished"] * 8

@@ -212,13 +212,15 @@ def train_job(job: Job) -> SeedRun:
 
 
 @contextlib.contextmanager
-def own_executor(executor: Executor | None, workers: int) -> Iterator[Executor]:
-    """``executor`` as it is (the caller closes it), or a new LocalExecutor(``workers``) that
-    is closed on exit: the ``n_jobs`` shorthand."""
+def own_executor(
+    executor: Executor | None, workers: int, threads: int | None = None
+) -> Iterator[Executor]:
+    """``executor`` as it is (the caller closes it), or a new LocalExecutor(``workers``,
+    ``threads``) that is closed on exit: the ``n_jobs`` shorthand."""
     if executor is not None:
         yield executor
         return
-    with LocalExecutor(workers) as own:
+    with LocalExecutor(workers, threads) as own:
         yield own
 
 

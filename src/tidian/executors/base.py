@@ -125,9 +125,17 @@ _WORKER: dict[str, Any] = {}
 
 
 def worker_info() -> dict[str, Any]:
-    """Where this job runs: host and process, and what its executor adds (the executor, a
-    cluster node, the attempt). Job handlers record it with their results."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), **_WORKER}
+    """Where this job runs: host, process and torch's thread count, and what its executor
+    adds (the executor, a cluster node, the attempt). Job handlers record it with their
+    results."""
+    import torch
+
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        **_WORKER,
+    }
 
 
 def execute(job: Job, imports: Sequence[str] = (), **where: Any) -> Any:
@@ -168,7 +176,9 @@ class Executor:
     * :meth:`prepare` is called once before a run writes anything: it refuses a ledger or an
       artifact location its workers could not use, and says where the run's jobs run.
     * :meth:`close` releases workers; it is idempotent, and an executor is also a context
-      manager that closes on exit.
+      manager that closes on exit. :meth:`stop` is for an interrupted run (Ctrl-C, SIGTERM):
+      it abandons running jobs and leaves no worker process alive, without waiting for jobs
+      to finish.
     * Thread-safety: one :meth:`run` at a time per executor; executors are not shared
       between threads.
     """
@@ -192,11 +202,18 @@ class Executor:
     def close(self) -> None:
         """Release workers (idempotent)."""
 
+    def stop(self) -> None:
+        """Stop at once: running jobs abandoned, every worker ended (idempotent)."""
+        self.close()
+
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.stop()  # interrupted: nothing waits for running jobs
+        else:
+            self.close()
 
 
 def portable(job: Job) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -23,10 +24,16 @@ from tidian.executors.base import (
 from tidian.executors.distributed import run_local
 
 
-def _pin_one_thread() -> None:
-    # One thread per process: on few cores, k single-threaded trainings beat one k-threaded
-    # one once each training lasts long enough to amortise the worker's start-up.
-    torch.set_num_threads(1)
+def _start_worker(threads: int = 1) -> None:
+    # One thread per process by default: on few cores, k single-threaded trainings beat one
+    # k-threaded one once each training lasts long enough to amortise the worker's start-up.
+    torch.set_num_threads(threads)
+    # The driver decides when a run stops: Ctrl-C at a terminal reaches the whole process
+    # group, a scheduler's SIGTERM may too. Workers leave it to the driver, which marks the
+    # run interrupted and then ends them (LocalExecutor.stop), instead of dying under it as a
+    # "lost worker" that would mark the run failed.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class LocalExecutor(Executor):
@@ -34,23 +41,31 @@ class LocalExecutor(Executor):
 
     The worker pool starts on first use and is reused until :meth:`close` (or the ``with``
     block ends), so a pipeline pays the workers' start-up once, not per candidate. Workers
-    are started with 'spawn' and import tidian afresh; each runs torch on one thread. A job
+    are started with 'spawn' and import tidian afresh; each runs torch on ``threads`` threads
+    (default 1; in-process jobs default to torch's own count, every core). A job
     is not retried: a worker that dies fails the :meth:`run` that was waiting for it (the
     pipeline's resume redoes unfinished jobs), and the next :meth:`run` starts a new pool.
     A job of several processes (``Job.processes``) is launched as that many spawned processes
     in one torch.distributed group (``executors.distributed``), one such job at a time.
     """
 
-    def __init__(self, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise bad_value("jobs", "a positive integer", workers)
+    def __init__(self, workers: int = 1, threads: int | None = None) -> None:
+        for name, value in (("jobs", workers), ("threads", threads)):
+            if value is None and name == "threads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad_value(name, "a positive integer", value)
         self.workers = workers
+        self.threads = threads
         self._pool: ProcessPoolExecutor | None = None
         self._launcher: ThreadPoolExecutor | None = None
 
     def run(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Any]]:
         if self.workers == 1:
             for job in jobs:
+                before = torch.get_num_threads()
+                if self.threads is not None:
+                    torch.set_num_threads(self.threads)
                 try:
                     if job.processes > 1:
                         result = run_local(job, modules(job))
@@ -58,6 +73,8 @@ class LocalExecutor(Executor):
                         result = execute(job, executor="local")
                 except Exception as err:
                     raise named(err, job) from None
+                finally:
+                    torch.set_num_threads(before)
                 yield job, result
             return
         for job in jobs:
@@ -91,14 +108,21 @@ class LocalExecutor(Executor):
                 future.cancel()
 
     def prepare(self, ledger: str, artifacts: str) -> dict[str, Any]:
-        return {"executor": "local", "workers": self.workers}
+        return {"executor": "local", "workers": self.workers, "threads": self._threads()}
+
+    def _threads(self) -> int:
+        """Torch threads per job: as given; else all of torch's in one process, 1 per worker."""
+        if self.threads is not None:
+            return self.threads
+        return torch.get_num_threads() if self.workers == 1 else 1
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # 'spawn': forking a process that already ran torch's thread pools can deadlock.
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                initializer=_pin_one_thread,
+                initializer=_start_worker,
+                initargs=(self._threads(),),
                 mp_context=multiprocessing.get_context("spawn"),
             )
         return self._pool
@@ -107,6 +131,24 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+    def stop(self) -> None:
+        """End every worker process now (SIGKILL: workers ignore the stop signals, see
+        ``_start_worker``) and reap it; jobs running are abandoned (a resume redoes them)."""
+        # Every process this one started through multiprocessing: the pool's workers and the
+        # ranks of a multi-process job. (ProcessPoolExecutor has no public way to end its
+        # workers before Python 3.14's terminate_workers.)
+        children = multiprocessing.active_children()
+        for child in children:
+            child.kill()
+        for child in children:
+            child.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._launcher is not None:
+            self._launcher.shutdown(wait=False, cancel_futures=True)
+            self._launcher = None
 
     def close(self) -> None:
         if self._launcher is not None:

@@ -467,6 +467,14 @@ def _tuning(d: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def where_text(where: dict[str, Any]) -> str:
+    """Where a run's jobs ran, in words: 'local, 2 job(s) at a time, 1 thread(s) each'."""
+    text = f"{where.get('executor', 'local')}, {where.get('workers')} job(s) at a time"
+    if where.get("threads"):
+        text += f", {where['threads']} thread(s) each"
+    return text
+
+
 def _environment(d: dict[str, Any]) -> str:
     env = d.get("environment")
     if not env:
@@ -488,13 +496,7 @@ def _environment(d: dict[str, Any]) -> str:
     ]
     where = env.get("executor") or {}
     if where:
-        kind = where.get("executor", "local")
-        rows.append(
-            [
-                _td("executor", cls="l"),
-                _td(f"{kind}, {where.get('workers')} job(s) at a time", cls="l"),
-            ]
-        )
+        rows.append([_td("executor", cls="l"), _td(where_text(where), cls="l")])
         for node in where.get("nodes", []):
             label = f"{node.get('host')} ({node.get('address')})"
             detail = f"{node.get('cpus')} CPUs, {node.get('gpus')} GPUs"

@@ -33,7 +33,7 @@ from tidian.export import OnnxModel, export_onnx
 from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
 from tidian.models.io import load_model
 from tidian.stages.base import Context, Proposal, Stage, register_stage
-from tidian.stages.study import open_study
+from tidian.stages.study import RETRIED, make_positional, open_study, retire_lost
 
 
 def _label(kind: str, config: Any) -> str:
@@ -217,9 +217,10 @@ class Compress(Stage):
             ctx.storage,
             ctx.study_name,
             ["maximize" if sign > 0 else "minimize"] + ["minimize"] * len(costs),
-            optuna.samplers.NSGAIISampler(seed=config.seed),
+            make_positional(lambda seed: optuna.samplers.NSGAIISampler(seed=seed), config.seed),
             feature="the compress stage",
         )
+        retire_lost(study)  # trials a killed run left asked and untold: drawn again
 
         def measure(plans: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
             spec = {"parent": parent, "train": incumbent.train, "metric": metric}
@@ -233,7 +234,7 @@ class Compress(Stage):
         (reference,) = measure([[]])
         if "error" in reference:
             raise ConfigError(f"compress: the incumbent itself cannot run: {reference['error']}")
-        done = sum(t.state.is_finished() for t in study.trials)
+        done = sum(t.state.is_finished() and not t.user_attrs.get(RETRIED) for t in study.trials)
         batch = ctx.executor.workers if ctx.executor else 1
         while done < config.trials:
             trials = [study.ask() for _ in range(min(batch, config.trials - done))]

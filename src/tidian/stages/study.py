@@ -7,6 +7,7 @@ position, quiet (the pipeline reports, not Optuna).
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -30,9 +31,21 @@ def storage(url: str | None, heartbeat: bool = False) -> Any:
         {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     )
     beats = {"heartbeat_interval": HEARTBEAT, "grace_period": GRACE} if heartbeat else {}
-    with warnings.catch_warnings():  # heartbeats are "experimental" in name since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeats: "experimental" in name since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
+        except SQLAlchemyError:
+            # Runs that start together on a new store race to create Optuna's tables; the
+            # loser fails ("already exists", a unique violation on its version table). Once
+            # the winner is done the tables are there: opening again is safe.
+            if attempt == 5:
+                raise
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def open_study(
@@ -67,3 +80,82 @@ def load_study(
     return optuna.load_study(
         study_name=name, storage=storage(url, heartbeat), sampler=sampler, pruner=pruner
     )
+
+
+# User attribute of a trial that was lost (its run killed, its node gone) and does not count:
+# it holds no place in the budget and its sample is drawn again.
+RETRIED = "tidian_retried"
+
+
+def make_positional(factory: Any, seed: int) -> Any:
+    """An Optuna sampler whose every trial is drawn as if it were the study's ``k``-th, where
+    ``k`` is its place in the budget (trials before it, less lost ones): the sampler
+    ``factory(seed + k)`` makes draws it. A resumed study therefore continues the sequence an
+    uninterrupted one draws, and workers sharing a study draw distinct samples without seed
+    offsets.
+
+    Optuna's samplers keep one random generator per process, which a resumed run restarts
+    from its seed, so it re-draws what it tried before; Optuna has no way to seed a single
+    trial, hence this wrapper (a fresh sampler per trial is cheap: the model-based ones read
+    their history from the study, not from themselves)."""
+    optuna = require("optuna", "tune", "Optuna studies")
+
+    class Positional(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._factory, self._seed = factory, seed
+            self._current: dict[int, tuple[Any, int]] = {}  # trial id -> (its sampler, place)
+            self._idle = factory(seed)  # for calls outside a trial (reseed_rng)
+
+        def _for(self, study: Any, trial: Any) -> tuple[Any, int]:
+            if trial._trial_id not in self._current:
+                done = study._storage.get_all_trials(study._study_id, deepcopy=False)
+                k = sum(t.number < trial.number and not t.user_attrs.get(RETRIED) for t in done)
+                self._current[trial._trial_id] = (self._factory(self._seed + k), k)
+            return self._current[trial._trial_id]
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            sampler, k = self._for(study, trial)
+            # The grid sampler takes its first pass over the grid in order of trial number:
+            # it sees the trial numbered by its place. (Only here: TPE, for one, tells the
+            # trial apart from its history by its number.)
+            sampler.before_trial(study, _renumbered(trial, k))
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._for(study, trial)[0].infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._for(study, trial)[0].sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution) -> Any:
+            sampler = self._for(study, trial)[0]
+            return sampler.sample_independent(study, trial, name, distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            sampler, _ = self._current.pop(trial._trial_id, (self._idle, None))
+            sampler.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self._idle.reseed_rng()
+
+    return Positional()
+
+
+def _renumbered(trial: Any, k: int) -> Any:
+    """A copy of ``trial`` numbered by its place in the budget."""
+    import copy
+
+    seen = copy.copy(trial)
+    seen.number = k
+    return seen
+
+
+def retire_lost(study: Any) -> list[Any]:
+    """Trials a killed run left RUNNING: failed and flagged as retried, so they neither count
+    against the budget nor hold a place in the sampler's sequence. Returns them."""
+    optuna = require("optuna", "tune", "Optuna studies")
+    states = optuna.trial.TrialState
+    lost = study.get_trials(deepcopy=False, states=(states.RUNNING,))
+    for trial in lost:
+        study._storage.set_trial_user_attr(trial._trial_id, RETRIED, True)
+        study._storage.set_trial_state_values(trial._trial_id, states.FAIL)
+    return lost

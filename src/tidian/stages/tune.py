@@ -23,7 +23,7 @@ from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
-from tidian.stages.study import load_study, open_study
+from tidian.stages.study import RETRIED, load_study, make_positional, open_study
 from tidian.training.build import train_new
 from tidian.training.config import TrainConfig
 
@@ -81,9 +81,15 @@ class TuneConfig:
             grid(self.space, "space")
 
 
-def _sampler(config: TuneConfig, n_objectives: int):
+def _sampler(config: TuneConfig):
+    """The stage's sampler, drawing each trial from its place in the budget (a resumed study
+    draws what an uninterrupted one would)."""
+    return make_positional(lambda seed: _seeded_sampler(config, seed), config.seed)
+
+
+def _seeded_sampler(config: TuneConfig, seed: int):
     optuna = require("optuna", "tune", "the tune stage")
-    s, seed = config.sampler, config.seed
+    s = config.sampler
     if s == "grid":
         return optuna.samplers.GridSampler(grid(config.space, "space"), seed=seed)
     if s == "random":
@@ -134,8 +140,7 @@ def _spent(study) -> int:
 
     states = tuple(getattr(optuna.trial.TrialState, s) for s in _FINISHED_STATES)
     return sum(
-        not t.user_attrs.get("tidian_retried")
-        for t in study.get_trials(deepcopy=False, states=states)
+        not t.user_attrs.get(RETRIED) for t in study.get_trials(deepcopy=False, states=states)
     )
 
 
@@ -226,17 +231,17 @@ def _optimize(
 def trials_job(job: Job) -> int:
     """A trial worker: runs ``config.trials`` trials of the run's study (shared through the
     store's database). ``config``: ``storage``, ``study``, ``tune`` (the stage's config),
-    ``incumbent`` ({model, train}), ``objectives``, ``index`` (its sampler's seed offset)."""
+    ``incumbent`` ({model, train}), ``objectives``, ``index`` (the worker's number),
+    ``dispatch`` (the stage run it belongs to)."""
     optuna = require("optuna", "tune", "the tune stage")
     c = job.config
     index = c["index"]
     name = f"{c['dispatch']}:{index}"
     config = TuneConfig(**c["tune"])
-    worker_config = dataclasses.replace(config, seed=config.seed + index)  # distinct samples
     study = load_study(
         c["storage"],
         c["study"],
-        _sampler(worker_config, len(c["objectives"])),
+        _sampler(config),  # workers draw distinct samples: each trial from its own place
         _pruner(config.pruner),
         heartbeat=True,
     )
@@ -248,13 +253,12 @@ def trials_job(job: Job) -> int:
     lost = [
         t
         for t in mine
-        if not t.user_attrs.get("tidian_retried")
+        if not t.user_attrs.get(RETRIED)
         and (t.state == states.RUNNING or (t.state == states.FAIL and _stale(t)))
     ]
     _requeue(study, lost)
     done = sum(
-        t.state.is_finished() and not t.user_attrs.get("tidian_retried") and t not in lost
-        for t in mine
+        t.state.is_finished() and not t.user_attrs.get(RETRIED) and t not in lost for t in mine
     )
     _optimize(
         study,
@@ -282,7 +286,7 @@ def _requeue(study, trials) -> None:
 
     storage = study._storage
     for trial in trials:
-        storage.set_trial_user_attr(trial._trial_id, "tidian_retried", True)
+        storage.set_trial_user_attr(trial._trial_id, RETRIED, True)
         if trial.state == optuna.trial.TrialState.RUNNING:
             storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=False)
@@ -311,7 +315,7 @@ class Tune(Stage):
             ctx.storage,
             ctx.study_name,
             _directions(objectives),
-            _sampler(config, len(objectives)),
+            _sampler(config),
             _pruner(config.pruner),
             feature="the tune stage",
         )

@@ -16,9 +16,13 @@ everything that reads models (torch, ONNX Runtime) works on local files.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import glob
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -162,10 +166,11 @@ def writing(location: str | os.PathLike) -> Iterator[Path]:
     Local: the folder is made beside ``location`` and renamed into place. Remote: it is made
     in the temporary directory, uploaded, and committed by a marker naming this attempt,
     written last — a reader never takes a half-written artifact for a whole one."""
-    attempt = uuid.uuid4().hex[:12]
+    attempt = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     if not is_remote(location):
         target = Path(_plain(location))
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(target)
         tmp = target.parent / f".{target.name}.{attempt}.tmp"
         tmp.mkdir()  # (not mkdtemp: its 0700 mode would outlive the rename)
         try:
@@ -173,8 +178,7 @@ def writing(location: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        swap(tmp, target)
         return
     tmp = Path(tempfile.mkdtemp(prefix="tidian-artifact-"))
     try:
@@ -190,3 +194,54 @@ def writing(location: str | os.PathLike) -> Iterator[Path]:
             f.write(attempt)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def swap(new: Path, target: Path) -> None:
+    """Put the local folder ``new`` at ``target`` in one step: a reader sees the old folder
+    whole or the new one whole, never a mix. An old folder at ``target`` is removed.
+
+    Linux exchanges the two names atomically (renameat2 with RENAME_EXCHANGE, which Python's
+    os module does not expose); elsewhere, or on a filesystem without it, the old folder is
+    renamed aside first, leaving a moment with no folder at ``target`` (never a mixed one)."""
+    if not target.exists():
+        new.rename(target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now the old folder
+        return
+    aside = new.with_suffix(".old")  # .NAME.ATTEMPT.old
+    target.rename(aside)
+    new.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    libc = ctypes.util.find_library("c")
+    renameat2 = getattr(ctypes.CDLL(libc, use_errno=True), "renameat2", None) if libc else None
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Temporary folders beside ``target`` that a killed writer on this machine left behind
+    (named ``.NAME.HOST-PID-….tmp`` / ``.old``; its process is gone)."""
+    host = socket.gethostname()
+    for stray in target.parent.glob(f".{glob.escape(target.name)}.{glob.escape(host)}-*"):
+        pid = stray.name[len(target.name) + len(host) + 3 :].split("-", 1)[0]
+        if stray.suffix in (".tmp", ".old") and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(stray, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

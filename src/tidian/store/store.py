@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tidian.exceptions import DataError, TidianError, require
@@ -31,6 +32,30 @@ from tidian.store.artifacts import is_remote, join, makedirs
 from tidian.store.schema import CandidateRow, RunRow, SeedResultRow, StageRow
 
 DEFAULT_URL = "sqlite:///tidian.db"
+
+
+# The key of the PostgreSQL advisory lock that serialises schema changes (any fixed number).
+_SCHEMA_LOCK_KEY = 0x7469_6469_616E
+
+
+@contextlib.contextmanager
+def schema_lock(connection: Any) -> Iterator[None]:
+    """Hold the database's schema lock on ``connection`` for the block: a PostgreSQL advisory
+    lock, or on SQLite an exclusive transaction (other writers wait, up to the busy timeout).
+    Without it, runs started together on a new store race to create the same tables."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({_SCHEMA_LOCK_KEY})")
+        try:
+            yield
+        finally:
+            connection.rollback()  # (a no-op after the block's commit)
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_SCHEMA_LOCK_KEY})")
+            connection.commit()
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN EXCLUSIVE")
+        yield
+    else:
+        yield
 
 
 class StoreError(TidianError):
@@ -63,9 +88,18 @@ class Store:
             require("psycopg", "postgres", "a PostgreSQL store")
         try:
             self.engine = self._engine(self.url)
-            with self.engine.connect() as connection:
-                self._migrate(connection)
-                connection.commit()
+            for attempt in range(8):
+                try:
+                    with self.engine.connect() as connection, schema_lock(connection):
+                        self._migrate(connection)
+                        connection.commit()
+                    break
+                except OperationalError as err:
+                    # SQLite answers "locked" at once, busy timeout or not, when a connection
+                    # switches to WAL while another holds the schema lock: safe to try again.
+                    if "locked" not in str(err) or attempt == 7:
+                        raise
+                    time.sleep(0.05 * 2**attempt)
         except SQLAlchemyError as err:
             raise StoreError(
                 f"cannot open the store {self._safe_url()}: "
@@ -128,6 +162,15 @@ class Store:
 
             return engine
         return create_engine(url, pool_pre_ping=True)
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[Any]:
+        """A connection holding the store's schema lock for the block: what creates tables
+        in this database (tidian's migrations, Optuna's schema) does it inside, so that runs
+        started together on a new store create them once."""
+        with self.engine.connect() as connection, schema_lock(connection):
+            yield connection
+            connection.commit()
 
     @staticmethod
     def _migrate(connection) -> None:
