@@ -16,7 +16,7 @@ import tidian.pipeline as pipeline
 from conftest import iris_recipe
 from tidian import ConfigError, DataError
 from tidian.cli import main
-from tidian.store import Store
+from tidian.store import Store, stale
 
 TINY = {
     "task": {"name": "iris"},
@@ -151,19 +151,28 @@ def _start_and_signal(tmp_path, recipe, until_sql, sig, *args):
 
 
 @pytest.mark.slow  # a whole pipeline run
-def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path):
+def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, capsys):
     recipe = {
         **TINY,
         "model": {"name": "mlp", "hidden": [64, 64]},
         "train": {"epochs": 150, "lr": 0.01, "batch_size": 16},
     }
-    url, _, _ = _start_and_signal(
-        tmp_path, recipe, "SELECT count(*) FROM candidates WHERE status='done'", signal.SIGKILL
-    )
+    proc, url, db = _start(tmp_path, recipe)
+    _wait_for(db, "SELECT count(*) FROM candidates WHERE status='done'", proc)
     store = Store(url)
+    (run,) = store.runs()
+    with pytest.raises(DataError, match=f"run '{run['id']}' is still running \\(pid {proc.pid}"):
+        pipeline.run(store=store, resume=run["id"])  # a live run is not taken over
+    proc.kill()
+    proc.wait()
     (run,) = store.runs()
     before = {c["id"]: store.seed_results(c["id"]) for c in store.candidates(run["id"])}
     assert run["status"] == "running"  # killed: nobody could mark it
+    assert stale(run) == f"its driver (pid {proc.pid} on {run['driver']['host']}) is gone"
+    _, out, _ = run_cli(capsys, "runs", "--store", url)
+    assert "stale:" in out  # ...and `tidian runs` says so
+    _, out, _ = run_cli(capsys, "runs", "--store", url, "--json")
+    assert json.loads(out)[0]["stale"] == stale(run)
     assert 1 <= sum(c["status"] == "done" for c in store.candidates(run["id"])) < 4
 
     result = pipeline.run(store=store, resume=run["id"])

@@ -456,15 +456,19 @@ def run_cmd(
 def runs_cmd(
     store: StoreOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
 ) -> None:
-    """List the runs in the store."""
-    from tidian.store import Store
+    """List the runs in the store. A run marked running whose driver died without a word
+    (SIGKILL, power loss) shows as stale, with why; `tidian run --resume RUN` continues it."""
+    from tidian.store import Store, stale
 
     rows = Store(store).runs()
     docs = [
         {
             "run_id": r["id"],
             "status": r["status"],
+            "stale": stale(r),
             "created": r["created"].isoformat(),
+            "driver": r["driver"],
+            "heartbeat": r["heartbeat"].isoformat() if r["heartbeat"] else None,
             "recipe": r["recipe"],
             "incumbent": r["incumbent_id"],
         }
@@ -480,7 +484,7 @@ def runs_cmd(
         rec = d["recipe"]
         table.add_row(
             d["run_id"],
-            d["status"],
+            f"stale: {d['stale']}" if d["stale"] else d["status"],
             d["created"][:19],
             str(rec.get("task")),
             rec["model"]["name"],

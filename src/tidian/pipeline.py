@@ -33,7 +33,7 @@ from tidian.models.io import seed_folder
 from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal
 from tidian.stages.study import storage as optuna_storage
-from tidian.store import Store
+from tidian.store import STALE_AFTER, Store, stale
 from tidian.store.artifacts import join
 from tidian.training.augment import check_policy
 from tidian.training.config import TrainConfig
@@ -585,9 +585,17 @@ def run(
         row = ledger.run(resume)
         if row["status"] == "finished":
             raise DataError(f"run {resume!r} already finished; start a new run instead.")
+        if row["status"] == "running" and row.get("driver") and stale(row) is None:
+            who = row["driver"]
+            raise DataError(
+                f"run {resume!r} is still running (pid {who.get('pid')} on {who.get('host')}, "
+                f"heartbeat {row['heartbeat']:%H:%M:%S} UTC): stop it first; a run whose "
+                f"driver died shows as stale in `tidian runs` (on another host after "
+                f"{STALE_AFTER:.0f} s without a heartbeat) and can be resumed then."
+            )
         parsed = validate_recipe(row["recipe"])
         run_id = resume
-        ledger.update_run(run_id, status="running", error=None)
+        ledger.take_over(run_id)
     else:
         parsed = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
         run_id = None
@@ -607,7 +615,8 @@ def run(
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict(), {**environment(), "executor": where})
         try:
-            _Run(parsed, ledger, run_id, runner, events, task).execute()
+            with ledger.heartbeat(run_id):
+                _Run(parsed, ledger, run_id, runner, events, task).execute()
         except KeyboardInterrupt:
             ledger.update_run(run_id, status="interrupted")
             raise

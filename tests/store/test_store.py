@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 
 from conftest import iris_recipe
 from tidian import DataError
-from tidian.store import Store, StoreError
+from tidian.store import Store, StoreError, stale
 from tidian.store.schema import VERSION_TABLE, Base
 
 URLS = ["sqlite"] + (["postgres"] if os.environ.get("TIDIAN_TEST_POSTGRES") else [])
@@ -36,6 +36,53 @@ def test_migrations_match_the_orm(store):
             conn, opts={"version_table": VERSION_TABLE, "include_name": ours}
         )
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_run_whose_driver_died_shows_as_stale(store):
+    """A run records its driver and a heartbeat: a dead driver on this host (or a reused pid)
+    is seen at once, one elsewhere by a heartbeat older than STALE_AFTER."""
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    run_id = store.create_run({"task": "iris", "model": {"name": "mlp"}})
+    row = store.run(run_id)
+    assert row["driver"]["pid"] == os.getpid() and row["driver"]["host"] == socket.gethostname()
+    assert stale(row) is None  # this process drives it
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = {**row["driver"], "pid": int(done.stdout)}  # a process that has ended
+    store.update_run(run_id, driver=dead)
+    assert stale(store.run(run_id)) == f"its driver (pid {dead['pid']} on {dead['host']}) is gone"
+    reused = {**row["driver"], "started": row["driver"]["started"] - 1}  # our pid, not our start
+    store.update_run(run_id, driver=reused)
+    assert "is gone" in stale(store.run(run_id))
+    away = {"host": "node-7", "pid": os.getpid(), "started": 1}
+    store.update_run(run_id, driver=away, heartbeat=row["heartbeat"] - timedelta(minutes=1))
+    assert stale(store.run(run_id)) is None  # elsewhere, and a minute is within STALE_AFTER
+    store.update_run(run_id, heartbeat=row["heartbeat"] - timedelta(minutes=10))
+    assert stale(store.run(run_id)) == "no heartbeat from node-7 for 10 min"
+    store.update_run(run_id, status="interrupted")
+    assert stale(store.run(run_id)) is None  # only a running run can be stale
+
+
+def test_the_heartbeat_is_stamped_while_the_block_runs(store):
+    import threading
+    import time
+
+    run_id = store.create_run({"task": "iris", "model": {"name": "mlp"}})
+    first = store.run(run_id)["heartbeat"]
+    deadline = time.monotonic() + 120
+    with store.heartbeat(run_id, every=0.05):
+        while store.run(run_id)["heartbeat"] == first:
+            assert time.monotonic() < deadline, "no heartbeat in 2 minutes"
+            time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name.startswith("tidian-heartbeat")]
 
 
 def test_runs_candidates_and_seeds_round_trip(store):

@@ -31,6 +31,10 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # versions, CPU, threads, command line (tidian.environment); None for older runs
     environment: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the process driving the run (host, pid, start time) and its last sign of life, stamped
+    # every store.HEARTBEAT_SECONDS while it runs; None for runs of older versions
+    driver: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    heartbeat: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class StageRow(Base):

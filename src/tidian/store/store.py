@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -60,6 +62,78 @@ def schema_lock(connection: Any) -> Iterator[None]:
 
 class StoreError(TidianError):
     """The store cannot be reached, created or written."""
+
+
+# A running run's driver stamps its row this often; a run whose stamp is older than STALE_AFTER
+# (or whose driver process on this host is gone) is shown as stale: its driver died without a
+# word (SIGKILL, power loss, a lost node) and `tidian run --resume` may take it over.
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER = 120.0
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux /proc), None where unknown:
+    with the pid it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def driver() -> dict[str, Any]:
+    """This process as a run's driver: host, pid and start time."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": _process_start(os.getpid()),
+    }
+
+
+def _driver_gone(who: dict[str, Any]) -> bool:
+    """True when ``who`` ran on this host and that process no longer runs (or is a zombie)."""
+    if who.get("host") != socket.gethostname() or not isinstance(who.get("pid"), int):
+        return False
+    pid = who["pid"]
+    if Path("/proc").is_dir():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        state = stat.rsplit(")", 1)[-1].split()[0]
+        started = who.get("started")
+        return state in ("Z", "X") or (started is not None and _process_start(pid) != started)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def stale(row: dict[str, Any], now: datetime | None = None) -> str | None:
+    """Why run ``row`` (a ``runs`` row) is marked running but has no live driver, or None
+    when it is not running or its driver is alive as far as can be told."""
+    if row.get("status") != "running" or not row.get("driver"):
+        return None  # finished, failed, interrupted, or from a version without heartbeats
+    who = row["driver"]
+    if _driver_gone(who):
+        return f"its driver (pid {who['pid']} on {who['host']}) is gone"
+    beat = row.get("heartbeat")
+    age = ((now or _now()) - beat).total_seconds() if beat else None
+    if age is not None and age > STALE_AFTER:
+        return f"no heartbeat from {who.get('host')} for {_duration(age)}"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def default_url() -> str:
@@ -217,6 +291,8 @@ class Store:
                     recipe=recipe,
                     directory=str(directory),
                     environment=environment,
+                    driver=driver(),
+                    heartbeat=_now(),
                 )
             )
         return run_id
@@ -242,6 +318,40 @@ class Store:
         """Every run, oldest first. Writes nothing."""
         with self._session() as s:
             return [_row(r) for r in s.scalars(select(RunRow).order_by(RunRow.created))]
+
+    def take_over(self, run_id: str) -> None:
+        """Make this process the driver of run ``run_id`` (a resume): status ``running``, no
+        error, this host and pid, a fresh heartbeat."""
+        self.update_run(run_id, status="running", error=None, driver=driver(), heartbeat=_now())
+
+    @contextlib.contextmanager
+    def heartbeat(self, run_id: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+        """Stamp run ``run_id``'s heartbeat every ``every`` seconds while the block runs, from
+        a thread with its own connection. A stamp that fails is retried at the next beat: a
+        busy or briefly unreachable database never fails the run."""
+        done = threading.Event()
+        engine = self._engine(self.url)
+
+        def beat() -> None:
+            while not done.wait(every):
+                try:
+                    with engine.begin() as connection:
+                        connection.execute(
+                            RunRow.__table__.update()
+                            .where(RunRow.id == run_id, RunRow.status == "running")
+                            .values(heartbeat=_now())
+                        )
+                except SQLAlchemyError:
+                    continue
+
+        thread = threading.Thread(target=beat, name=f"tidian-heartbeat-{run_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            engine.dispose()
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set columns of run ``run_id`` (status, incumbent_id, pareto, error…) in one
