@@ -91,3 +91,20 @@ def test_console_script_entry_point():
         timeout=120,
     )
     assert done.returncode == 2 and "neither a built-in task" in done.stderr
+
+
+@pytest.mark.parametrize("json_flag", [["--json"], []])
+def test_output_that_cannot_be_written_is_an_error_not_a_silent_success(tmp_path, json_flag):
+    """`tidian runs` into a full disk (/dev/full): exit 1 with one message, not exit 0 having
+    written nothing and not a traceback."""
+    store = f"sqlite:///{tmp_path / 'l.db'}"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tidian.cli", "runs", "--store", store, *json_flag],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: could not write the output: No space left on device"

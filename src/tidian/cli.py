@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import sys
@@ -183,7 +184,7 @@ def evaluate_cmd(
     if as_json:
         doc = result.to_dict()
         doc["cost"] = cost.to_dict()
-        print(json.dumps(doc, indent=2, default=str))
+        _print_json(doc)
         return
     s = loaded.summary()
     console.print(
@@ -271,7 +272,7 @@ def recipe_schema_cmd() -> None:
     """Print the JSON Schema of recipes (for editor completion)."""
     from tidian.recipe import recipe_schema
 
-    print(json.dumps(recipe_schema(), indent=2))
+    _print_json(recipe_schema())
 
 
 class _Progress:
@@ -475,7 +476,7 @@ def runs_cmd(
         for r in rows
     ]
     if as_json:
-        print(json.dumps(docs, indent=2))
+        _print_json(docs)
         return
     table = Table(title="runs")
     for col in ("run", "status", "created", "task", "baseline", "stages"):
@@ -504,7 +505,7 @@ def show_cmd(
     ledger = Store(store)
     res = pipeline.result(ledger, run_id)
     if as_json:
-        print(json.dumps(res.to_dict(), indent=2, default=str))
+        _print_json(res.to_dict())
         return
     _print_run(res)
     console.print(f"Pareto set (quality, latency, params): {res.pareto}")
@@ -676,7 +677,7 @@ def explain_cmd(
         )
     data["candidate"] = {"id": row["id"], "label": row["label"], "folder": str(folder)}
     if as_json:
-        print(json.dumps(to_json(data), indent=2))
+        _print_json(to_json(data))
         return
     ag = data["agreement"]
     console.print(
@@ -739,7 +740,7 @@ def report_cmd(
     if as_json:
         with _progress() as progress:
             data = collect(ledger, run_id, progress=_Steps(progress), **options)
-        print(json.dumps(to_json(data), indent=2))
+        _print_json(to_json(data))
         return
     target = out or Path(f"report-{run_id}.html")
     with _progress() as progress:
@@ -781,14 +782,51 @@ def serve_cmd(
         server.server_close()
 
 
+def _print_json(doc: Any) -> None:
+    """Write ``doc`` as JSON on standard output and flush it: a --json command prints its
+    whole document or fails with a message (exit 1), never exits 0 having written nothing."""
+    text = json.dumps(doc, indent=2, default=str)
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except OSError as err:
+        raise OutputError(f"could not write the output: {err.strerror or err}") from None
+
+
+class OutputError(TidianError):
+    """Standard output could not be written (a full disk, a closed pipe)."""
+
+
+def _error(message: str) -> None:
+    # the message as written: brackets in it ('tidian[onnx]') are text, not rich markup
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: foreseeable errors print one clear message and exit with status 2."""
+    """Entry point: foreseeable errors print one clear message and exit with status 2; output
+    that cannot be written (a full disk) is an error too (status 1), never a silent exit 0."""
     try:
         app(args=argv)
+    except OutputError as err:
+        _error(str(err))
+        sys.exit(1)
     except TidianError as err:
-        # the message as written: brackets in it ('tidian[onnx]') are text, not rich markup
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        _error(str(err))
         sys.exit(2)
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
+        try:
+            sys.stdout.flush()  # written now, while a failure can still be reported
+        except OSError as err:
+            _error(f"could not write the output: {err.strerror or err}")
+            sys.exit(1)
+        raise
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EIO, errno.EBADF, errno.EFBIG):
+            raise
+        _error(f"could not write the output: {err.strerror or err}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
