@@ -366,3 +366,39 @@ def test_threads_per_job_are_set_recorded_with_every_seed_and_shown(
     assert f"{jobs} job(s) at a time, {threads} thread(s) each" in " ".join(out.split())
     code, _, _ = run_cli(capsys, "run", str(path), "--store", url, "--threads", "0")
     assert code == 2
+
+
+def test_a_stage_that_cannot_apply_to_the_recipes_model_is_refused_before_training(tmp_path):
+    """Structured pruning of a model it cannot prune (mixture-of-experts layers) fails at the
+    check, naming the stage, with nothing trained and no run row; after a stage that may
+    change the model's class (architecture) it is left to the stage."""
+    store = Store(f"sqlite:///{tmp_path / 'l.db'}")
+    moe = {"name": "mlp", "hidden": [8], "moe_experts": 2}
+    recipe = {
+        "task": "iris",
+        "model": moe,
+        "train": {"epochs": 1},
+        "evaluate": {"seeds": 2},
+        "stages": [
+            {"train_variants": {"candidates": [{"lr": 0.1}]}},
+            {"prune": {"amount": 0.5, "finetune_epochs": 1}},
+        ],
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"stages\[1\]\.prune: structured pruning of "
+        r"mixture-of-experts layers is not supported.*found before training",
+    ):
+        pipeline.run(recipe, store=store)
+    assert store.runs() == []
+    # unstructured pruning of the same model is fine, and so is structured pruning reached
+    # only after an architecture search (the model it gets is not known before the run)
+    for stages in (
+        [{"prune": {"amount": 0.5, "structured": False, "finetune_epochs": 1}}],
+        [
+            {"architecture": {"candidates": [{"name": "mlp", "hidden": [8]}]}},
+            {"prune": {"amount": 0.5, "finetune_epochs": 1}},
+        ],
+    ):
+        parsed = pipeline.load_recipe({**recipe, "stages": stages})
+        pipeline._check_against_task(parsed, parsed.load_task())

@@ -40,6 +40,7 @@ from tidian.export import OnnxModel, export_onnx, predict_file
 from tidian.models import (
     MODELS,
     ModelSpec,
+    Signature,
     count_parameters,
     create_model,
     describe_models,
@@ -50,7 +51,7 @@ from tidian.models import (
 )
 from tidian.pipeline import RunResult, run
 from tidian.recipe import Recipe, RecipeError, load_recipe
-from tidian.registry import Registry
+from tidian.registry import Registry, import_plugins
 from tidian.stages import STAGES, Proposal, Stage
 from tidian.store import Store, StoreError
 from tidian.tasks import TASKS, Split, Task, array_task, load_task
@@ -84,6 +85,7 @@ __all__ = [
     "Registry",
     "RunResult",
     "SeedRun",
+    "Signature",
     "Split",
     "Stage",
     "Store",
@@ -105,6 +107,7 @@ __all__ = [
     "evaluate",
     "export_onnx",
     "fit",
+    "import_plugins",
     "load_model",
     "load_recipe",
     "load_task",

@@ -28,6 +28,24 @@ app = typer.Typer(
 console = Console()
 
 
+@app.callback()
+def _plugins(
+    imports: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import",
+            metavar="MODULE",
+            envvar="TIDIAN_IMPORT",
+            help="Import MODULE first (repeatable; TIDIAN_IMPORT: space-separated): your "
+            "models, losses or steps registered there can be named and rebuilt. Modules named "
+            "in installed packages' `tidian.models` entry points are imported always.",
+        ),
+    ] = None,
+) -> None:
+    """tidian — upgrade machine-learning models and prove each upgrade."""
+    tidian.import_plugins(imports or [])
+
+
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
     """``key=value`` strings → dict; values are read as YAML (``3``, ``0.1``, ``[8, 8]``)."""
     out: dict[str, Any] = {}

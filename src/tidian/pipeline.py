@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tidian.compression.apply import step_modules
 from tidian.environment import environment
 from tidian.evaluation.cost import deployed_runner, deployment_cost, interleaved_latency
@@ -31,11 +33,12 @@ from tidian.executors import Executor, Job
 from tidian.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
 from tidian.models.io import seed_folder
 from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
-from tidian.stages import STAGES, Context, Proposal
+from tidian.stages import STAGES, Context, Proposal, Stage
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
 from tidian.store.artifacts import join
 from tidian.training.augment import check_policy
+from tidian.training.build import seeded_model
 from tidian.training.config import TrainConfig
 
 Events = Callable[[str, dict[str, Any]], None]
@@ -546,11 +549,28 @@ def _check_against_task(recipe: Recipe, task: Any) -> None:
 
     if recipe.train.get("augment"):
         check_policy(recipe.train["augment"], task.input_kind, task.target_kind, "train.augment")
-    for i, (name, config) in enumerate(recipe.stage_entries()):
+    stages = [STAGES.entry(name).obj(config) for name, config in recipe.stage_entries()]
+    for i, stage in enumerate(stages):
         try:
-            STAGES.entry(name).obj(config).check(task)
+            stage.check(task)
         except ConfigError as err:
-            raise ConfigError(f"stages[{i}].{name}: {err}") from None
+            raise ConfigError(f"stages[{i}].{stage.name}: {err}") from None
+    # Stages reached with a model of the recipe's class are checked against one (untrained):
+    # a stage that cannot apply to it fails now, not after the baseline has trained.
+    reached = []
+    for stage in stages:
+        reached.append(stage)
+        if not stage.keeps_model_class:
+            break
+    checked = [s for s in reached if type(s).check_model is not Stage.check_model]
+    if checked and isinstance(recipe.model, dict):
+        with torch.random.fork_rng():  # the driver's random state is left as it was
+            model = seeded_model(recipe.model, task, 0)
+        for stage in checked:
+            try:
+                stage.check_model(model)
+            except ConfigError as err:
+                raise ConfigError(f"stages[{stages.index(stage)}].{stage.name}: {err}") from None
 
 
 def run(

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Generic, TypeVar
 
 from tidian.exceptions import ConfigError, UnknownNameError
@@ -138,3 +142,62 @@ def check_options(where: str, func: Callable[..., Any], options: dict[str, Any])
             f"{where} does not take the option(s) {', '.join(hints)}. "
             f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
         )
+
+
+# Modules outside tidian that register things (a user's models, losses, steps): every worker
+# process imports them before its first job, so that names registered in the driver resolve
+# there too. Filled by import_plugins and by register_model; read by executors.base.modules.
+_WORKER_IMPORTS: dict[str, None] = {}
+
+# The entry-point group an installed package names its modules in, so that the command line
+# finds what they register (``[project.entry-points."tidian.models"] mine = "mypkg.models"``).
+PLUGIN_GROUP = "tidian.models"
+
+
+def import_in_workers(module: str) -> None:
+    """Have every worker import ``module`` before it runs a job (the driver has it already).
+    Scripts (``__main__``) are left out: a worker cannot import them by name."""
+    if module and module not in ("__main__", "__mp_main__") and not _is_tidian(module):
+        _WORKER_IMPORTS[module] = None
+
+
+def worker_imports() -> tuple[str, ...]:
+    """The modules :func:`import_in_workers` named, in the order they were named."""
+    return tuple(_WORKER_IMPORTS)
+
+
+def _is_tidian(module: str) -> bool:
+    return module == "tidian" or module.startswith("tidian.")
+
+
+def import_plugins(modules: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Import the modules installed packages name in the ``tidian.models`` entry-point group,
+    then ``modules`` (``tidian --import mypkg.models``; a module in the working directory is
+    found too, as ``python -m`` finds it), so that what they register can be named in
+    recipes and rebuilt by export, report, predict and serve. Returns the modules imported.
+    Raises ConfigError naming the module when one cannot be imported."""
+    loaded: list[str] = []
+    for point in metadata.entry_points(group=PLUGIN_GROUP):
+        where = f"entry point {point.name!r} of {point.dist.name if point.dist else '?'}"
+        loaded.append(_import(point.module, where))
+    for name in modules:
+        loaded.append(_import(name, "--import"))
+    return loaded
+
+
+def _import(name: str, where: str) -> str:
+    try:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            here = {"", os.getcwd()}
+            if err.name != name.split(".")[0] or here & set(sys.path):
+                raise
+            sys.path.insert(0, "")  # the working directory, as `python -m` has it
+            importlib.import_module(name)
+    except Exception as err:  # a user's module may raise anything while importing
+        raise ConfigError(
+            f"cannot import {name!r} ({where}): {type(err).__name__}: {err}"
+        ) from None
+    import_in_workers(name)
+    return name

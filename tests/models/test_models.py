@@ -62,7 +62,9 @@ def test_save_load_round_trip_gives_equal_outputs(name, kind, tiny_tasks, tmp_pa
     model = create_model(name, task, **REQUIRED_OPTIONS.get(name, {})).eval()
     folder = save_model(model, tmp_path / name)
     spec = json.loads((folder / "tidian.json").read_text())
-    assert spec["model"]["name"] == name and spec["model"]["signature"] == task.signature()
+    assert (
+        spec["model"]["name"] == name and spec["model"]["signature"] == task.signature().to_dict()
+    )
     restored = load_model(folder)
     x = _batch(task)
     with torch.no_grad():

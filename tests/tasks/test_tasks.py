@@ -127,12 +127,17 @@ def test_task_validation_errors():
 
 def test_task_summary_and_signature():
     task = load_task("iris")
-    assert task.signature() == {
+    sig = task.signature()
+    assert sig.to_dict() == {
         "input_kind": "vector",
         "input_shape": [4],
         "target_kind": "classes",
         "n_outputs": 3,
         "vocab_size": None,
     }
+    # one type, read as attributes or as a mapping (a builder written either way works)
+    assert sig.input_shape == sig["input_shape"] == (4,) and dict(sig)["n_outputs"] == 3
+    with pytest.raises(KeyError, match="'shape': a model signature has input_kind, input_shape"):
+        sig["shape"]
     assert task.summary()["train"] == len(task.train)
     assert "iris" in tidian.TASKS

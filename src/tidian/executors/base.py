@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidian.exceptions import ConfigError, TidianError, bad_value
-from tidian.registry import Registry
+from tidian.registry import Registry, worker_imports
 
 JOBS: Registry[Callable[[Job], Any]] = Registry("job handler")
 
@@ -115,9 +115,11 @@ class Job:
 
 
 def modules(job: Job) -> tuple[str, ...]:
-    """The modules that register what ``job`` needs: its handler's, then ``job.imports``."""
+    """The modules that register what ``job`` needs: its handler's, ``job.imports``, then the
+    user's modules every worker imports (:func:`tidian.registry.import_in_workers`)."""
     entry = JOBS.entry(job.handler)
-    return tuple(m for m in dict.fromkeys([entry.meta.get("module", ""), *job.imports]) if m)
+    named = [entry.meta.get("module", ""), *job.imports, *worker_imports()]
+    return tuple(m for m in dict.fromkeys(named) if m)
 
 
 # Where the running job runs, as its executor describes it (:func:`worker_info`).
@@ -144,7 +146,13 @@ def execute(job: Job, imports: Sequence[str] = (), **where: Any) -> Any:
     fresh worker process. ``where`` describes the worker for :func:`worker_info`."""
     for name in imports:
         if name not in sys.modules and name != "__main__":
-            importlib.import_module(name)
+            try:
+                importlib.import_module(name)
+            except ImportError as err:
+                raise ConfigError(
+                    f"{job.describe()}: the worker cannot import {name!r}, which registers "
+                    f"what the job names ({err}); install it where the jobs run."
+                ) from None
     _WORKER.clear()
     _WORKER.update(where)
     try:

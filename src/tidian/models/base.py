@@ -12,7 +12,8 @@ kind into what a family consumes, so that one family works on every kind where i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -33,8 +34,13 @@ NORMS = ("none", "batch", "layer")
 
 
 @dataclass(frozen=True)
-class Signature:
-    """What a model's shape depends on; saved with its weights so it can be rebuilt."""
+class Signature(Mapping[str, Any]):
+    """What a model's shape depends on; saved with its weights so it can be rebuilt.
+
+    ``Task.signature()`` returns one and a registered model's builder receives one. Read it
+    as attributes (``sig.input_shape``) or as a read-only mapping (``sig["input_shape"]``,
+    ``dict(sig)``); ``Signature.of(task_or_dict)`` makes one.
+    """
 
     input_kind: str
     input_shape: tuple[int, ...]
@@ -49,16 +55,31 @@ class Signature:
         if isinstance(task, dict):
             data = dict(task)
         elif hasattr(task, "signature"):
-            data = task.signature()
+            return cls.of(task.signature())
         else:
             raise bad_value("task", "a tidian Task or a model signature", type(task).__name__)
         data["input_shape"] = tuple(data["input_shape"])
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON data (``input_shape`` a list)."""
         data = asdict(self)
         data["input_shape"] = list(self.input_shape)
         return data
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _SIGNATURE_FIELDS:
+            raise KeyError(f"{key!r}: a model signature has {', '.join(_SIGNATURE_FIELDS)}")
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SIGNATURE_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_SIGNATURE_FIELDS)
+
+
+_SIGNATURE_FIELDS = tuple(f.name for f in fields(Signature))
 
 
 def check_choice(param: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from torch import nn
 
 from tidian.models.base import MODELS, Head, Signature, refuse
-from tidian.registry import check_options
+from tidian.registry import check_options, import_in_workers
 
 SPEC_ATTR = "_tidian_spec"
 
@@ -78,9 +78,18 @@ def set_spec(model: nn.Module, spec: ModelSpec) -> None:
 def register_model(name: str, *, inputs: tuple[str, ...], instead: str = "another model"):
     """Decorator adding a user's model builder ``fn(signature, **options)`` to the zoo.
 
-    A registered model can then be named in recipes and rebuilt from a saved spec.
+    A registered model can then be named in recipes and rebuilt from a saved spec; worker
+    processes import the builder's module before their jobs (unless it is a script's
+    ``__main__``, which the worker re-runs itself). The command line finds builders through
+    ``--import MODULE`` or the ``tidian.models`` entry-point group.
     """
-    return MODELS.register(name, inputs=tuple(inputs), instead=instead)
+    register = MODELS.register(name, inputs=tuple(inputs), instead=instead)
+
+    def decorator(fn):
+        import_in_workers(getattr(fn, "__module__", "") or "")
+        return register(fn)
+
+    return decorator
 
 
 def count_parameters(model: nn.Module) -> int:

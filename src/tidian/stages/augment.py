@@ -38,6 +38,8 @@ class AugmentConfig:
 class Augment(Stage):
     """The incumbent retrained with per-batch data augmentation."""
 
+    keeps_model_class = True
+
     edits_model = True
 
     example: ClassVar[dict[str, Any]] = {"policy": [{"noise": 0.1}, {"mixup": 0.2}]}

@@ -92,6 +92,9 @@ class Stage:
       a run starts (:meth:`requirements` adds those its config needs).
     * ``edits_model``: it changes or retrains a trained torch model, so it cannot come after
       a stage that quantises (:meth:`quantizes`) in a recipe.
+    * ``keeps_model_class``: the model it passes on is of the class it received (retrained,
+      pruned, re-weighted — not another family, a wrapper or a student), so the stages after it
+      can be checked against the recipe's model before anything trains (:meth:`check_model`).
     * ``sections``: the report sections its results feed (keys of ``report.collect``'s data).
     * ``example``: a small config that runs on a tiny task, for the documentation and the
       stage conformance tests (``tests/stages/test_conformance.py``);
@@ -102,6 +105,7 @@ class Stage:
     kind: ClassVar[str] = "quality"
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     edits_model: ClassVar[bool] = False
+    keeps_model_class: ClassVar[bool] = False
     sections: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[dict[str, Any] | None] = None
 
@@ -128,6 +132,11 @@ class Stage:
     def check(self, task: Any) -> None:
         """Raise ConfigError when the config cannot apply to ``task`` (called before the run
         starts, so a bad setting fails before the baseline trains)."""
+
+    def check_model(self, model: Any) -> None:
+        """Raise ConfigError when the config cannot apply to ``model``, an untrained model
+        of the recipe's (called before the run starts, for the stages that every stage before
+        them passes a model of that class: see ``keeps_model_class``)."""
 
     def gate_kind(self) -> str | None:
         """ "quality" or "cost" when the config picks the gate (None: the registered kind)."""

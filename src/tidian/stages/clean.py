@@ -69,6 +69,8 @@ class CleanConfig:
 class Clean(Stage):
     """Duplicates, leakage and label noise found, reported and removed (gated)."""
 
+    keeps_model_class = True
+
     edits_model = True
 
     def requirements(self) -> list[tuple[str, str]]:

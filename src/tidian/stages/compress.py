@@ -26,6 +26,7 @@ from tidian.compression.finetune import check_distill
 from tidian.compression.lowrank import LowRankConfig
 from tidian.compression.prune import PruneConfig
 from tidian.compression.quantize import QuantizeConfig
+from tidian.compression.surgery import unit_groups
 from tidian.evaluation.cost import measure_onnx_cost
 from tidian.exceptions import ConfigError, TidianError, bad_value, require
 from tidian.executors import Job, execute, job_handler
@@ -62,9 +63,23 @@ class _OneStep(Stage):
         return [_transform(incumbent, _label(self.step, self.config), [{self.step: config}])]
 
 
+def _check_structured(model: Any, stage: str) -> None:
+    """Refuse structured pruning of a model whose unit groups are unknown, before training."""
+    try:
+        unit_groups(model)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (found before training: {stage} would fail on it)") from None
+
+
 @register_stage("prune", config=PruneConfig, kind="cost")
 class Prune(_OneStep):
     """Structured or unstructured pruning of the incumbent, fine-tuned, gated non-inferior."""
+
+    keeps_model_class = True
+
+    def check_model(self, model: Any) -> None:
+        if self.config.structured and self.config.amount > 0:
+            _check_structured(model, "prune")
 
     step = "prune"
     example: ClassVar[dict[str, Any]] = {"amount": 0.5, "structured": True, "finetune_epochs": 1}
@@ -187,6 +202,10 @@ class Compress(Stage):
 
     def quantizes(self) -> bool:
         return any(m != "none" for m in self.config.modes)
+
+    def check_model(self, model: Any) -> None:
+        if self.config.structured and any(a > 0 for a in self.config.amounts):
+            _check_structured(model, "compress")
 
     example: ClassVar[dict[str, Any]] = {
         "trials": 2,

@@ -42,6 +42,8 @@ class LearningCurveConfig:
 class LearningCurve(Stage):
     """Quality against the share of training data used; no candidate."""
 
+    keeps_model_class = True
+
     sections = ("learning_curves",)
 
     example: ClassVar[dict[str, Any]] = {"fractions": [0.5, 1.0]}

@@ -24,6 +24,8 @@ class TrainVariantsConfig:
 class TrainVariants(Stage):
     """Alternative optimizers, losses, regularisation, schedules or initialisations."""
 
+    keeps_model_class = True
+
     example: ClassVar[dict[str, Any]] = {
         "candidates": [{"lr": 0.003}, {"optimizer": "adamw", "weight_decay": 0.01}]
     }

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tidian.exceptions import DataError, bad_value
+from tidian.models.base import Signature
 from tidian.tasks.preprocess import Preprocess
 
 INPUT_KINDS = ("vector", "sequence", "image", "text")
@@ -174,15 +175,16 @@ class Task:
     def is_classification(self) -> bool:
         return self.target_kind == "classes"
 
-    def signature(self) -> dict[str, Any]:
-        """What a model built for this task depends on; saved beside a model's weights."""
-        return {
-            "input_kind": self.input_kind,
-            "input_shape": list(self.input_shape),
-            "target_kind": self.target_kind,
-            "n_outputs": self.n_outputs,
-            "vocab_size": len(self.vocab) if self.vocab else None,
-        }
+    def signature(self) -> Signature:
+        """What a model built for this task depends on (what a registered model's builder
+        receives); saved beside a model's weights."""
+        return Signature(
+            input_kind=self.input_kind,
+            input_shape=tuple(self.input_shape),
+            target_kind=self.target_kind,
+            n_outputs=self.n_outputs,
+            vocab_size=len(self.vocab) if self.vocab else None,
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
