@@ -143,6 +143,9 @@ def test_lowrank_keeps_energy_and_exact_at_full_rank(vector_task, tiny_tasks, tm
     cnn, report = lowrank_(cnn, LowRankConfig(rank=2, layers=["blocks.1.body.0"]))
     assert cnn.blocks[1].body[0].rank == 2
     assert export_onnx(cnn, tiny_tasks["sequence"], tmp_path / "c.onnx").passed
+    # a factorised model cannot lose units (was a raw AttributeError: no out_features)
+    with pytest.raises(ConfigError, match=r"factorised \(low-rank\) layers.*\(blocks.1.0\); prune"):
+        prune_(model, PruneConfig(amount=0.5))
 
 
 def test_bad_compression_input_is_refused_clearly(tiny_tasks, vector_task, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import executor_handlers  # noqa: F401  (registers the test.* handlers in this process)
 import pytest
@@ -163,6 +164,43 @@ def test_importing_tidian_does_not_import_ray_and_the_ray_executor_names_its_ext
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install 'tidian[ray]'" in " ".join(done.stderr.split())
+
+
+def test_workers_end_when_their_driver_is_killed_outright(tmp_path):
+    """A driver SIGKILLed while its workers run jobs (here, jobs that never end) cannot stop
+    them: each worker sees it is orphaned and ends itself, instead of running on."""
+    import subprocess
+    import sys
+    import time
+
+    files = [tmp_path / f"started-{i}" for i in range(2)]
+    driver = f"""
+import sys
+sys.path[:0] = {[str(Path(__file__).parent)]!r}
+import executor_handlers
+from tidian.executors import Job, LocalExecutor
+with LocalExecutor(2) as ex:
+    ex.gather([Job("test.hang", {{"started": f}}, key=i) for i, f in enumerate({[str(f) for f in files]!r})])
+"""
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.monotonic() + 600
+    while not all(f.exists() and f.read_text() for f in files):  # both jobs are running
+        assert proc.poll() is None and time.monotonic() < deadline, "the jobs never started"
+        time.sleep(0.05)
+    pids = [int(f.read_text()) for f in files]
+    proc.kill()
+    proc.wait()
+    while any(_running(pid) for pid in pids):  # each ends itself within a second or so
+        assert time.monotonic() < deadline, "workers still running ten minutes on"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def test_stop_ends_every_worker_without_waiting_for_running_jobs(tmp_path):

@@ -37,6 +37,7 @@ BAD = [
     ({"lr": {"float": [0.1, 0.01]}}, "space.lr.float: the range [0.1, 0.01] is empty or inverted"),
     ({"lr": {"float": [0, 1], "log": True}}, "space.lr: a log range must be above 0"),
     ({"lr": {"low": 0.001, "high": 0.1}}, "space.lr: {'low': 0.001, 'high': 0.1} is not a"),
+    ({"lr": {"loguniform": [0.001, 0.1]}}, "space.lr: {'loguniform': [0.001, 0.1]} is not a"),
     ({"optimizer": {"choice": []}}, "space.optimizer.choice: must be a non-empty list"),
     ({"epochs": {"int": [1.5, 3]}}, "space.epochs.int: bounds must be integers"),
     ({"lr": {"float": [0.1, 1], "int": [1, 2]}}, "exactly one of float, int or choice"),

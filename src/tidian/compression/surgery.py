@@ -32,6 +32,7 @@ from tidian.models.moe import MoE
 from tidian.models.rnn import RNN
 from tidian.models.structure import (
     Attention,
+    LowRank,
     get_module,
     record_replacement,
     set_module,
@@ -115,6 +116,13 @@ def unit_groups(model: nn.Module) -> list[Group]:
             "structured pruning of mixture-of-experts layers is not supported (experts and "
             "router share their units); use unstructured pruning (structured: false), "
             "lowrank or quantize on this model."
+        )
+    factorised = [path for path, m in model.named_modules() if isinstance(m, LowRank)]
+    if factorised:
+        raise ConfigError(
+            f"structured pruning of factorised (low-rank) layers is not supported "
+            f"({', '.join(factorised[:3])}); prune before lowrank in the recipe (compress "
+            "does both in that order), or use unstructured pruning (structured: false)."
         )
     for cls in type(model).__mro__:
         if cls in GROUP_FINDERS:

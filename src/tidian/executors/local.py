@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -24,16 +27,35 @@ from tidian.executors.base import (
 from tidian.executors.distributed import run_local
 
 
-def _start_worker(threads: int = 1) -> None:
+def _start_worker(threads: int = 1, driver: int | None = None) -> None:
     # One thread per process by default: on few cores, k single-threaded trainings beat one
     # k-threaded one once each training lasts long enough to amortise the worker's start-up.
     torch.set_num_threads(threads)
+    if driver is not None:
+        threading.Thread(
+            target=_end_with, args=(driver,), name="tidian-driver-watch", daemon=True
+        ).start()
     # The driver decides when a run stops: Ctrl-C at a terminal reaches the whole process
     # group, a scheduler's SIGTERM may too. Workers leave it to the driver, which marks the
     # run interrupted and then ends them (LocalExecutor.stop), instead of dying under it as a
     # "lost worker" that would mark the run failed.
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+# How often a worker checks that its driver is alive.
+_WATCH_SECONDS = 0.5
+
+
+def _end_with(driver: int) -> None:
+    """End this worker when the driver that started it dies without stopping it (SIGKILL,
+    an out-of-memory kill): it is then re-parented, and a job it holds (a tuning worker's
+    share of trials, say) would go on for nothing — and keep the run's files open. The job
+    is left unfinished, as with a worker killed with its driver; a resume redoes it."""
+    while True:
+        time.sleep(_WATCH_SECONDS)
+        if os.getppid() != driver:
+            os._exit(70)  # no clean-up to run: the driver that would read our results is gone
 
 
 class LocalExecutor(Executor):
@@ -122,7 +144,7 @@ class LocalExecutor(Executor):
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 initializer=_start_worker,
-                initargs=(self._threads(),),
+                initargs=(self._threads(), os.getpid()),
                 mp_context=multiprocessing.get_context("spawn"),
             )
         return self._pool

@@ -52,7 +52,26 @@ def check_space(space: Any, where: str) -> None:
 
 # Keys of other libraries' range syntax: a mapping of them is a mistaken distribution, not a
 # fixed value (it would fail only when the first trial builds its config).
-_RANGE_WORDS = {"low", "high", "min", "max", "log", "step", "values", "choices", "range"}
+_RANGE_WORDS = {"low", "high", "min", "max", "log", "step", "values", "choices", "range"} | {
+    # distribution names of other tuners (Ray Tune, Hyperopt, Optuna's suggest_*)
+    "uniform",
+    "loguniform",
+    "quniform",
+    "qloguniform",
+    "randint",
+    "lograndint",
+    "randn",
+    "normal",
+    "lognormal",
+    "categorical",
+    "grid_search",
+    "sample_from",
+    "discrete_uniform",
+    "int_uniform",
+    "suggest_float",
+    "suggest_int",
+    "suggest_categorical",
+}
 
 
 def _check(spec: Any, where: str) -> None:
