@@ -220,7 +220,7 @@ def test_a_resumed_study_draws_what_an_uninterrupted_one_draws(tmp_path, sampler
     config = {"space": RESUME_SPACES[sampler], "trials": trials, "sampler": sampler}
     config["pruner"] = "none"
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name="reference"))
+    proposed = Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name="reference"))
     reference = _counted_params(url, "reference")
     assert len(reference) == trials and len({repr(p) for p in reference}) > 1
     for k in (1, 3, trials - 1):
@@ -234,8 +234,12 @@ def test_a_resumed_study_draws_what_an_uninterrupted_one_draws(tmp_path, sampler
         )
         sample(study.ask(), RESUME_SPACES[sampler])
         assert study.trials[-1].state == optuna.trial.TrialState.RUNNING
-        Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name=name))  # resumed
+        resumed = Tune(TuneConfig(**config)).run(INCUMBENT, ctx(storage=url, study_name=name))
         assert _counted_params(url, name) == reference, f"killed after {k} trials"
+        # the same candidates, named alike: trials are named by place, not by Optuna's
+        # number (which counts the lost trial too)
+        assert [p.label for p in resumed] == [p.label for p in proposed]
+        assert [p.train for p in resumed] == [p.train for p in proposed]
 
 
 @pytest.mark.slow  # a whole pipeline run

@@ -34,7 +34,7 @@ from tidian.export import OnnxModel, export_onnx
 from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
 from tidian.models.io import load_model
 from tidian.stages.base import Context, Proposal, Stage, register_stage
-from tidian.stages.study import RETRIED, make_positional, open_study, retire_lost
+from tidian.stages.study import RETRIED, make_positional, open_study, places, retire_lost
 
 
 def _label(kind: str, config: Any) -> str:
@@ -291,24 +291,28 @@ class Compress(Stage):
             return tuple(t.user_attrs["result"][c] for c in costs)
 
         within = sorted((t for t in front if ok(t)), key=cost)
+        place = places(study)
         notes: dict[str, Any] = {
-            "trials": len(study.trials),
+            "trials": len(place),
+            "retried": len(study.trials) - len(place),
             "complete": len(complete),
             "failed": [
-                {"trial": t.number, "error": t.user_attrs["result"]["error"]}
+                {"trial": place[t.number], "error": t.user_attrs["result"]["error"]}
                 for t in study.trials
-                if "error" in t.user_attrs.get("result", {})
+                if "error" in t.user_attrs.get("result", {}) and t.number in place
             ],
             "reference": reference,
             "objectives": [ctx.metric, *costs],
             "pareto": [
-                {"trial": t.number, "steps": t.user_attrs["steps"], **t.user_attrs["result"]}
+                {"trial": place[t.number], "steps": t.user_attrs["steps"], **t.user_attrs["result"]}
                 for t in sorted(study.best_trials, key=lambda t: t.number)
             ],
         }
         picked: list[tuple[str, Any]] = []
         if within:
-            picked.append((f"compress best within tolerance (trial {within[0].number})", within[0]))
+            picked.append(
+                (f"compress best within tolerance (trial {place[within[0].number]})", within[0])
+            )
             notes["choice"] = "within tolerance"
         else:
             pool = front or [t for t in complete if t.user_attrs["steps"]]
@@ -316,7 +320,7 @@ class Compress(Stage):
                 raise ConfigError("compress: no trial finished; check the search space.")
             closest = max(pool, key=lambda t: sign * t.values[0])
             picked.append(
-                (f"compress closest, outside tolerance (trial {closest.number})", closest)
+                (f"compress closest, outside tolerance (trial {place[closest.number]})", closest)
             )
             notes["choice"] = (
                 "no trial was within tolerance on validation; the closest one is sent to "
@@ -327,6 +331,6 @@ class Compress(Stage):
                 break
             # NSGA-II may sample one combination twice: evaluate each transform once
             if all(t.user_attrs["steps"] != p.user_attrs["steps"] for _, p in picked):
-                picked.append((f"compress pareto (trial {t.number})", t))
+                picked.append((f"compress pareto (trial {place[t.number]})", t))
         ctx.notes.update(notes)
         return [_transform(incumbent, label, t.user_attrs["steps"]) for label, t in picked]

@@ -87,6 +87,18 @@ def load_study(
 RETRIED = "tidian_retried"
 
 
+def places(study: Any) -> dict[int, int]:
+    """Trial number → its place in the budget (trials before it, less lost ones), for every
+    trial that holds one. Labels and reports name trials by place: a resumed study numbers
+    its trials after the lost ones too, and would otherwise name the same trial differently
+    from an uninterrupted run."""
+    out: dict[int, int] = {}
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        if not t.user_attrs.get(RETRIED):
+            out[t.number] = len(out)
+    return out
+
+
 def make_positional(factory: Any, seed: int) -> Any:
     """An Optuna sampler whose every trial is drawn as if it were the study's ``k``-th, where
     ``k`` is its place in the budget (trials before it, less lost ones): the sampler

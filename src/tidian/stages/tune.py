@@ -23,7 +23,7 @@ from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
-from tidian.stages.study import RETRIED, load_study, make_positional, open_study
+from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places
 from tidian.training.build import train_new
 from tidian.training.config import TrainConfig
 
@@ -389,16 +389,18 @@ class Tune(Stage):
                     f"tune: no trial on the Pareto front meets the constraints "
                     f"{ctx.constraints}; relax them or widen the space."
                 )
+        place = places(study)
         notes = {
             "study": study.study_name,
-            "trials": len(study.trials),
+            "trials": len(place),
+            "retried": len(study.trials) - len(place),
             "complete": len(complete),
             "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
             "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
             "objectives": objectives,
         }
         if len(objectives) > 1:
-            notes["pareto_trials"] = sorted(t.number for t in study.best_trials)
+            notes["pareto_trials"] = sorted(place[t.number] for t in study.best_trials)
         if len(objectives) == 1 and len(complete) >= 2:
             try:
                 notes["importances"] = dict(optuna.importance.get_param_importances(study))
@@ -414,7 +416,7 @@ class Tune(Stage):
             changes = dict(t.params)
             proposals.append(
                 Proposal(
-                    f"trial {t.number}",
+                    f"trial {place[t.number]}",
                     t.user_attrs["model"],
                     t.user_attrs["train"],
                     changes=changes,
