@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# CPU torch first, so nothing that depends on torch can pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx,tune,transfer,boost,explain,clean,ray,s3]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx,tune,transfer,boost,explain,clean,prune,ray,s3]'
 	touch $@
 
 run: setup

@@ -568,7 +568,7 @@ def _check_against_task(recipe: Recipe, task: Any) -> None:
             model = seeded_model(recipe.model, task, 0)
         for stage in checked:
             try:
-                stage.check_model(model)
+                stage.check_model(model, task)
             except ConfigError as err:
                 raise ConfigError(f"stages[{stages.index(stage)}].{stage.name}: {err}") from None
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from tidian.compression.apply import StepContext, transform_step
 from tidian.compression.finetune import check_distill, finetune, teacher_outputs
-from tidian.compression.surgery import Group, remove_units, unit_groups
+from tidian.compression.surgery import Group, remove_units
+from tidian.compression.traced import find_groups
 from tidian.exceptions import ConfigError, bad_value
 from tidian.models.structure import get_module
 from tidian.training.config import TrainConfig
@@ -98,6 +99,15 @@ def _matches(path: str, patterns: list[str]) -> bool:
 
 
 # -- importance ------------------------------------------------------------------------------
+
+
+def example_batch(model: nn.Module, task: Any, n: int = 4) -> torch.Tensor | None:
+    """A few training inputs of ``task`` on ``model``'s device (None without a task): what a
+    model tidian does not know is traced on."""
+    if task is None:
+        return None
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.as_tensor(task.train.x[:n]).to(device)
 
 
 def taylor_scores(model: nn.Module, task: Any, batches: int, seed: int) -> dict[str, torch.Tensor]:
@@ -179,12 +189,13 @@ def prune_structured(
 
     Returns a report ``{group: (before, after)}``. Every group keeps at least one unit.
     """
-    groups = [g for g in unit_groups(model) if _matches(g.name, layers or [])]
+    found = find_groups(model, example_batch(model, task))
+    groups = [g for g in found if _matches(g.name, layers or [])]
     if not groups:
         raise ConfigError(
             "structured pruning found no layer to prune"
             + (f" matching {layers}" if layers else "")
-            + f"; prunable layers: {[g.name for g in unit_groups(model)] or 'none'}."
+            + f"; prunable layers: {[g.name for g in found] or 'none'}."
         )
     taylor = taylor_scores(model, task, taylor_batches, seed) if importance == "taylor" else None
     scores = {g.name: _unit_importance(model, g, importance, taylor) for g in groups}

@@ -109,8 +109,8 @@ def _in(path: str, **kw: int) -> list[Member]:
     return [Member(path, "weight", 1, "in", **kw)]
 
 
-def unit_groups(model: nn.Module) -> list[Group]:
-    """Every removable unit group of ``model`` (empty when none can be removed)."""
+def refuse_unsupported(model: nn.Module) -> None:
+    """Raise ConfigError for models whose units structured pruning cannot remove at all."""
     if any(isinstance(m, MoE) for m in model.modules()):
         raise ConfigError(
             "structured pruning of mixture-of-experts layers is not supported (experts and "
@@ -124,14 +124,27 @@ def unit_groups(model: nn.Module) -> list[Group]:
             f"({', '.join(factorised[:3])}); prune before lowrank in the recipe (compress "
             "does both in that order), or use unstructured pruning (structured: false)."
         )
+
+
+def group_finder(model: nn.Module) -> Callable[[nn.Module], list[Group]] | None:
+    """The registered unit-group finder of ``model``'s class (or a base class), if any."""
     for cls in type(model).__mro__:
         if cls in GROUP_FINDERS:
-            return GROUP_FINDERS[cls](model)
+            return GROUP_FINDERS[cls]
+    return None
+
+
+def unit_groups(model: nn.Module) -> list[Group]:
+    """Every removable unit group of ``model`` by its registered finder (empty when none can
+    be removed). Models without one are traced (``compression.traced.find_groups``)."""
+    refuse_unsupported(model)
+    finder = group_finder(model)
+    if finder is not None:
+        return finder(model)
     raise ConfigError(
-        f"structured pruning does not know how units of {type(model).__name__} are wired. "
-        "It knows the zoo's families (mlp, cnn1d, cnn2d, gru, lstm, transformer); use "
-        "unstructured pruning (structured: false) or describe the model with "
-        "tidian.compression.register_groups."
+        f"structured pruning does not know how units of {type(model).__name__} are wired "
+        "without tracing it on example inputs (give the task); or use unstructured pruning "
+        "(structured: false), or describe the model with tidian.compression.register_groups."
     )
 
 

@@ -133,10 +133,10 @@ class Stage:
         """Raise ConfigError when the config cannot apply to ``task`` (called before the run
         starts, so a bad setting fails before the baseline trains)."""
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any, task: Any) -> None:
         """Raise ConfigError when the config cannot apply to ``model``, an untrained model
-        of the recipe's (called before the run starts, for the stages that every stage before
-        them passes a model of that class: see ``keeps_model_class``)."""
+        of the recipe's for ``task`` (called before the run starts, for the stages that every
+        stage before them passes a model of that class: see ``keeps_model_class``)."""
 
     def gate_kind(self) -> str | None:
         """ "quality" or "cost" when the config picks the gate (None: the registered kind)."""

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 from tidian.compression.apply import StepContext, apply_steps, check_steps
 from tidian.compression.finetune import check_distill
 from tidian.compression.lowrank import LowRankConfig
-from tidian.compression.prune import PruneConfig
+from tidian.compression.prune import PruneConfig, example_batch
 from tidian.compression.quantize import QuantizeConfig
-from tidian.compression.surgery import unit_groups
+from tidian.compression.traced import find_groups
 from tidian.evaluation.cost import measure_onnx_cost
 from tidian.exceptions import ConfigError, TidianError, bad_value, require
 from tidian.executors import Job, execute, job_handler
@@ -63,10 +63,15 @@ class _OneStep(Stage):
         return [_transform(incumbent, _label(self.step, self.config), [{self.step: config}])]
 
 
-def _check_structured(model: Any, stage: str) -> None:
-    """Refuse structured pruning of a model whose unit groups are unknown, before training."""
+def _check_structured(model: Any, task: Any, stage: str) -> None:
+    """Refuse structured pruning of a model whose unit groups cannot be found, or that has
+    none, before training."""
     try:
-        unit_groups(model)
+        if not find_groups(model, example_batch(model, task)):
+            raise ConfigError(
+                f"structured pruning found no removable units in {type(model).__name__}; use "
+                "unstructured pruning (structured: false)."
+            )
     except ConfigError as err:
         raise ConfigError(f"{err} (found before training: {stage} would fail on it)") from None
 
@@ -77,9 +82,9 @@ class Prune(_OneStep):
 
     keeps_model_class = True
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any, task: Any) -> None:
         if self.config.structured and self.config.amount > 0:
-            _check_structured(model, "prune")
+            _check_structured(model, task, "prune")
 
     step = "prune"
     example: ClassVar[dict[str, Any]] = {"amount": 0.5, "structured": True, "finetune_epochs": 1}
@@ -203,9 +208,9 @@ class Compress(Stage):
     def quantizes(self) -> bool:
         return any(m != "none" for m in self.config.modes)
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any, task: Any) -> None:
         if self.config.structured and any(a > 0 for a in self.config.amounts):
-            _check_structured(model, "compress")
+            _check_structured(model, task, "compress")
 
     example: ClassVar[dict[str, Any]] = {
         "trials": 2,
