@@ -53,3 +53,5 @@ bench: setup
 	$(PY) bench/tabular.py
 	$(PY) bench/text_transfer.py
 	$(PY) bench/scale_out.py
+	$(PY) bench/prune_vs_torch_pruning.py
+	$(PY) bench/faults.py

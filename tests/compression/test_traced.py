@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import user_models  # noqa: F401  (registers test_secnn and test_resmlp)
 
 import tidian
 from conftest import prune_silent_half
@@ -11,6 +10,13 @@ from tidian.compression import PruneConfig, prune_
 from tidian.compression.traced import find_groups
 
 pytest.importorskip("torch_pruning")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _user_models():
+    # imported when these tests run, not when they are collected: a module registering models
+    # is imported by every worker after that (also a Ray cluster's, which cannot import it)
+    import user_models  # noqa: F401  (registers test_secnn and test_resmlp)
 
 
 def _groups(model, task):

@@ -124,6 +124,7 @@ def test_a_job_lost_with_its_node_runs_again_elsewhere(ray_cluster, tmp_path):
         collector = threading.Thread(target=lambda: results.extend(ex.run(jobs)))
         collector.start()
         while not all(m.exists() for m in marks):  # both jobs run, one on each node
+            assert collector.is_alive(), "the jobs ended before both had started"
             time.sleep(0.05)
         second = ray_cluster.second.node_id
         started = {i: marks[i].read_text().split() for i in range(2)}
