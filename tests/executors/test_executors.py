@@ -15,6 +15,7 @@ import pytest
 from tidian.exceptions import ConfigError
 from tidian.executors import JOBS, Executor, Job, LocalExecutor, WorkerLost
 from tidian.executors.base import modules
+from tidian.registry import import_in_workers, worker_imports
 
 
 def _ray(request):
@@ -120,9 +121,16 @@ def test_workers_write_their_artifacts_whole(executor, tmp_path):
 def test_jobs_are_plain_picklable_specs_and_name_their_modules():
     job = Job("train", {"model": {"name": "mlp"}, "train": {"epochs": 1}}, None, 3, key=1)
     assert pickle.loads(pickle.dumps(job)) == job
-    assert modules(job) == ("tidian.evaluation.evaluate",)
+    # then the modules every worker imports: those that registered models of a user's
+    # (tests that ran before may have added theirs)
+    assert modules(job) == ("tidian.evaluation.evaluate", *worker_imports())
     user = Job("test.square", {"x": 1}, imports=("json",))
-    assert modules(user) == ("executor_handlers", "json")
+    assert modules(user) == ("executor_handlers", "json", *worker_imports())
+    import_in_workers("email.mime.text")
+    assert modules(job)[-1] == "email.mime.text" and "email.mime.text" in worker_imports()
+    import_in_workers("__main__")  # a script cannot be imported by name: left out
+    import_in_workers("tidian.models.mlp")  # tidian's own: imported anyway
+    assert "__main__" not in worker_imports() and "tidian.models.mlp" not in worker_imports()
     assert "test.square" in JOBS and isinstance(LocalExecutor(1), Executor)
 
 
