@@ -100,15 +100,9 @@ def descendants(pid: int) -> set[int]:
 
 
 def alive(pids: set[int]) -> set[int]:
-    out = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            out.add(pid)
-    return out
+    from tidian.store.processes import process_alive
+
+    return {pid for pid in pids if process_alive(pid)}
 
 
 def left_alive(pids: set[int], patience: float = 60.0) -> int:

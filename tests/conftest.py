@@ -41,6 +41,15 @@ def iris_recipe(path, seeds: int = 2, **more) -> str:
     return str(path)
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs (gone and zombies waiting to be reaped do not; /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def _splits(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:
     n = len(y)
     a, b = int(n * 0.6), int(n * 0.8)

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import tidian.pipeline as pipeline
-from conftest import iris_recipe
+from conftest import iris_recipe, running
 from tidian import ConfigError, DataError
 from tidian.cli import main
 from tidian.store import Store, stale
@@ -282,15 +282,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie waiting for an init that does not reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.slow  # two whole pipeline runs and a resume
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_interrupts_the_run_and_ends_every_worker(tmp_path, sig):
@@ -311,9 +302,9 @@ def test_a_stop_signal_interrupts_the_run_and_ends_every_worker(tmp_path, sig):
     assert run["status"] == "interrupted"
     # No process of the run outlives it (waited for, not slept on: the tracker ends on EOF).
     deadline = time.time() + 60
-    while any(_alive(p) for p in workers) and time.time() < deadline:
+    while any(running(p) for p in workers) and time.time() < deadline:
         time.sleep(0.05)
-    assert not [p for p in workers if _alive(p)]
+    assert not [p for p in workers if running(p)]
     if sig != signal.SIGTERM:
         return  # (the resume below is the same for either signal)
     resumed = pipeline.run(store=store, resume=run["id"], jobs=2)

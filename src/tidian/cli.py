@@ -802,17 +802,10 @@ def serve_cmd(
 
 def _print_json(doc: Any) -> None:
     """Write ``doc`` as JSON on standard output and flush it: a --json command prints its
-    whole document or fails with a message (exit 1), never exits 0 having written nothing."""
-    text = json.dumps(doc, indent=2, default=str)
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except OSError as err:
-        raise OutputError(f"could not write the output: {err.strerror or err}") from None
-
-
-class OutputError(TidianError):
-    """Standard output could not be written (a full disk, a closed pipe)."""
+    whole document or fails with a message (exit 1, see :func:`main`), never exits 0 having
+    written nothing."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _error(message: str) -> None:
@@ -825,9 +818,6 @@ def main(argv: list[str] | None = None) -> None:
     that cannot be written (a full disk) is an error too (status 1), never a silent exit 0."""
     try:
         app(args=argv)
-    except OutputError as err:
-        _error(str(err))
-        sys.exit(1)
     except TidianError as err:
         _error(str(err))
         sys.exit(2)

@@ -12,6 +12,7 @@ from pathlib import Path
 import executor_handlers  # noqa: F401  (registers the test.* handlers in this process)
 import pytest
 
+from conftest import running
 from tidian.exceptions import ConfigError
 from tidian.executors import JOBS, Executor, Job, LocalExecutor, WorkerLost
 from tidian.executors.base import modules
@@ -198,17 +199,9 @@ with LocalExecutor(2) as ex:
     pids = [int(f.read_text()) for f in files]
     proc.kill()
     proc.wait()
-    while any(_running(pid) for pid in pids):  # each ends itself within a second or so
+    while any(running(pid) for pid in pids):  # each ends itself within a second or so
         assert time.monotonic() < deadline, "workers still running ten minutes on"
         time.sleep(0.05)
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_stop_ends_every_worker_without_waiting_for_running_jobs(tmp_path):

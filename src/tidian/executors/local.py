@@ -72,9 +72,8 @@ class LocalExecutor(Executor):
     """
 
     def __init__(self, workers: int = 1, threads: int | None = None) -> None:
-        for name, value in (("jobs", workers), ("threads", threads)):
-            if value is None and name == "threads":
-                continue
+        given = {"jobs": workers} if threads is None else {"jobs": workers, "threads": threads}
+        for name, value in given.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise bad_value(name, "a positive integer", value)
         self.workers = workers

@@ -296,7 +296,7 @@ class Compress(Stage):
             return tuple(t.user_attrs["result"][c] for c in costs)
 
         within = sorted((t for t in front if ok(t)), key=cost)
-        place = places(study)
+        place = places(study.get_trials(deepcopy=False))
         notes: dict[str, Any] = {
             "trials": len(place),
             "retried": len(study.trials) - len(place),

@@ -87,13 +87,13 @@ def load_study(
 RETRIED = "tidian_retried"
 
 
-def places(study: Any) -> dict[int, int]:
+def places(trials: Any) -> dict[int, int]:
     """Trial number → its place in the budget (trials before it, less lost ones), for every
-    trial that holds one. Labels and reports name trials by place: a resumed study numbers
-    its trials after the lost ones too, and would otherwise name the same trial differently
-    from an uninterrupted run."""
+    one of ``trials`` (a study's) that holds one. Samplers draw by place, and labels and
+    reports name trials by it: a resumed study numbers its trials after the lost ones too,
+    and would otherwise name the same trial differently from an uninterrupted run."""
     out: dict[int, int] = {}
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    for t in sorted(trials, key=lambda t: t.number):
         if not t.user_attrs.get(RETRIED):
             out[t.number] = len(out)
     return out
@@ -121,7 +121,7 @@ def make_positional(factory: Any, seed: int) -> Any:
         def _for(self, study: Any, trial: Any) -> tuple[Any, int]:
             if trial._trial_id not in self._current:
                 done = study._storage.get_all_trials(study._study_id, deepcopy=False)
-                k = sum(t.number < trial.number and not t.user_attrs.get(RETRIED) for t in done)
+                k = places(done)[trial.number]
                 self._current[trial._trial_id] = (self._factory(self._seed + k), k)
             return self._current[trial._trial_id]
 

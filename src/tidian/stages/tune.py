@@ -389,7 +389,7 @@ class Tune(Stage):
                     f"tune: no trial on the Pareto front meets the constraints "
                     f"{ctx.constraints}; relax them or widen the space."
                 )
-        place = places(study)
+        place = places(study.get_trials(deepcopy=False))
         notes = {
             "study": study.study_name,
             "trials": len(place),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tidian.exceptions import DataError, require
+from tidian.store.processes import process_alive
 
 MARKER = ".complete"
 
@@ -233,15 +234,5 @@ def _remove_abandoned(target: Path) -> None:
     host = socket.gethostname()
     for stray in target.parent.glob(f".{glob.escape(target.name)}.{glob.escape(host)}-*"):
         pid = stray.name[len(target.name) + len(host) + 3 :].split("-", 1)[0]
-        if stray.suffix in (".tmp", ".old") and pid.isdigit() and not _running(int(pid)):
+        if stray.suffix in (".tmp", ".old") and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stray, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

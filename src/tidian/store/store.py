@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tidian.exceptions import DataError, TidianError, require
 from tidian.store.artifacts import is_remote, join, makedirs
+from tidian.store.processes import process_alive, process_start
 from tidian.store.schema import CandidateRow, RunRow, SeedResultRow, StageRow
 
 DEFAULT_URL = "sqlite:///tidian.db"
@@ -71,23 +72,12 @@ HEARTBEAT_SECONDS = 30.0
 STALE_AFTER = 120.0
 
 
-def _process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, Linux /proc), None where unknown:
-    with the pid it names one process even after the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return int(fields[19]) if len(fields) > 19 else None
-
-
 def driver() -> dict[str, Any]:
     """This process as a run's driver: host, pid and start time."""
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": _process_start(os.getpid()),
+        "started": process_start(os.getpid()),
     }
 
 
@@ -95,22 +85,7 @@ def _driver_gone(who: dict[str, Any]) -> bool:
     """True when ``who`` ran on this host and that process no longer runs (or is a zombie)."""
     if who.get("host") != socket.gethostname() or not isinstance(who.get("pid"), int):
         return False
-    pid = who["pid"]
-    if Path("/proc").is_dir():
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        state = stat.rsplit(")", 1)[-1].split()[0]
-        started = who.get("started")
-        return state in ("Z", "X") or (started is not None and _process_start(pid) != started)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return not process_alive(who["pid"], who.get("started"))
 
 
 def stale(row: dict[str, Any], now: datetime | None = None) -> str | None:
@@ -164,9 +139,8 @@ class Store:
             self.engine = self._engine(self.url)
             for attempt in range(8):
                 try:
-                    with self.engine.connect() as connection, schema_lock(connection):
+                    with self.schema_lock() as connection:
                         self._migrate(connection)
-                        connection.commit()
                     break
                 except OperationalError as err:
                     # SQLite answers "locked" at once, busy timeout or not, when a connection
