@@ -108,3 +108,63 @@ def test_output_that_cannot_be_written_is_an_error_not_a_silent_success(tmp_path
         )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: could not write the output: No space left on device"
+
+
+def test_a_log_file_gets_each_progress_line_as_it_happens(tmp_path):
+    from rich.console import Console
+
+    from tidian.cli import _Log, _progress
+
+    path = tmp_path / "run.log"
+    with path.open("w") as file:
+        log = _Log(Console(file=file))
+        assert not log.out.is_terminal
+        row = {"id": 3, "stage": "architecture", "label": "name=mlp, hidden=[8]"}
+        log("seeds_started", {"total": 2, "done": 0})
+        log(
+            "seed_done",
+            {
+                "candidate": row,
+                "seed": 1,
+                "metric": "accuracy",
+                "seconds": 1.25,
+                "scores": {"test": {"accuracy": 0.5}},
+            },
+        )
+        # read while the file is still open: the line is there, not in a buffer
+        assert (
+            path.read_text().splitlines()[-1].endswith("[1/2] #3 seed 1: accuracy 0.5000 (1.2 s)")
+        )
+        bars = _progress(Console(file=file))  # other commands' progress: plain lines too
+        with bars:
+            task = bars.add_task("flips of every candidate", total=3)
+            for _ in range(3):
+                bars.advance(task)
+        lines = path.read_text().splitlines()
+        assert lines[-2].endswith("flips of every candidate: 0/3")
+        assert lines[-1].endswith("flips of every candidate: 3/3")  # the end always shows
+
+
+def test_help_reads_as_sentences_without_type_noise(capsys):
+    code, out, _ = run(capsys, "runs", "--help")
+    assert code == 0 and "<bool>" not in out
+    # the docstring is re-flowed into whole lines, not broken where the source broke it
+    assert "whose driver died without a word (SIGKILL" in " ".join(out.split())
+    assert not any(line.strip().startswith("(SIGKILL") for line in out.splitlines())
+    assert "--json" in out and "Print JSON" in out
+
+
+def test_signed_numbers_never_show_plus_or_minus_zero():
+    from tidian.cli import _signed
+
+    assert [_signed(v) for v in (0.0, -0.0, 2.5e-9, -1.5)] == ["0", "0", "+2.5e-09", "-1.5"]
+    assert _signed(-0.00001, ".4f") == "0" and _signed(0.01234, ".4f") == "+0.0123"
+
+
+def test_tasks_and_configs_read_as_short_text():
+    from tidian.runs import short_text
+
+    assert short_text({"name": "penguins", "missing": "drop"}) == "penguins (missing=drop)"
+    assert short_text("iris") == "iris"
+    assert short_text({"path": "d.csv", "target": "y"}) == "path=d.csv, target=y"
+    assert short_text({"name": "mlp", "hidden": [32, 32]}) == "mlp (hidden=[32, 32])"

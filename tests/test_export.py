@@ -1,5 +1,6 @@
 """Export of a run's candidate and prediction on raw inputs with the task's preprocessing."""
 
+import io
 import json
 
 import numpy as np
@@ -254,3 +255,47 @@ def test_an_export_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not a tidian export"):
         export_candidate(store, result.run_id, second, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow  # a whole pipeline run
+def test_predict_leaves_out_rows_it_cannot_take_and_names_their_lines(tmp_path, capsys):
+    path, frame = _table(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}", artifacts=tmp_path / "runs")
+    recipe = {
+        "task": {"path": str(path), "target": "label", "split_column": "split", "missing": "drop"},
+        "model": {"name": "linear"},
+        "train": {"epochs": 3},
+        "evaluate": {"seeds": 2},
+    }
+    result = pipeline.run(recipe, store=store)
+    out = tmp_path / "export"
+    with pytest.raises(SystemExit):
+        main(["export", result.run_id, "--out", str(out), "--store", store.url])
+    rows = frame[frame.split == "test"].drop(columns=["label", "split"]).reset_index(drop=True)
+    whole = predict_file(out, _csv(tmp_path / "whole.csv", rows))
+    holes = rows.copy()
+    holes.loc[1, "size"] = np.nan
+    holes.loc[4, "weight"] = np.inf
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["predict", str(out), str(_csv(tmp_path / "holes.csv", holes))])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr()
+    got = pd.read_csv(io.StringIO(printed.out))
+    assert len(got) == len(rows)  # one output row per input row
+    bad = got.prediction.isna()
+    assert list(np.flatnonzero(bad)) == [1, 4]
+    pd.testing.assert_frame_equal(
+        got[~bad].reset_index(drop=True), whole[~bad].reset_index(drop=True), check_dtype=False
+    )
+    err = " ".join(printed.err.split())
+    assert "2 of 50 rows not predicted" in err
+    assert "line 3: missing or infinite size" in err and "line 6: missing or infinite weight" in err
+    assert "missing='impute'" in err
+    with pytest.raises(DataError, match="no row of .* can be predicted"):
+        predict_file(out, _csv(tmp_path / "all.csv", holes.assign(size=np.nan)))
+
+
+def _csv(path, frame):
+    frame.to_csv(path, index=False)
+    return path

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -186,6 +187,11 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, capsys):
             assert seeds[seed]["id"] == row["id"] and seeds[seed]["seconds"] == row["seconds"]
 
 
+def _progress_lines(out: str) -> list[str]:
+    """The timed log lines of ``tidian run``'s output, without their time stamps."""
+    return [line[9:].strip() for line in out.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+
+
 def run_cli(capsys, *argv):
     with pytest.raises(SystemExit) as exit_:
         main(list(argv))
@@ -202,10 +208,33 @@ def test_cli_end_to_end_with_json(tmp_path, capsys):
     assert code == 0 and "ok" in out
     code, out, _ = run_cli(capsys, "run", str(path), "--store", url)
     assert code == 0 and "baseline" in out and "final" in out
+    log = _progress_lines(out)  # output not a terminal: plain lines as things finish
+    assert re.fullmatch(r"run [0-9a-f]{12} started: iris, metric accuracy, 3 seeds .*", log[0])
+    seeds = [line for line in log if re.fullmatch(r"\[\d+/\d+\] #\d seed \d: .*", line)]
+    assert len(seeds) == 4 * 3  # one line per finished seed of each candidate
+    assert re.fullmatch(r"\[1/3\] #1 seed 0: accuracy \d\.\d{4} \(\d+\.\d s\)", seeds[0])
+    for cid in range(2, 5):  # each candidate's summary and the gate's decision, in order
+        summary = log.index(next(x for x in log if x.startswith(f"#{cid} ") and "[" in x))
+        decision = next(x for x in log if re.match(rf"#{cid} (accepted|rejected): gain ", x))
+        assert summary < log.index(decision)
+    assert [x.split(" done;")[0] for x in log if " done; incumbent #" in x] == [
+        "stage 0 baseline",
+        "stage 1 train_variants",
+        "stage 2 architecture",
+    ]
     code, out, _ = run_cli(capsys, "runs", "--store", url, "--json")
     runs = json.loads(out)
     assert len(runs) == 1 and set(runs[0]) >= {"run_id", "status", "created", "recipe"}
     run_id = runs[0]["run_id"]
+    assert runs[0]["task"] == "iris" and runs[0]["metric"] == "accuracy"
+    final = Store(url).get_candidate(runs[0]["incumbent"])["quality"]
+    assert runs[0]["final"] == final["mean"]
+    assert runs[0]["gain"]["low"] <= runs[0]["gain"]["mean"] <= runs[0]["gain"]["high"]
+    for argv in (["runs"], ["show", run_id]):  # 80 columns (a pipe): nothing is cut
+        code, out, _ = run_cli(capsys, *argv, "--store", url)
+        assert code == 0 and "…" not in out and run_id in out
+        assert max(len(line) for line in out.splitlines()) <= 80
+    assert f"{final['mean']:.4f}" in out and "name=mlp" in out and "hidden=[16]" in out
     code, out, _ = run_cli(capsys, "show", run_id, "--store", url, "--json")
     doc = json.loads(out)
     assert set(doc) >= {"run_id", "status", "incumbent", "candidates"}

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import tidian
 from tidian.exceptions import ConfigError, Interrupted, TidianError
@@ -23,9 +25,28 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="tidian — upgrade machine-learning models and prove each upgrade.",
 )
 console = Console()
+
+
+class _Table(Table):
+    """rich's table as tidian prints it: light rules (more room at 80 columns), cells that
+    wrap or fold but are never cut with "…" (ids and labels are copied into other commands),
+    and cell text shown as written (a label "[b]x" is not rich markup)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("box", box.SIMPLE_HEAD)
+        kwargs.setdefault("title_style", "bold")
+        super().__init__(*args, **kwargs)
+
+    def add_column(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("overflow", "fold")
+        super().add_column(*args, **kwargs)
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(Text(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 @app.callback()
@@ -63,7 +84,7 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
 @app.command("tasks")
 def tasks_cmd() -> None:
     """List the built-in tasks with their sizes and kinds."""
-    table = Table(title="Built-in tasks (tidian.load_task(name))")
+    table = _Table(title="Built-in tasks (tidian.load_task(name))")
     for col in ("name", "input", "target", "train", "val", "test", "metric"):
         table.add_column(col, justify="right" if col in ("train", "val", "test") else "left")
     for entry in tidian.TASKS.entries():
@@ -83,7 +104,7 @@ def tasks_cmd() -> None:
 @app.command("models")
 def models_cmd() -> None:
     """List the model zoo with the options of each model."""
-    table = Table(title="Model zoo (tidian.create_model(name, task, **options))")
+    table = _Table(title="Model zoo (tidian.create_model(name, task, **options))")
     for col in ("name", "inputs", "description", "options (defaults)"):
         table.add_column(col)
     for row in tidian.describe_models():
@@ -95,7 +116,7 @@ def models_cmd() -> None:
 @app.command("metrics")
 def metrics_cmd() -> None:
     """List the quality metrics."""
-    table = Table(title="Metrics")
+    table = _Table(title="Metrics")
     for col in ("name", "for", "better", "description"):
         table.add_column(col)
     for e in tidian.METRICS.entries():
@@ -116,10 +137,21 @@ def _fmt(value: float, digits: int = 4) -> str:
     )
 
 
+def _signed(value: float, spec: str = ".4g") -> str:
+    """A signed number for a table, with zero shown as 0 (never "+0" or "-0")."""
+    text = f"{value:+{spec}}"
+    return "0" if float(text) == 0 else text
+
+
+RunIdArg = Annotated[
+    str, typer.Argument(metavar="RUN_ID", help="A run's id (`tidian runs` lists them).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
         min=1,
+        metavar="N",
         help="Torch threads per job (default: every core in one process, 1 per --jobs "
         "worker). On a busy machine fewer threads are often much faster.",
     ),
@@ -129,41 +161,60 @@ ThreadsOpt = Annotated[
 @app.command("evaluate")
 def evaluate_cmd(
     task: Annotated[
-        str, typer.Option(help="Built-in task name or a data file/folder.")
+        str, typer.Option(metavar="NAME|FILE", help="Built-in task name or a data file/folder.")
     ] = "mnist1d",
-    model: Annotated[str, typer.Option(help="Zoo model name (`tidian models`).")] = "cnn1d",
+    model: Annotated[
+        str, typer.Option(metavar="NAME", help="Zoo model name (`tidian models`).")
+    ] = "cnn1d",
     option: Annotated[
         list[str] | None,
-        typer.Option("--option", "-o", help="Model option key=value (repeatable)."),
+        typer.Option(
+            "--option", "-o", metavar="KEY=VALUE", help="Model option key=value (repeatable)."
+        ),
     ] = None,
     train: Annotated[
         list[str] | None,
         typer.Option(
-            "--train", "-t", help="Training option key=value, e.g. lr=0.003 (repeatable)."
+            "--train",
+            "-t",
+            metavar="KEY=VALUE",
+            help="Training option key=value, e.g. lr=0.003 (repeatable).",
         ),
     ] = None,
     task_option: Annotated[
         list[str] | None,
         typer.Option(
-            "--task-option", help="Task option key=value, e.g. target=label (repeatable)."
+            "--task-option",
+            metavar="KEY=VALUE",
+            help="Task option key=value, e.g. target=label (repeatable).",
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (trainings).")] = 3,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 20,
+    seeds: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Number of seeds (trainings).")
+    ] = 3,
+    epochs: Annotated[int, typer.Option(metavar="N", min=1, help="Training epochs.")] = 20,
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
+        typer.Option(
+            "--jobs", "-j", min=1, metavar="N", help="Worker processes for seeds (one thread each)."
+        ),
     ] = 1,
     threads: ThreadsOpt = None,
-    confidence: Annotated[float, typer.Option(help="Confidence level of intervals.")] = 0.95,
+    confidence: Annotated[
+        float, typer.Option(metavar="LEVEL", help="Confidence level of intervals.")
+    ] = 0.95,
     folds: Annotated[
         int | None,
-        typer.Option(min=2, help="Cross-validate: each seed gives FOLDS units (all rows pooled)."),
+        typer.Option(
+            metavar="K",
+            min=2,
+            help="Cross-validate: each seed gives FOLDS units (all rows pooled).",
+        ),
     ] = None,
     repeated: Annotated[
         bool, typer.Option(help="With --folds: reshuffle the folds per seed.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train and evaluate one model over several seeds (or seeds × folds); print quality
     (mean ± CI) and cost."""
@@ -221,7 +272,7 @@ def evaluate_cmd(
         if folds
         else f"{len(result.seeds)} seeds"
     )
-    table = Table(title=f"Quality on the test split (mean and {confidence:.0%} CI over {over})")
+    table = _Table(title=f"Quality on the test split (mean and {confidence:.0%} CI over {over})")
     for col in ("metric", "mean", "CI low", "CI high", "std", "val mean"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, summ in result.summary["test"].items():
@@ -235,7 +286,7 @@ def evaluate_cmd(
             _fmt(val.mean) if val else "n/a",
         )
     console.print(table)
-    costs = Table(title="Cost (measured on this CPU, 1 thread)")
+    costs = _Table(title="Cost (measured on this CPU, 1 thread)")
     for col in (
         "params",
         "nonzero",
@@ -264,14 +315,20 @@ def evaluate_cmd(
 
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="Store URL (default: $TIDIAN_STORE or sqlite:///tidian.db)."),
+    typer.Option(
+        "--store",
+        metavar="URL",
+        help="Store URL (default: $TIDIAN_STORE or sqlite:///tidian.db).",
+    ),
 ]
 recipe_app = typer.Typer(help="Validate recipes and print their JSON Schema.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 
 
 @recipe_app.command("check")
-def recipe_check(path: Annotated[Path, typer.Argument(help="Recipe YAML file.")]) -> None:
+def recipe_check(
+    path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML file.")],
+) -> None:
     """Validate a recipe against the registries; print its stages."""
     from tidian.recipe import load_recipe
 
@@ -329,6 +386,75 @@ class _Progress:
             p.advance(self.stage_bar)
 
 
+class _Log:
+    """A run's progress as plain lines, one per finished seed and candidate and per stage
+    decision, each with the time — for output that is not a terminal (a log file, CI,
+    ``nohup``, a scheduler), where rich's live display shows nothing until the end. Every line
+    is written and flushed as it happens."""
+
+    def __init__(self, out: Console) -> None:
+        self.out, self.seeds, self.seeds_done = out, 0, 0
+        self.shown: dict[str, float] = {}  # stage_progress: when each phase last printed
+
+    def line(self, text: str) -> None:
+        import time
+
+        self.out.print(
+            f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False, soft_wrap=True
+        )
+        self.out.file.flush()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "run_started":
+            verb = "resumed" if data["resumed"] else "started"
+            self.line(
+                f"run {data['run_id']} {verb}: {data['task']}, metric {data['metric']}, "
+                f"{data['units']} seeds per candidate, {data['workers']} job(s) at a time; "
+                f"stages: {', '.join(data['stages']) or 'none'}"
+            )
+        elif kind == "stage_started":
+            self.line(f"stage {data['position']} {data['name']}: {data['candidates']} candidate(s)")
+        elif kind == "seeds_started":
+            self.seeds, self.seeds_done = data["total"], data["done"]
+            before = f" ({data['done']} done before)" if data["done"] else ""
+            self.line(f"  {data['total']} seed trainings{before}")
+        elif kind == "seed_done":
+            self.seeds_done += 1
+            row, metric = data["candidate"], data["metric"]
+            score = (data["scores"].get("test") or {}).get(metric)
+            value = f"{metric} {score:.4f}" if score is not None else "scored"
+            self.line(
+                f"  [{self.seeds_done}/{self.seeds}] #{row['id']} seed {data['seed']}: "
+                f"{value} ({data['seconds']:.1f} s)"
+            )
+        elif kind in ("candidate_done", "candidate_cached"):
+            row = data["candidate"]
+            q = row.get("quality") or {}
+            cached = " (done before)" if kind == "candidate_cached" else ""
+            self.line(
+                f"  #{row['id']} {_label(row)}: {q.get('metric')} {_quality_text(row)}, "
+                f"{_latency_text(row.get('cost') or {})}{cached}"
+            )
+        elif kind == "stage_progress":
+            import time
+
+            key = f"{data['position']}:{data['what']}"
+            finished = data["done"] >= data["total"]
+            if finished or time.monotonic() - self.shown.get(key, -1e9) >= 10:
+                if self.shown.get(key) != float("inf"):
+                    self.line(f"  {data['what']}: {data['done']}/{data['total']}")
+                self.shown[key] = float("inf") if finished else time.monotonic()
+        elif kind == "stage_done":
+            for row in data["candidates"]:
+                if row["stage"] != "baseline":
+                    self.line(f"  #{row['id']} {_verdict(row)}")
+            best = data["incumbent"]
+            self.line(
+                f"stage {data['position']} {data['name']} done; incumbent #{best['id']} "
+                f"{_label(best)}"
+            )
+
+
 def _quality_text(row: dict[str, Any] | None) -> str:
     q = (row or {}).get("quality") or {}
     if q.get("mean") is None:
@@ -344,11 +470,29 @@ def _label(row: dict[str, Any] | None) -> str:
     return row["label"]
 
 
+def _verdict(row: dict[str, Any]) -> str:
+    """A candidate's decision with the gate's numbers: 'accepted: gain +0.0149 [+0.0031,
+    +0.0267], Holm p=0.012' (and the cost reason when it was accepted on quality alone)."""
+    gate = row.get("gate")
+    verdict = row["decision"] or row["status"]
+    if gate:
+        verdict += (
+            f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
+            f" Holm p={gate['p_adjusted']:.2g}"
+        )
+        if gate["accepted"] and row["decision"] == "rejected":  # rejected on cost
+            verdict += "; " + row["reason"].split(": ", 1)[-1].split(" (", 1)[0]
+    return verdict
+
+
 def _print_run(res) -> None:
     base, best = res.baseline, res.incumbent
-    table = Table(title=f"run {res.run_id} — {res.status}")
-    for col in ("", "quality (mean [95% CI])", "params", "bytes", "batch-1 latency"):
-        table.add_column(col, justify="left" if not col else "right")
+    table = _Table(title=f"run {res.run_id} — {res.status}")
+    table.add_column("", ratio=3)
+    table.add_column("quality [95% CI]", justify="right", ratio=2)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("bytes", justify="right", no_wrap=True)
+    table.add_column("latency", justify="right", no_wrap=True)
     for name, row in (("baseline", base), ("final", best)):
         cost = (row or {}).get("cost") or {}
         table.add_row(
@@ -359,26 +503,27 @@ def _print_run(res) -> None:
             _latency_text(cost),
         )
     console.print(table)
-    decisions = Table(title="candidates and decisions")
-    for col in ("id", "stage", "candidate", "quality", "latency", "decision"):
-        decisions.add_column(col)
+    decisions = _Table(
+        title="candidates and decisions", caption="latency: batch 1; ORT: ONNX Runtime"
+    )
+    decisions.add_column("id", no_wrap=True)
+    decisions.add_column("candidate", ratio=3)
+    decisions.add_column("quality", justify="right", no_wrap=True)
+    decisions.add_column("latency", justify="right", no_wrap=True)
+    decisions.add_column("decision", ratio=3)
+    stage = None
     for row in res.candidates:
-        gate = row.get("gate")
-        verdict = row["decision"] or row["status"]
-        if gate:
-            verdict += (
-                f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
-                f" Holm p={gate['p_adjusted']:.2g}"
-            )
-            if gate["accepted"] and row["decision"] == "rejected":  # rejected on cost
-                verdict += "; " + row["reason"].split(": ", 1)[-1].split(" (", 1)[0]
+        if row["stage_position"] != stage:  # a heading row per stage: no stage column needed
+            stage = row["stage_position"]
+            heading = Text(f"{stage}. {row['stage']}", style="bold")
+            decisions.add_row("", heading, "", "", "", end_section=False)
+        q = row.get("quality") or {}
         decisions.add_row(
-            str(row["id"]),
-            row["stage"],
-            row["label"],
-            _quality_text(row),
+            f"#{row['id']}",
+            _label(row) if row["stage"] == "baseline" else row["label"],
+            f"{q['mean']:.4f}" if q.get("mean") is not None else "—",
             _latency_text(row.get("cost") or {}),
-            verdict,
+            _verdict(row),
         )
     console.print(decisions)
 
@@ -386,37 +531,53 @@ def _print_run(res) -> None:
 def _latency_text(cost: dict[str, Any]) -> str:
     if not cost:
         return "—"
-    return f"{cost['latency_ms'] * 1000:.1f} µs ({cost.get('runtime', 'torch')})"
+    runtime = cost.get("runtime", "torch")
+    return f"{cost['latency_ms'] * 1000:.1f} µs {RUNTIMES.get(runtime, runtime)}"
+
+
+RUNTIMES = {"onnxruntime": "ORT"}  # short names of deployment runtimes in tables
 
 
 @app.command("run")
 def run_cmd(
-    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML; default: built-in.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Argument(metavar="RECIPE", help="Recipe YAML; default: built-in.")
+    ] = None,
     store: StoreOpt = None,
-    resume: Annotated[str | None, typer.Option(help="Continue this interrupted run.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(metavar="RUN_ID", help="Continue this interrupted run.")
+    ] = None,
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", min=1, help="Worker processes for seeds (one thread each)."),
+        typer.Option(
+            "--jobs", "-j", min=1, metavar="N", help="Worker processes for seeds (one thread each)."
+        ),
     ] = 1,
     threads: ThreadsOpt = None,
     report: Annotated[
-        Path | None, typer.Option(help="Write the run's HTML report here at the end.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the run's HTML report here at the end."),
     ] = None,
     executor: Annotated[
         str,
-        typer.Option(help="Where jobs run: local (this machine; --jobs) or ray (a Ray cluster)."),
+        typer.Option(
+            metavar="local|ray",
+            help="Where jobs run: local (this machine; --jobs) or ray (a Ray cluster).",
+        ),
     ] = "local",
     address: Annotated[
         str | None,
         typer.Option(
-            help="With --executor ray: the cluster (auto, or HEAD:6379); none: start one."
+            metavar="ADDRESS",
+            help="With --executor ray: the cluster (auto, or HEAD:6379); none: start one.",
         ),
     ] = None,
     artifacts: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
             help="Where weights go: a folder or a URL (s3://bucket/prefix); default: "
-            "$TIDIAN_ARTIFACTS, else tidian-runs/ beside a SQLite ledger."
+            "$TIDIAN_ARTIFACTS, else tidian-runs/ beside a SQLite ledger.",
         ),
     ] = None,
 ) -> None:
@@ -441,7 +602,8 @@ def run_cmd(
 
         runner = connect(address)
     try:
-        with _progress(console) as progress:
+        live = console.is_terminal  # a log file gets plain lines as things finish
+        with _progress(console) if live else contextlib.nullcontext() as progress:
             res = pipeline.run(
                 recipe,
                 store=ledger,
@@ -449,7 +611,7 @@ def run_cmd(
                 jobs=jobs,
                 threads=threads,
                 executor=runner,
-                events=_Progress(progress),
+                events=_Progress(progress) if live else _Log(console),
             )
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
         how = f" ({stop})" if isinstance(stop, Interrupted) else ""
@@ -472,50 +634,45 @@ def run_cmd(
 
 
 @app.command("runs")
-def runs_cmd(
-    store: StoreOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the runs in the store. A run marked running whose driver died without a word
     (SIGKILL, power loss) shows as stale, with why; `tidian run --resume RUN` continues it."""
-    from tidian.store import Store, stale
+    from tidian.runs import overview
+    from tidian.store import Store
 
-    rows = Store(store).runs()
-    docs = [
-        {
-            "run_id": r["id"],
-            "status": r["status"],
-            "stale": stale(r),
-            "created": r["created"].isoformat(),
-            "driver": r["driver"],
-            "heartbeat": r["heartbeat"].isoformat() if r["heartbeat"] else None,
-            "recipe": r["recipe"],
-            "incumbent": r["incumbent_id"],
-        }
-        for r in rows
-    ]
+    docs = overview(Store(store))
     if as_json:
         _print_json(docs)
         return
-    table = Table(title="runs")
-    for col in ("run", "status", "created", "task", "baseline", "stages"):
-        table.add_column(col)
+    table = _Table(title="runs (newest first)")
+    table.add_column("run", no_wrap=True, min_width=12)  # ids are never cut: commands need them
+    table.add_column("status", overflow="fold")
+    table.add_column("age", no_wrap=True)
+    table.add_column("task", overflow="fold")
+    table.add_column("metric", overflow="fold")
+    table.add_column("baseline → final", justify="right")
+    table.add_column("gain [95% CI]", justify="right")
     for d in docs:
-        rec = d["recipe"]
         table.add_row(
             d["run_id"],
             f"stale: {d['stale']}" if d["stale"] else d["status"],
-            d["created"][:19],
-            str(rec.get("task")),
-            rec["model"]["name"],
-            ", ".join(next(iter(s)) for s in rec.get("stages", [])),
+            d["age"],
+            d["task"],
+            d["metric"] or "—",
+            f"{_fmt(d['baseline'])} → {_fmt(d['final'])}" if d["baseline"] is not None else "—",
+            _gain_text(d["gain"]),
         )
     console.print(table)
 
 
+def _gain_text(gain: dict[str, Any] | None) -> str:
+    if not gain:
+        return "—"
+    return f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+
+
 @app.command("show")
-def show_cmd(
-    run_id: str, store: StoreOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
-) -> None:
+def show_cmd(run_id: RunIdArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Candidates, lineage and decisions of one run."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
@@ -535,7 +692,13 @@ def show_cmd(
 
 
 @app.command("compare")
-def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> None:
+def compare_cmd(
+    candidate_a: Annotated[int, typer.Argument(metavar="A", help="A candidate id.")],
+    candidate_b: Annotated[
+        int, typer.Argument(metavar="B", help="Another candidate of the same run.")
+    ],
+    store: StoreOpt = None,
+) -> None:
     """Paired difference (B − A) with its CI, from two candidates of the same run."""
     from tidian.evaluation.stats import paired_compare
     from tidian.metrics import greater_is_better
@@ -562,12 +725,14 @@ def compare_cmd(candidate_a: int, candidate_b: int, store: StoreOpt = None) -> N
 
 @app.command("export")
 def export_cmd(
-    run_id: str,
-    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    run_id: RunIdArg,
+    out: Annotated[Path, typer.Option(metavar="PATH", help="Folder to write.")],
     candidate: Annotated[
-        str, typer.Option(help="'best' (the incumbent) or a candidate id.")
+        str, typer.Option(metavar="ID", help="'best' (the incumbent) or a candidate id.")
     ] = "best",
-    format: Annotated[str, typer.Option("--format", help="onnx or safetensors.")] = "onnx",
+    format: Annotated[
+        str, typer.Option("--format", metavar="onnx|safetensors", help="onnx or safetensors.")
+    ] = "onnx",
     store: StoreOpt = None,
 ) -> None:
     """Write a candidate as one ONNX file (output-checked) or safetensors, with a manifest."""
@@ -592,20 +757,40 @@ def export_cmd(
 
 @app.command("predict")
 def predict_cmd(
-    model_dir: Path,
-    inputs: Path,
-    out: Annotated[Path | None, typer.Option(help="CSV to write (default: print).")] = None,
-    threads: Annotated[int, typer.Option(help="Runtime threads.")] = 1,
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="EXPORT", help="A folder written by `tidian export`.")
+    ],
+    inputs: Annotated[Path, typer.Argument(metavar="INPUTS", help="The file of raw inputs.")],
+    out: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="CSV to write (default: print).")
+    ] = None,
+    threads: Annotated[int, typer.Option(metavar="N", help="Runtime threads.")] = 1,
 ) -> None:
     """Predict with an exported model on a file of raw inputs (CSV/TSV/Parquet/JSONL, NPZ, or
     .txt lines for text); the task's preprocessing is applied first."""
     from tidian.export import predict_file
 
     frame = predict_file(model_dir, inputs, out, threads=threads)
+    skipped = frame.attrs.get("skipped") or {}
     if out is None:
         sys.stdout.write(frame.to_csv(index=False))
     else:
-        console.print(f"wrote {len(frame)} predictions to {out}")
+        console.print(f"wrote {len(frame) - len(skipped)} predictions to {out}", highlight=False)
+    if skipped:
+        # where a person finds the row: the file's line (a header line first in CSV/TSV)
+        first = {".csv": 2, ".tsv": 2, ".jsonl": 1, ".json": 1}.get(inputs.suffix.lower())
+        where = [
+            f"{'line' if first else 'row'} {i + (first or 1)}: {why}"
+            for i, why in sorted(skipped.items())
+        ]
+        shown = "; ".join(where[:10]) + (f"; … {len(where) - 10} more" if len(where) > 10 else "")
+        Console(stderr=True).print(
+            f"warning: {len(skipped)} of {len(frame)} rows not predicted (their prediction is "
+            f"empty) — {shown}. The model's task was loaded without imputation; to predict "
+            "such rows, train on a task loaded with missing='impute'.",
+            markup=False,
+            highlight=False,
+        )
 
 
 # -- evidence: attributions, the report, the report server -------------------------------------
@@ -625,7 +810,7 @@ class _Steps:
 
 def _progress(output: Console | None = None):
     """Rich progress bars with what is being done, counts, elapsed time and an ETA (on
-    stderr unless ``output`` is given)."""
+    stderr unless ``output`` is given); plain timed lines when that is not a terminal."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -635,6 +820,9 @@ def _progress(output: Console | None = None):
         TimeRemainingColumn,
     )
 
+    output = output or Console(stderr=True)
+    if not output.is_terminal:
+        return _PlainProgress(output)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -642,28 +830,78 @@ def _progress(output: Console | None = None):
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        console=output or Console(stderr=True),
+        console=output,
         transient=True,
     )
 
 
+class _PlainProgress:
+    """The part of rich's Progress that tidian uses, as plain lines for a log: a task's count
+    at most every ``every`` seconds, and always when it completes."""
+
+    def __init__(self, out: Console, every: float = 10.0) -> None:
+        self.log, self.every, self.tasks = _Log(out), every, {}
+
+    def __enter__(self) -> _PlainProgress:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, completed: float = 0):
+        key = len(self.tasks)
+        self.tasks[key] = {"what": description, "total": total, "done": completed, "at": None}
+        self._show(key)
+        return key
+
+    def update(self, key: int, completed: float | None = None, total: float | None = None):
+        task = self.tasks[key]
+        task["done"] = task["done"] if completed is None else completed
+        task["total"] = task["total"] if total is None else total
+        self._show(key)
+
+    def advance(self, key: int, amount: float = 1) -> None:
+        self.update(key, completed=self.tasks[key]["done"] + amount)
+
+    def remove_task(self, key: int) -> None:
+        self.tasks.pop(key, None)
+
+    def _show(self, key: int) -> None:
+        import time
+
+        task = self.tasks[key]
+        finished = task["total"] is not None and task["done"] >= task["total"]
+        now = time.monotonic()
+        if task["at"] == "finished" or (
+            not finished and task["at"] is not None and now - task["at"] < self.every
+        ):
+            return
+        total = f"/{task['total']:g}" if task["total"] is not None else ""
+        self.log.line(f"{task['what']}: {task['done']:g}{total}")
+        task["at"] = "finished" if finished else now
+
+
 @app.command("explain")
 def explain_cmd(
-    run_id: str,
-    candidate: Annotated[str, typer.Option(help="'best' (the incumbent) or a candidate id.")] = (
-        "best"
-    ),
-    examples: Annotated[int, typer.Option(min=1, help="First N test rows to explain.")] = 3,
+    run_id: RunIdArg,
+    candidate: Annotated[
+        str, typer.Option(metavar="ID", help="'best' (the incumbent) or a candidate id.")
+    ] = ("best"),
+    examples: Annotated[
+        int, typer.Option(metavar="N", min=1, help="First N test rows to explain.")
+    ] = 3,
     rows: Annotated[
-        str | None, typer.Option(help="Test rows to explain instead, e.g. 0,7,42.")
+        str | None, typer.Option(metavar="ROWS", help="Test rows to explain instead, e.g. 0,7,42.")
     ] = None,
-    steps: Annotated[int, typer.Option(min=2, help="Integrated Gradients steps.")] = 64,
+    steps: Annotated[
+        int, typer.Option(metavar="N", min=2, help="Integrated Gradients steps.")
+    ] = 64,
     batch: Annotated[
-        int, typer.Option(min=1, help="Captum's internal batch size (bounds memory).")
+        int, typer.Option(metavar="N", min=1, help="Captum's internal batch size (bounds memory).")
     ] = 256,
-    top: Annotated[int, typer.Option(min=1, help="Inputs listed per example.")] = 8,
+    top: Annotated[int, typer.Option(metavar="N", min=1, help="Inputs listed per example.")] = 8,
     store: StoreOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Attributions for a candidate's predictions: Integrated Gradients and saliency per
     example (with IG's completeness gap and the two methods' agreement), and permutation
@@ -709,7 +947,7 @@ def explain_cmd(
         ig = np.asarray(ex["integrated_gradients"]).reshape(-1)
         sal = np.asarray(ex["saliency"]).reshape(-1)
         shape = np.asarray(ex["integrated_gradients"]).shape
-        table = Table(
+        table = _Table(
             title=f"test row {ex['row']}: label {ex['label']}, predicted {ex['predicted']} — "
             f"completeness gap {ex['relative_delta']:.1%}, Spearman {ex['spearman']:.2f}"
         )
@@ -722,28 +960,30 @@ def explain_cmd(
                 where = names[j]
             else:
                 where = "position " + ",".join(map(str, np.unravel_index(j, shape)))
-            table.add_row(where, f"{ig[j]:+.4g}", f"{sal[j]:.4g}")
+            table.add_row(where, _signed(ig[j]), f"{sal[j]:.4g}")
         console.print(table)
     if data.get("permutation"):
-        table = Table(title=f"permutation importance on the test split ({task.metric} drop)")
+        table = _Table(title=f"permutation importance on the test split ({task.metric} drop)")
         for col in ("feature", "drop", "std"):
             table.add_column(col, justify="left" if col == "feature" else "right")
         for p in data["permutation"][:top]:
-            table.add_row(p["feature"], f"{p['drop']:+.4f}", f"{p['std']:.4f}")
+            table.add_row(p["feature"], _signed(p["drop"], ".4f"), f"{p['std']:.4f}")
         console.print(table)
 
 
 @app.command("report")
 def report_cmd(
-    run_id: str,
-    out: Annotated[Path | None, typer.Option(help="HTML file (default: report-RUN_ID.html).")] = (
-        None
-    ),
+    run_id: RunIdArg,
+    out: Annotated[
+        Path | None, typer.Option(metavar="PATH", help="HTML file (default: report-RUN_ID.html).")
+    ] = (None),
     analyses: Annotated[
         bool,
         typer.Option(help="Load the final model for confusion, calibration and attributions."),
     ] = True,
-    examples: Annotated[int, typer.Option(min=0, help="Test rows with attributions.")] = 3,
+    examples: Annotated[
+        int, typer.Option(metavar="N", min=0, help="Test rows with attributions.")
+    ] = 3,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the collected data.")] = False,
 ) -> None:
@@ -771,7 +1011,9 @@ def report_cmd(
 @app.command("serve")
 def serve_cmd(
     store: StoreOpt = None,
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1.")] = 8765,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", min=0, max=65535, help="Port on 127.0.0.1.")
+    ] = 8765,
     analyses: Annotated[
         bool, typer.Option(help="Compute model analyses when a report is opened.")
     ] = True,

@@ -319,8 +319,11 @@ def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
 def model_inputs(path: str | Path, task: dict[str, Any]) -> np.ndarray:
     """A file of raw inputs (see :func:`read_inputs`) made into model inputs by the task's
     fitted preprocessing; ``task`` is :func:`task_manifest`'s data."""
+    return _model_inputs(read_inputs(path, {"task": task}), task)
+
+
+def _model_inputs(raw: Any, task: dict[str, Any]) -> np.ndarray:
     pre = Preprocess.from_dict(task["preprocess"])
-    raw = read_inputs(path, {"task": task})
     if pre.kind in ("none", "scale") and isinstance(raw, pd.DataFrame):
         raw = raw.to_numpy()
     return pre.apply(raw, tuple(task["input_shape"]))
@@ -353,8 +356,11 @@ def predict_file(
     model_dir: str | Path, inputs: str | Path, out: str | Path | None = None, threads: int = 1
 ):
     """Run an exported model on a file of raw inputs; returns a DataFrame of predictions
-    (class name and per-class probabilities, or the predicted value) and writes it as CSV to
-    ``out`` when given. The task's preprocessing, saved with the export, is applied first."""
+    (class name and per-class probabilities, or the predicted value), one row per input row,
+    and writes it as CSV to ``out`` when given. The task's preprocessing, saved with the
+    export, is applied first. Rows it cannot take (missing numbers where the task was loaded
+    without imputation) get empty predictions; ``frame.attrs["skipped"]`` maps their
+    positions (0-based) to why."""
     folder = Path(model_dir)
     if not (folder / MANIFEST).exists():
         raise DataError(
@@ -363,7 +369,19 @@ def predict_file(
         )
     manifest = read_manifest(folder)
     task = manifest["task"]
-    x = model_inputs(inputs, task)
+    raw = read_inputs(inputs, manifest)
+    # Rows the model cannot take (missing numbers, the task loaded without imputation) are
+    # left out and named; the others are predicted.
+    skipped = Preprocess.from_dict(task["preprocess"]).unusable_rows(raw)
+    if skipped and len(skipped) == len(raw):
+        first = next(iter(skipped.values()))
+        raise DataError(
+            f"no row of {str(inputs)!r} can be predicted ({first}, …): the model's task was "
+            "loaded without imputation; train on a task loaded with missing='impute' to "
+            "predict rows with missing values."
+        )
+    keep = np.array([i not in skipped for i in range(len(raw))], dtype=bool)
+    x = _model_inputs(raw[keep].reset_index(drop=True) if skipped else raw, task)
     if manifest["file"].endswith(".onnx"):
         scores = OnnxModel(folder / manifest["file"], threads=threads).predict(x)
     else:
@@ -381,6 +399,11 @@ def predict_file(
             if scores.shape[1] == 1
             else {f"prediction_{j}": scores[:, j] for j in range(scores.shape[1])}
         )
+    if skipped:  # one output row per input row: the skipped ones are empty
+        full = pd.DataFrame(index=range(len(raw)), columns=frame.columns)
+        full.loc[keep] = frame.to_numpy()
+        frame = full.astype(frame.dtypes.to_dict())
+    frame.attrs["skipped"] = skipped
     if out is not None:
         frame.to_csv(out, index=False)
     return frame

@@ -184,7 +184,16 @@ class _Run:
             self.store.add_seed_result(
                 job.key["id"], result.seed, result.scores, history, result.seconds
             )
-            self.emit("seed_done", {"candidate": job.key, "seed": result.seed})
+            self.emit(
+                "seed_done",
+                {
+                    "candidate": job.key,
+                    "seed": result.seed,
+                    "metric": self.metric,
+                    "scores": result.scores,
+                    "seconds": result.seconds,
+                },
+            )
         for i, row in enumerate(rows):
             if row["status"] != "done":
                 rows[i] = self._finish(row["id"])
@@ -292,6 +301,11 @@ class _Run:
         )
         self.store.finish_stage(self.run_id, 0, incumbent["id"])
         self.store.update_run(self.run_id, incumbent_id=incumbent["id"])
+        incumbent = self.store.get_candidate(incumbent["id"])
+        self.emit(
+            "stage_done",
+            {"position": 0, "name": "baseline", "incumbent": incumbent, "candidates": [incumbent]},
+        )
         proposal = base
         for position, (name, config) in enumerate(self.recipe.stage_entries(), start=1):
             entry = STAGES.entry(name)
@@ -352,7 +366,15 @@ class _Run:
                 proposal = next(p for p, r in zip(proposals, rows) if r["id"] == winner["id"])
             self.store.finish_stage(self.run_id, position, incumbent["id"], ctx.notes)
             self.store.update_run(self.run_id, incumbent_id=incumbent["id"])
-            self.emit("stage_done", {"position": position, "name": name, "incumbent": incumbent})
+            self.emit(
+                "stage_done",
+                {
+                    "position": position,
+                    "name": name,
+                    "incumbent": incumbent,
+                    "candidates": [self.store.get_candidate(r["id"]) for r in rows],
+                },
+            )
         self.store.update_run(self.run_id, pareto=self._pareto(), status="finished")
 
     def _violations(self, row: dict[str, Any]) -> list[str]:
@@ -634,6 +656,19 @@ def run(
         where = runner.prepare(ledger.url, str(ledger.artifacts))
         if run_id is None:
             run_id = ledger.create_run(parsed.to_dict(), {**environment(), "executor": where})
+        if events is not None:
+            events(
+                "run_started",
+                {
+                    "run_id": run_id,
+                    "resumed": resume is not None,
+                    "task": task.name,
+                    "metric": parsed.evaluate.metric or task.metric,
+                    "units": len(parsed.units()),
+                    "stages": [name for name, _ in parsed.stage_entries()],
+                    "workers": where.get("workers"),
+                },
+            )
         try:
             with ledger.heartbeat(run_id):
                 _Run(parsed, ledger, run_id, runner, events, task).execute()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tidian.evaluation.stats import paired_compare
 from tidian.exceptions import DataError, bad_value
 from tidian.export import (
     EXPORT_FORMAT,
@@ -26,9 +28,90 @@ from tidian.export import (
     file_digest,
     task_manifest,
 )
+from tidian.metrics import greater_is_better
 from tidian.models.io import SPEC, WEIGHTS, load_model
 from tidian.recipe import validate_recipe
+from tidian.store import stale
 from tidian.store.artifacts import committed, exists, join, local, writing
+
+
+def short_text(value: Any) -> str:
+    """A recipe's task or a config as people write it: ``penguins (missing=drop)``,
+    ``lr=0.01, hidden=[32, 32]`` — never a Python repr."""
+    if isinstance(value, dict):
+        rest = {k: v for k, v in value.items() if k != "name"}
+        inner = ", ".join(f"{k}={short_text(v)}" for k, v in rest.items())
+        if "name" in value:
+            return f"{value['name']} ({inner})" if inner else str(value["name"])
+        return inner
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(short_text(v) for v in value) + "]"
+    return str(value)
+
+
+def paired_gain(
+    a: list[float] | None, b: list[float] | None, metric: str, correction: float = 0.0
+) -> dict[str, Any] | None:
+    """b − a over the same seeds (or CV units, with their ``correction``), with its 95% CI
+    (None when either is missing or unpaired)."""
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    cmp = paired_compare(
+        a, b, metric=metric, greater_is_better=greater_is_better(metric), correction=correction
+    )
+    return {"mean": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n, "p": cmp.p_ttest}
+
+
+def age_text(then: datetime, now: datetime | None = None) -> str:
+    """How long ago ``then`` (naive UTC, as the store keeps times) was: ``40 s``, ``12 min``,
+    ``3 h``, ``5 d``."""
+    seconds = max(((now or datetime.now(UTC).replace(tzinfo=None)) - then).total_seconds(), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
+def overview(store: Any) -> list[dict[str, Any]]:
+    """One line per run of ``store``, newest first, with what a runs table shows: status (or
+    why a run marked running is stale), task, metric, baseline and final quality, the paired
+    gain with its CI, stages, and when it was created."""
+    out = []
+    for run in reversed(store.runs()):
+        recipe = run["recipe"] or {}
+        rows = {r["id"]: r for r in store.candidates(run["id"])}
+        base = next((r for r in rows.values() if r["stage"] == "baseline"), None)
+        final = rows.get(run["incumbent_id"])
+        bq, fq = (base or {}).get("quality") or {}, (final or {}).get("quality") or {}
+        metric = (
+            fq.get("metric") or bq.get("metric") or (recipe.get("evaluate") or {}).get("metric")
+        )
+        gain = None
+        if base and final and base["id"] != final["id"] and metric:
+            gain = paired_gain(
+                bq.get("per_seed"), fq.get("per_seed"), metric, fq.get("correction") or 0.0
+            )
+        out.append(
+            {
+                "run_id": run["id"],
+                "status": run["status"],
+                "stale": stale(run),
+                "created": run["created"].isoformat(),
+                "age": age_text(run["created"]),
+                "driver": run["driver"],
+                "heartbeat": run["heartbeat"].isoformat() if run["heartbeat"] else None,
+                "task": short_text(recipe.get("task")),
+                "model": (recipe.get("model") or {}).get("name"),
+                "stages": [next(iter(s)) for s in recipe.get("stages", [])],
+                "metric": metric,
+                "baseline": bq.get("mean"),
+                "final": fq.get("mean"),
+                "gain": gain,
+                "incumbent": run["incumbent_id"],
+                "recipe": recipe,
+            }
+        )
+    return out
 
 
 def run_task(store: Any, run_id: str) -> Any:

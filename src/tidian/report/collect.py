@@ -19,12 +19,12 @@ import yaml
 from tidian.evaluation.analysis import error_analysis, flips
 from tidian.evaluation.attribution import agreement, attribute, permutation_importance
 from tidian.evaluation.calibration import reliability
-from tidian.evaluation.stats import paired_compare
 from tidian.exceptions import TidianError, bad_value
 from tidian.export import OnnxModel
 from tidian.metrics import greater_is_better, predict
 from tidian.models.io import WEIGHTS, load_model, seed_folder
 from tidian.recipe import validate_recipe
+from tidian.runs import paired_gain
 from tidian.stages import STAGES
 from tidian.store.artifacts import committed, exists, join, local
 
@@ -71,24 +71,10 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _paired(
-    a: list[float] | None, b: list[float] | None, metric: str, correction: float = 0.0
-) -> dict[str, Any] | None:
-    """b − a over the same seeds (or CV units, with their ``correction``), with its CI (None
-    when either is missing or unpaired)."""
-
-    if not a or not b or len(a) != len(b) or len(a) < 2:
-        return None
-    cmp = paired_compare(
-        a, b, metric=metric, greater_is_better=greater_is_better(metric), correction=correction
-    )
-    return {"mean": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n, "p": cmp.p_ttest}
-
-
 def _headline(base: dict | None, final: dict | None, metric: str) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline": base, "final": final, "metric": metric}
     if base and final:
-        out["gain"] = _paired(
+        out["gain"] = paired_gain(
             base["quality"]["per_seed"],
             final["quality"]["per_seed"],
             metric,
@@ -135,7 +121,7 @@ def _stages(stages: list[dict], rows: list[dict], metric: str) -> tuple[list, li
             done = [r for r in rows if r["stage_position"] == st["position"] and r["gate"]]
             shown = max(done, key=lambda r: r["gate"].get("gain", -math.inf), default=None)
         step = (
-            _paired(
+            paired_gain(
                 (before or {}).get("quality", {}).get("per_seed"),
                 (shown or {}).get("quality", {}).get("per_seed"),
                 metric,

@@ -123,6 +123,24 @@ class Preprocess:
             x = (x - shift) / scale
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def unusable_rows(self, raw: Any) -> dict[int, str]:
+        """Rows of a raw table this preprocessing cannot turn into inputs, by position, with
+        why: missing or infinite numbers when the task was loaded without imputation. (Every
+        other kind takes every row it can read.)"""
+        if self.kind != "table" or self.spec.get("impute") or not self.spec["numeric"]:
+            return {}
+        frame = self._frame(raw)
+        cols = [n["column"] for n in self.spec["numeric"]]
+        try:
+            values = frame[cols].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            return {}  # apply() names the columns that are not numbers
+        gaps = ~np.isfinite(values)
+        return {
+            int(i): "missing or infinite " + ", ".join(c for c, g in zip(cols, gaps[i]) if g)
+            for i in np.flatnonzero(gaps.any(axis=1))
+        }
+
     def _frame(self, raw: Any):
         import pandas as pd
 
