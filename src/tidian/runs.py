@@ -39,7 +39,7 @@ def short_text(value: Any) -> str:
     """A recipe's task or a config as people write it: ``penguins (missing=drop)``,
     ``lr=0.01, hidden=[32, 32]`` — never a Python repr."""
     if isinstance(value, dict):
-        rest = {k: v for k, v in value.items() if k != "name"}
+        rest = {k: v for k, v in value.items() if k != "name" and v not in (None, {}, [])}
         inner = ", ".join(f"{k}={short_text(v)}" for k, v in rest.items())
         if "name" in value:
             return f"{value['name']} ({inner})" if inner else str(value["name"])

@@ -74,3 +74,25 @@ def test_subsample_is_stratified_and_seeded():
     assert np.all(np.abs(np.bincount(a.train.y) - 0.5 * np.bincount(task.train.y)) <= 1)
     with pytest.raises(ConfigError, match="fraction"):
         subsample(task, 0.0, 0)
+
+
+def test_slices_are_shown_in_the_units_the_data_was_read_in(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 300
+    year = rng.integers(2007, 2010, n)
+    frame = pd.DataFrame(
+        {"year": year, "mass": rng.normal(4000, 500, n), "label": rng.choice(["a", "b"], n)}
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    task = tidian.load_task(str(tmp_path / "t.csv"), target="label")
+    y = task.test.y
+    report = error_analysis(task, _outputs(y, {}, k=2))
+    shown = {s["feature"]: s["slice"] for s in report["slices"]}
+    low, high = map(float, shown["year"].strip("[]").split(", "))
+    assert 2007 <= low <= high <= 2009  # years, not standardised units like [-0.0424, 1.16]
+    mass = [s for s in report["slices"] if s["feature"] == "mass"]
+    edges = [float(v) for s in mass for v in s["slice"].strip("[]").split(", ")]
+    test_mass = frame.mass.to_numpy()
+    assert test_mass.min() - 1 <= min(edges) and max(edges) <= test_mass.max() + 1

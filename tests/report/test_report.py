@@ -104,11 +104,16 @@ def test_collect_analyses_of_the_final_model(data):
     for c in children:
         f = flips[str(c["id"])]
         assert f["against"] == c["parent"] and f["net"] == f["newly_right"] - f["newly_wrong"]
-        # the net change in correct rows is the change in seed 0's accuracy, in rows
+        # summed over every seed: the net change in correct rows is the change in the
+        # summed per-seed accuracies, in rows
         parent = next(
             p for st in data["stages"] for p in st["candidates"] if p["id"] == c["parent"]
         )
-        moved = (c["quality"]["per_seed"][0] - parent["quality"]["per_seed"][0]) * test_rows
+        assert f["seeds"] == [0, 1, 2]
+        moved = sum(
+            (mine - theirs) * test_rows
+            for mine, theirs in zip(c["quality"]["per_seed"], parent["quality"]["per_seed"])
+        )
         assert f["net"] == round(moved)
 
 
@@ -310,3 +315,19 @@ def test_attribution_maps_of_every_input_kind(tiny_tasks, tmp_path, kind):
         cells = sum(t not in ("[PAD]", "<pad>") for t in ex["tokens"]) or cells
         assert ex["tokens"][0] in task.vocab
     assert page.count('class="mark"') == cells
+
+
+@pytest.mark.slow  # a whole pipeline run
+def test_render_says_what_the_flips_sum_and_hides_slices_that_say_nothing(data):
+    import copy
+
+    page = render(data)
+    assert "test rows right / wrong vs parent (summed over 3 seeds)" in page
+    flat = copy.deepcopy(data)
+    flat["errors"]["slices"] = [
+        {"feature": "x", "slice": "[1, 2]", "count": 5, "accuracy": 0.9, "gap": 0.0},
+        {"feature": "y", "slice": "[3, 4]", "count": 5, "accuracy": 0.9, "gap": 0.0},
+    ]
+    assert "Weakest feature slices" not in render(flat)
+    flat["errors"]["slices"][0]["accuracy"] = 0.5
+    assert "Weakest feature slices" in render(flat)

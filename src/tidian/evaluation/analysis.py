@@ -74,8 +74,9 @@ def error_analysis(
 
 
 def _slices(task: Any, part: Any, correct: np.ndarray, bins: int) -> list[dict[str, Any]]:
-    """Accuracy per slice of each feature: quantile bins of numeric features (on the values
-    the model sees; order is what matters), one slice per category of one-hot groups."""
+    """Accuracy per slice of each feature: quantile bins of numeric features (cut on the
+    values the model sees, shown in the units the data was read in), one slice per category
+    of one-hot groups."""
     names = list(task.feature_names or [f"x{j}" for j in range(part.x.shape[1])])
     out: list[dict[str, Any]] = []
     groups: dict[str, list[int]] = {}
@@ -88,13 +89,15 @@ def _slices(task: Any, part: Any, correct: np.ndarray, bins: int) -> list[dict[s
         if len(edges) < 2:
             continue
         index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        shown = task.preprocess.to_raw(j, edges)
+        shown = edges if shown is None else shown
         for b in range(len(edges) - 1):
             members = index == b
             if members.any():
                 out.append(
                     {
                         "feature": name,
-                        "slice": f"[{edges[b]:.3g}, {edges[b + 1]:.3g}]",
+                        "slice": f"[{shown[b]:.4g}, {shown[b + 1]:.4g}]",
                         "count": int(members.sum()),
                         "accuracy": float(correct[members].mean()),
                     }

@@ -239,35 +239,41 @@ def _seed_models(run: dict[str, Any], cid: int, seeds: list[int]) -> dict[int, P
 
 
 def _candidate_flips(
-    store: Any, run: dict[str, Any], rows: list[dict], task_of: Any, seed: int, progress: Progress
+    store: Any,
+    run: dict[str, Any],
+    rows: list[dict],
+    task_of: Any,
+    seeds: list[int],
+    progress: Progress,
 ) -> dict[str, dict[str, Any]]:
-    """For every finished candidate with a parent: the test rows of seed ``seed`` it newly gets
-    right and newly gets wrong against its parent (the incumbent when it was proposed)."""
-
-    task = task_of(seed)
-    cache: dict[int, np.ndarray | None] = {}
-
-    def outputs(cid: int) -> np.ndarray | None:
-        if cid not in cache:
-            found = _seed_models(run, cid, [seed])
-            cache[cid] = _outputs(found[seed], task) if found else None
-        return cache[cid]
+    """For every finished candidate with a parent: the test rows it newly gets right and newly
+    gets wrong against its parent (the incumbent when it was proposed), each seed's model
+    against the parent's model of the same seed, summed over ``seeds``."""
 
     todo = [r for r in rows if r["parent_id"] is not None and r["status"] == "done"]
-    out = {}
-    for i, row in enumerate(todo):
-        progress("flips of every candidate", i, len(todo))
-        mine, parent = outputs(row["id"]), outputs(row["parent_id"])
-        if mine is not None and parent is not None:
+    ids = sorted({c for r in todo for c in (r["id"], r["parent_id"])})
+    out: dict[str, dict[str, Any]] = {}
+    for k, seed in enumerate(seeds):
+        task = task_of(seed)
+        cache: dict[int, np.ndarray | None] = {}  # each model's test outputs, once per seed
+        for i, cid in enumerate(ids):
+            progress("flips of every candidate", k * len(ids) + i, len(seeds) * len(ids))
+            found = _seed_models(run, cid, [seed])
+            cache[cid] = _outputs(found[seed], task) if found else None
+        for row in todo:
+            mine, parent = cache[row["id"]], cache[row["parent_id"]]
+            if mine is None or parent is None:
+                continue
             f = flips(task.test.y, parent, mine)
-            out[str(row["id"])] = {
-                "against": row["parent_id"],
-                "seed": seed,
-                "newly_right": len(f["newly_right"]),
-                "newly_wrong": len(f["newly_wrong"]),
-                "net": f["net"],
-            }
-    progress("flips of every candidate", len(todo), len(todo))
+            entry = out.setdefault(
+                str(row["id"]),
+                {"against": row["parent_id"], "seeds": [], "newly_right": 0, "newly_wrong": 0},
+            )
+            entry["seeds"].append(seed)
+            entry["newly_right"] += len(f["newly_right"])
+            entry["newly_wrong"] += len(f["newly_wrong"])
+            entry["net"] = entry["newly_right"] - entry["newly_wrong"]
+    progress("flips of every candidate", len(seeds) * len(ids), len(seeds) * len(ids))
     return out
 
 
@@ -323,7 +329,7 @@ def _analyses(
                     "seed": seeds[0],
                     "against": base["id"],
                 }
-        out["candidate_flips"] = _candidate_flips(store, run, rows, task_of, seeds[0], progress)
+        out["candidate_flips"] = _candidate_flips(store, run, rows, task_of, seeds, progress)
     else:
         skipped["confusion"] = "a regression task has no confusion matrix or reliability diagram"
         y = first.test.y
@@ -390,6 +396,8 @@ def explain_examples(
             "spearman": agree["spearman"][k],
             "top_overlap": agree["top_overlap"][k],
         }
+        if task.input_kind == "sequence":  # drawn with its attribution on one time axis
+            item["input"] = np.asarray(task.test.x[r], dtype=float).tolist()
         if vocab is not None:
             ids = task.test.x[r]
             item["tokens"] = [vocab[int(t)] if int(t) < len(vocab) else str(int(t)) for t in ids]

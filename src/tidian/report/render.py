@@ -4,7 +4,7 @@ the data does not hold (beyond unit conversions)."""
 
 from __future__ import annotations
 
-import json
+import re
 from html import escape
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 
 from tidian.report import svg
 from tidian.report.svg import fmt
+from tidian.runs import short_text
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222;margin:0;
@@ -26,7 +27,11 @@ th:first-child,td:first-child,td.l{text-align:left}
 .muted{color:#777}.big{font-size:20px;font-weight:600}
 pre{background:#f4f4f4;padding:8px;overflow:auto;font-size:12px}
 nav a{margin-right:10px}svg.plot{max-width:100%;height:auto;display:block;margin:6px 0}
-.grid{display:flex;flex-wrap:wrap;gap:16px}.grid>div{flex:1 1 480px}
+.grid{display:flex;flex-wrap:wrap;gap:16px}.grid>div{flex:1 1 480px;min-width:0}
+.scroll{overflow-x:auto;max-width:100%}
+p,li,h1,h3,code{overflow-wrap:anywhere}
+@media (max-width:700px){main{padding:8px 10px 40px}svg.plot{min-width:520px}
+th,td{padding:3px 5px;min-width:4em}td.l{min-width:10em}}
 """
 
 
@@ -53,7 +58,10 @@ def _gain(g: dict[str, Any] | None) -> str:
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     h = "".join(f"<th>{escape(c)}</th>" for c in head)
     body = "".join("<tr>" + "".join(rows_) + "</tr>" for rows_ in rows)
-    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>'
+    return (
+        f'<div class="scroll"><table class="{cls}"><thead><tr>{h}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
 
 
 def _td(text: Any, field: str | None = None, cls: str = "") -> str:
@@ -147,10 +155,11 @@ def _stages(d: dict[str, Any]) -> str:
         )
     flipped = d.get("candidate_flips") or {}
     for st in d["stages"]:
-        rows = []
+        rows, seeds = [], None
         for c in st["candidates"]:
             f = flipped.get(str(c["id"]))
             changed = f"+{f['newly_right']} / −{f['newly_wrong']}" if f else "—"
+            seeds = len(f["seeds"]) if f else seeds
             gate = c.get("gate") or {}
             gain = (
                 f"{gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}]"
@@ -171,10 +180,15 @@ def _stages(d: dict[str, Any]) -> str:
                     _td(c["reason"] or "", cls="l muted"),
                 ]
             )
-        cfg = json.dumps(st["config"], default=str) if st["config"] else ""
+        cfg = short_text(st["config"]) if st["config"] else ""
         parts.append(
-            f"<h3>{st['position']}. {escape(st['name'])} "
-            f'<span class="muted">{escape(cfg[:200])}</span></h3>'
+            f"<h3>{st['position']}. {escape(st['name'])}</h3>"
+            + (f'<p class="muted">{escape(cfg)}</p>' if cfg else "")
+        )
+        flips_head = (
+            f"test rows right / wrong vs parent (summed over {seeds} seeds)"
+            if seeds
+            else "test rows right / wrong vs parent"
         )
         parts.append(
             _table(
@@ -185,7 +199,7 @@ def _stages(d: dict[str, Any]) -> str:
                     "gain (gate)",
                     "latency",
                     "bytes",
-                    "test rows right / wrong vs parent",
+                    flips_head,
                     "decision",
                     "why",
                 ],
@@ -219,6 +233,7 @@ def _multitask(d: dict[str, Any]) -> str:
 def _pareto(d: dict[str, Any]) -> str:
     base_id = (d["headline"].get("baseline") or {}).get("id")
     pts = [{**p, "y": p["quality"], "baseline": p["id"] == base_id} for p in d["pareto"]]
+    better = d.get("greater_is_better", True)
     lat = svg.scatter(
         "pareto-latency",
         "Quality vs batch-1 latency",
@@ -226,19 +241,24 @@ def _pareto(d: dict[str, Any]) -> str:
         "batch-1 latency (µs, log scale)",
         d["metric"],
         log_x=True,
+        greater_is_better=better,
     )
     size = svg.scatter(
         "pareto-size",
         "Quality vs bytes",
         [{**p, "x": p["bytes"]} for p in pts],
-        "bytes on disk (log scale)",
+        "size on disk (log scale)",
         d["metric"],
         log_x=True,
+        x_format=svg.bytes_tick,
+        greater_is_better=better,
     )
     return (
         f'<div class="grid"><div>{lat}</div><div>{size}</div></div>'
-        '<p class="muted">Blue, joined: the Pareto front (quality, latency, parameters) within '
-        "the recipe's constraints; ringed red: the final model.</p>"
+        '<p class="muted">Each point is a candidate (#id; hover for its label). Blue: on the '
+        "run's Pareto front over quality, latency and parameters within the recipe's "
+        "constraints (grey: dominated); the dashed line joins the best quality at each cost "
+        "of the two quantities plotted; ringed red: the final model.</p>"
     )
 
 
@@ -281,17 +301,32 @@ def _curves(d: dict[str, Any]) -> str:
         "curves-loss",
         "Training and validation loss per epoch (mean over seeds)",
         [
-            (f"{c['label']} {k.replace('_', ' ')}", c[k])
+            {
+                "label": f"#{c['candidate']} {c['label']} — {kind}",
+                "legend": f"#{c['candidate']} {c['label']}",
+                "values": c[key],
+                "group": c["candidate"],
+                "dashed": key == "val_loss",
+            }
             for c in d["curves"]
-            for k in ("train_loss", "val_loss")
+            for key, kind in (("train_loss", "training"), ("val_loss", "validation"))
         ],
         "epoch",
         "loss",
+        solid_means="training loss",
+        dashed_means="validation loss",
     )
     metric = svg.lines(
         "curves-metric",
         f"Validation {d['metric']} per epoch",
-        [(c["label"], c["val_metric"]) for c in d["curves"]],
+        [
+            {
+                "label": f"#{c['candidate']} {c['label']}",
+                "values": c["val_metric"],
+                "group": c["candidate"],
+            }
+            for c in d["curves"]
+        ],
         "epoch",
         f"validation {d['metric']}",
     )
@@ -344,8 +379,12 @@ def _errors(d: dict[str, Any]) -> str:
                 ],
             )
         )
-        if e.get("slices"):
-            parts.append("<h3>Weakest feature slices</h3>")
+        if e.get("slices") and len({round(x["accuracy"], 9) for x in e["slices"]}) > 1:
+            # (hidden when every slice scores the same: nothing is weaker than the rest)
+            parts.append(
+                f"<h3>Weakest feature slices (seed {e['seed']}; quantile bins in the data's "
+                "units, categories)</h3>"
+            )
             parts.append(
                 _table(
                     ["feature", "slice", "rows", "accuracy", "vs overall"],
@@ -375,7 +414,12 @@ def _errors(d: dict[str, Any]) -> str:
 
 
 def _attribution_map(
-    name: str, title: str, values: Any, a: dict[str, Any], tokens: list[str] | None
+    name: str,
+    title: str,
+    values: Any,
+    a: dict[str, Any],
+    tokens: list[str] | None,
+    signal: Any = None,
 ) -> str:
     arr = np.asarray(values, dtype=float)
     kind = a["input_kind"]
@@ -400,11 +444,18 @@ def _attribution_map(
     if kind == "image":  # channels summed: one value per pixel
         grid = arr.sum(0) if arr.ndim == 3 else arr
         cell = max(4, 240 // max(grid.shape))
-    else:  # a sequence: positions along the wider axis
-        grid = np.atleast_2d(arr.squeeze())
-        grid = grid.T if grid.shape[0] > grid.shape[1] else grid
+    else:  # a sequence: the input signal with its attribution under it, one time axis
+        grid = _channels_by_time(arr)
+        if signal is not None:
+            return svg.signal_map(name, title, _channels_by_time(np.asarray(signal)), grid)
         cell = max(4, min(24, 600 // grid.shape[1]))
     return svg.heatmap(name, title, grid.tolist(), signed=True, annotate=False, cell=cell)
+
+
+def _channels_by_time(arr: np.ndarray) -> np.ndarray:
+    """A sequence sample as (channels, steps): time along the longer axis."""
+    grid = np.atleast_2d(np.asarray(arr, dtype=float).squeeze())
+    return grid.T if grid.shape[0] > grid.shape[1] else grid
 
 
 def _attributions(d: dict[str, Any]) -> str:
@@ -426,10 +477,18 @@ def _attributions(d: dict[str, Any]) -> str:
             f"{fmt(ex['spearman'])}</p>"
         )
         tokens = ex.get("tokens")
+        signal = ex.get("input")
         ig = _attribution_map(
-            f"attribution-ig-{k}", "Integrated Gradients", ex["integrated_gradients"], a, tokens
+            f"attribution-ig-{k}",
+            "Integrated Gradients",
+            ex["integrated_gradients"],
+            a,
+            tokens,
+            signal,
         )
-        sal = _attribution_map(f"attribution-saliency-{k}", "Saliency", ex["saliency"], a, tokens)
+        sal = _attribution_map(
+            f"attribution-saliency-{k}", "Saliency", ex["saliency"], a, tokens, signal
+        )
         parts.append(
             '<div class="grid"><div><p class="muted">Integrated Gradients (blue: towards the '
             f'prediction, red: against)</p>{ig}</div><div><p class="muted">Saliency '
@@ -519,6 +578,14 @@ SECTIONS = (
 )
 
 
+def _scrolling(html: str) -> str:
+    """Each plot in a box that scrolls sideways where the screen is narrower than the plot's
+    readable size (a phone), instead of shrinking its text to nothing."""
+    return re.sub(
+        r'(<svg class="plot".*?</svg>)', r'<div class="scroll">\1</div>', html, flags=re.S
+    )
+
+
 def render(data: dict[str, Any]) -> str:
     """The report as an HTML string."""
     d = data
@@ -542,9 +609,9 @@ def render(data: dict[str, Any]) -> str:
         ),
     }
     skipped = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in d["skipped"].items())
-    nav = "".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
+    nav = " ".join(f'<a href="#{key}">{escape(title)}</a>' for key, title in SECTIONS)
     sections = "".join(
-        f'<section id="{key}"><h2>{escape(title)}</h2>{body[key]}</section>'
+        f'<section id="{key}"><h2>{escape(title)}</h2>{_scrolling(body[key])}</section>'
         for key, title in SECTIONS
     )
     error = f"<p class='rejected'>error: {escape(run['error'])}</p>" if run.get("error") else ""

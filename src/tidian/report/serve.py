@@ -11,6 +11,7 @@ server does writes to the store.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import threading
@@ -24,34 +25,82 @@ from urllib.parse import parse_qs, urlsplit
 from tidian.exceptions import TidianError
 from tidian.report.collect import collect, to_json
 from tidian.report.render import CSS, render
+from tidian.report.svg import fmt
+from tidian.runs import overview
 
 RUN = re.compile(r"^/runs/([0-9a-f]{1,32})(\.json)?$")
 
 
-def index_page(store: Any) -> str:
-    rows = []
-    for r in reversed(store.runs()):
-        rec = r["recipe"]
-        stages = ", ".join(next(iter(s)) for s in rec.get("stages", []))
-        rows.append(
-            f"<tr><td><a href='/runs/{escape(r['id'])}'>{escape(r['id'])}</a></td>"
-            f"<td>{escape(r['status'])}</td><td>{escape(r['created'].isoformat()[:19])}</td>"
-            f"<td class='l'>{escape(str(rec.get('task')))}</td>"
-            f"<td class='l'>{escape(rec['model']['name'])}</td>"
-            f"<td class='l'>{escape(stages)}</td></tr>"
+# the runs table's columns: (key in the query string, heading, sort key of a runs.overview row)
+COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("run", "run", lambda r: r["run_id"]),
+    ("status", "status", lambda r: r["status"]),
+    ("task", "task", lambda r: r["task"]),
+    ("metric", "metric", lambda r: r["metric"] or ""),
+    ("baseline", "baseline", lambda r: _number(r["baseline"])),
+    ("final", "final", lambda r: _number(r["final"])),
+    ("gain", "gain [95% CI]", lambda r: _number((r["gain"] or {}).get("mean"))),
+    ("stages", "stages", lambda r: len(r["stages"])),
+    ("created", "created (UTC)", lambda r: r["created"]),
+)
+
+
+def _number(v: float | None) -> float:
+    return -math.inf if v is None else v
+
+
+def index_page(store: Any, sort: str = "created", descending: bool = True) -> str:
+    """The store's runs as a table sorted by column ``sort``; every heading is a link that
+    sorts by it (again: the other way round) — no script."""
+    keys = {key: get for key, _, get in COLUMNS}
+    if sort not in keys:
+        sort, descending = "created", True
+    rows = sorted(overview(store), key=keys[sort], reverse=descending)
+    head = []
+    for key, heading, _ in COLUMNS:
+        flip = key == sort and descending
+        arrow = (" ▼" if descending else " ▲") if key == sort else ""
+        head.append(
+            f"<th><a href='/?sort={key}&amp;order={'asc' if flip else 'desc'}'>"
+            f"{escape(heading)}{arrow}</a></th>"
+        )
+    body = []
+    for r in rows:
+        gain = r["gain"]
+        state = f"stale: {r['stale']}" if r["stale"] else r["status"]
+        cells = [
+            f"<a href='/runs/{escape(r['run_id'])}'>{escape(r['run_id'])}</a>",
+            escape(state),
+            escape(r["task"]),
+            escape(r["metric"] or "—"),
+            fmt(r["baseline"], 4),
+            fmt(r["final"], 4),
+            f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]" if gain else "—",
+            escape(", ".join(r["stages"]) or "—"),
+            escape(r["created"][:19].replace("T", " ")),
+        ]
+        left = {0, 1, 2, 3, 7}
+        body.append(
+            "<tr>"
+            + "".join(
+                f"<td class='l'>{c}</td>" if i in left else f"<td>{c}</td>"
+                for i, c in enumerate(cells)
+            )
+            + "</tr>"
         )
     table = (
-        "<table class='runs'><thead><tr><th>run</th><th>status</th><th>created</th>"
-        "<th>task</th><th>baseline</th><th>stages</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
+        f"<div class='scroll'><table class='runs'><thead><tr>{''.join(head)}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
         if rows
         else "<p>No runs in this store yet: <code>tidian run</code> makes one.</p>"
     )
     return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>tidian runs</title>"
-        f"<style>{CSS}</style></head><body><main><h1>tidian runs</h1>"
-        f"<p class='muted'>{escape(store.display_url())}</p>{table}</main></body></html>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>tidian runs</title><style>{CSS}th a{{color:inherit}}</style></head><body><main>"
+        f"<h1>tidian runs</h1><p class='muted'>{escape(store.display_url())}; baseline and "
+        "final: mean test quality over the run's seeds; gain: final − baseline, paired.</p>"
+        f"{table}</main></body></html>"
     )
 
 
@@ -83,15 +132,18 @@ def make_handler(
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             try:
+                query = parse_qs(url.query)
                 if url.path in ("/", "/runs"):
-                    return self._send(200, index_page(store))
+                    order = query.get("order", ["desc"])[0]
+                    sort = query.get("sort", ["created"])[0]
+                    return self._send(200, index_page(store, sort, order != "asc"))
                 if url.path == "/favicon.ico":
                     return self._send(204, "")
                 match = RUN.match(url.path)
                 if not match:
                     return self._send(404, "<p>Not found. <a href='/'>All runs</a></p>")
                 run_id, as_json = match.group(1), bool(match.group(2))
-                want = parse_qs(url.query).get("analyses", ["1"])[0] not in ("0", "false")
+                want = query.get("analyses", ["1"])[0] not in ("0", "false")
                 with lock:
                     data = to_json(collect(store, run_id, analyses=analyses and want))
                 if as_json:

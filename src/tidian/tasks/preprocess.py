@@ -123,6 +123,23 @@ class Preprocess:
             x = (x - shift) / scale
         return np.ascontiguousarray(x, dtype=np.float32)
 
+    def to_raw(self, j: int, values: Any) -> np.ndarray | None:
+        """Model-input values of feature ``j`` in the raw units they were read in (the
+        standardisation undone), or None where feature ``j`` has none (one-hot, text)."""
+        v = np.asarray(values, dtype=np.float64)
+        if self.kind == "table":
+            numeric = self.spec["numeric"]
+            return v * numeric[j]["std"] + numeric[j]["mean"] if j < len(numeric) else None
+        if self.kind == "scale":
+            shift = np.ravel(np.asarray(self.spec["shift"], dtype=np.float64))
+            scale = np.ravel(np.asarray(self.spec["scale"], dtype=np.float64))
+            if j >= max(shift.size, scale.size):
+                return None
+            return v * scale[j % scale.size] + shift[j % shift.size]  # scalars broadcast
+        if self.kind == "none":
+            return v
+        return None
+
     def unusable_rows(self, raw: Any) -> dict[int, str]:
         """Rows of a raw table this preprocessing cannot turn into inputs, by position, with
         why: missing or infinite numbers when the task was loaded without imputation. (Every
