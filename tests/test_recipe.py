@@ -1,6 +1,10 @@
 """Recipe validation: broken recipes and the message fragment each must produce."""
 
+import gzip
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +100,73 @@ def test_every_example_recipe_is_valid():
     for path in files:
         assert load_recipe(path).stage_entries()
     assert load_recipe(folder / "mnist1d.yaml").to_dict() == load_recipe(DEFAULT_RECIPE).to_dict()
+
+
+GOOD = b"task: iris\nmodel: {name: linear}\n"
+NINES = "[" + ", ".join(["*a"] * 9) + "]"
+BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{x}: &{x} {NINES.replace('*a', '*' + p)}\n" for p, x in zip("abcdefgh", "bcdefghi")
+)
+
+
+def _file(tmp_path, data: bytes):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d, "is a directory"),
+        (lambda d: (os.mkfifo(d / "fifo.yaml"), d / "fifo.yaml")[1], "not a regular file"),
+        (lambda d: Path("/dev/zero"), "not a regular file"),
+        (lambda d: _file(d, gzip.compress(GOOD)), "gzip-compressed"),
+        (lambda d: _file(d, GOOD.decode().encode("utf-16")), "NUL bytes"),
+        (lambda d: _file(d, GOOD.decode().encode("utf-32")), "NUL bytes"),
+        (lambda d: _file(d, GOOD + b"# caf\xe9\n"), "not UTF-8 text (line 3"),
+        (lambda d: _file(d, GOOD + b"# \xed\xa0\x80\n"), "not UTF-8 text"),  # lone surrogate
+        (lambda d: _file(d, GOOD + b"# \xc0\xaf\n"), "not UTF-8 text"),  # overlong '/'
+        (lambda d: _file(d, bytes(range(1, 256)) * 4), "not UTF-8 text"),
+        (lambda d: _file(d, GOOD + b"#" * (1 << 20)), "larger than 1024 KiB"),
+    ],
+)
+def test_what_is_not_a_recipe_file_is_refused_without_reading_it_whole(tmp_path, make, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(make(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {lr: 0.01, lr: 5}", "the key 'lr' is given twice (first on line 3)"),
+        ("train: {lr: !!int 0x}", "a value cannot be read"),
+        ("train: {lr: !!float abc}", "a value cannot be read: could not convert"),
+        ("train: {lr: " + "9" * 5000 + "}", "a value cannot be read"),
+        ("x: " + "[" * 1000 + "]" * 1000, "nested more than 64 levels deep"),
+        (BOMB + "train: {lr: *i}", "expands to more than 100,000 values"),
+        ("train: {epochs: 1:30:00}", "train.epochs"),  # text (YAML 1.2), not 5400
+        ("constraints: {max_params: true}", "constraints.max_params: a number or text is"),
+        ("evaluate: {seeds: 1000000000}", "evaluate.seeds: at most 1,000 seeds"),
+        ("deploy: {threads: 1000000}", "deploy.threads: Input should be less than or equal"),
+    ],
+)
+def test_recipe_yaml_is_read_within_bounds_and_as_written(text, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(GOOD.decode() + text + "\n")
+
+
+def test_numbers_read_as_yaml_1_2_and_merges_still_work():
+    from tidian.recipe import read_yaml
+
+    data = read_yaml("a: 1e-4\nb: 1_000\nc: 0x1F\nd: &d {x: 1}\ne: {<<: *d, x: 2}\nf: 1:30\n")
+    assert data == {"a": 1e-4, "b": 1000, "c": 31, "d": {"x": 1}, "e": {"x": 2}, "f": "1:30"}
+
+
+def test_a_message_lists_the_first_problems_and_counts_the_rest():
+    keys = "".join(f"  k{i}: 1\n" for i in range(5000))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(GOOD.decode() + "evaluate:\n" + keys)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 11 and lines[-1] == "… and 4,990 more problems"
+    assert len(str(err.value)) < 3000

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tidian.evaluation.cv import make_cv
 from tidian.exceptions import ConfigError, TidianError
@@ -31,10 +41,31 @@ class RecipeError(ConfigError):
     """A recipe is malformed; the message starts with the place in the recipe."""
 
 
-class EvaluateSpec(BaseModel):
+class _Spec(BaseModel):
+    """A part of a recipe: unknown keys refused, and a boolean is not a number (pydantic
+    would read ``max_params: true`` as 1 and ``seeds: false`` as 0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and not _allows_bool(cls.model_fields[info.field_name]):
+            raise ValueError(f"a number or text is needed here, not {str(value).lower()}")
+        return value
+
+
+def _allows_bool(field: Any) -> bool:
+    annotation = field.annotation
+    return annotation is bool or bool in get_args(annotation) or annotation is Any
+
+
+class EvaluateSpec(_Spec):
     model_config = ConfigDict(extra="forbid")
     metric: str | None = Field(None, description="Gate metric; default: the task's metric.")
-    seeds: int | list[int] = Field(5, description="Number of seeds (0..k-1) or explicit seeds.")
+    seeds: int | list[int] = Field(
+        5, description="Number of seeds (0..k-1) or explicit seeds (at most 1,000)."
+    )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of intervals.")
     ci: str = Field("t", pattern="^(t|bootstrap)$", description="t-interval or bootstrap.")
     min_effect: float = Field(0.0, ge=0, description="Gain a quality stage must show beyond.")
@@ -50,14 +81,14 @@ class EvaluateSpec(BaseModel):
     )
 
 
-class Constraints(BaseModel):
+class Constraints(_Spec):
     model_config = ConfigDict(extra="forbid")
     max_latency_ms: float | None = Field(None, gt=0)
     max_params: int | None = Field(None, gt=0)
     max_bytes: int | None = Field(None, gt=0)
 
 
-class ResourcesSpec(BaseModel):
+class ResourcesSpec(_Spec):
     """What one job needs on a cluster (``--executor ray``); the local executor runs one job
     per worker process and ignores it."""
 
@@ -67,7 +98,7 @@ class ResourcesSpec(BaseModel):
     memory_gb: float | None = Field(None, gt=0, description="Memory to reserve per job, GiB.")
 
 
-class DeploySpec(BaseModel):
+class DeploySpec(_Spec):
     model_config = ConfigDict(extra="forbid")
     runtime: str = Field(
         "auto",
@@ -75,11 +106,15 @@ class DeploySpec(BaseModel):
         description="Where costs are measured: onnxruntime, torch, or auto (ONNX Runtime when "
         "the onnx extra is installed, else torch). Quantised models always run on ONNX Runtime.",
     )
-    threads: int = Field(1, ge=1, description="Intra-op threads for latency and throughput.")
-    batch_size: int = Field(256, ge=1, description="Batch size of the throughput measurement.")
+    threads: int = Field(
+        1, ge=1, le=1024, description="Intra-op threads for latency and throughput."
+    )
+    batch_size: int = Field(
+        256, ge=1, le=65536, description="Batch size of the throughput measurement."
+    )
 
 
-class Recipe(BaseModel):
+class Recipe(_Spec):
     """The whole recipe. Stage entries are one-key mappings ``{stage_name: config}``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -160,10 +195,18 @@ def _pydantic_message(err: dict[str, Any], fields: list[str]) -> str:
 
 def _raise_validation(error: ValidationError, prefix: tuple[Any, ...], fields_of) -> None:
     lines = []
-    for err in error.errors():
+    errors = error.errors()
+    for err in errors[:MAX_PROBLEMS]:
         loc = prefix + tuple(err["loc"])
-        lines.append(f"{_where(loc)}: {_pydantic_message(err, fields_of(err['loc'][:-1]))}")
+        message = _pydantic_message(err, fields_of(err["loc"][:-1]))
+        lines.append(f"{_short(_where(loc), 120)}: {_short(message)}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"… and {len(errors) - MAX_PROBLEMS:,} more problems")
     raise RecipeError("\n".join(lines))
+
+
+MAX_PROBLEMS = 10  # problems listed in one message (then a count)
+MAX_SEEDS = 1000
 
 
 def _stage_config(name: str, raw: Any, index: int) -> Any:
@@ -303,6 +346,11 @@ def validate_recipe(data: Any) -> Recipe:
     _check_train(recipe.train, "train")
     if recipe.evaluate.metric is not None and recipe.evaluate.metric not in METRICS:
         raise RecipeError(f"evaluate.metric: {METRICS.unknown(recipe.evaluate.metric)}")
+    count = recipe.evaluate.seeds
+    if (count if isinstance(count, int) else len(count)) > MAX_SEEDS:
+        raise RecipeError(
+            f"evaluate.seeds: at most {MAX_SEEDS:,} seeds (each trains every candidate once)."
+        )
     seeds = recipe.seed_list()
     if not seeds or len(set(seeds)) != len(seeds):
         raise RecipeError(
@@ -352,21 +400,163 @@ def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:
         return validate_recipe(source)
     path = Path(source)
     if isinstance(source, Path) or (len(str(source)) < 4096 and path.suffix in (".yaml", ".yml")):
-        if not path.exists():
-            raise RecipeError(f"no recipe file {str(path)!r}.")
-        text = path.read_text()
-        name = str(path)
+        text, name = _read_recipe_file(path), str(path)
     else:
         text, name = str(source), "<recipe>"
+    return validate_recipe(read_yaml(text, name))
+
+
+# Bounds on what a recipe may be: a recipe is a page of YAML, not a data set.
+MAX_RECIPE_BYTES = 1 << 20  # 1 MiB
+MAX_RECIPE_VALUES = 100_000  # values after YAML aliases are expanded
+MAX_RECIPE_DEPTH = 64  # nesting of mappings and lists
+
+
+def _read_recipe_file(path: Path) -> str:
+    """The text of a recipe file: a regular file of at most MAX_RECIPE_BYTES of UTF-8 text
+    (a directory, a FIFO, a device, a compressed or binary file is refused, never read
+    unbounded)."""
     try:
-        # safe_load: plain data only; no tags that construct objects or call code.
-        data = yaml.safe_load(text)
+        info = path.stat()
+    except FileNotFoundError:
+        raise RecipeError(f"no recipe file {str(path)!r}.") from None
+    except OSError as err:
+        raise RecipeError(f"cannot read the recipe {str(path)!r}: {err.strerror}.") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise RecipeError(f"{str(path)!r} is {kind}; a recipe is a YAML text file.")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_RECIPE_BYTES + 1)
+    except OSError as err:
+        raise RecipeError(f"cannot read the recipe {str(path)!r}: {err.strerror}.") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"{str(path)!r} is larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a short "
+            "YAML file (data belongs in the task's files)."
+        )
+    if data[:2] == b"\x1f\x8b":
+        raise RecipeError(f"{str(path)!r} is gzip-compressed; a recipe is plain YAML text.")
+    if b"\x00" in data:
+        raise RecipeError(
+            f"{str(path)!r} holds NUL bytes: binary data or UTF-16/32 text; save the recipe as "
+            "UTF-8 text."
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise RecipeError(
+            f"{str(path)!r} is not UTF-8 text (line {line}, byte {err.start}: "
+            f"{data[err.start : err.start + 1]!r}); save the recipe as UTF-8."
+        ) from None
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only: no tag constructs an object or calls code) that
+    refuses a key given twice in one mapping and reads numbers as YAML 1.2 does: ``1:30:00``
+    is text, not the sexagesimal 5400, and ``1e-4`` is a number."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the base class says so
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {str(key)[:60]!r} is given twice (first on line "
+                    f"{first.line + 1}); keep one",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if not tag.endswith((":int", ":float"))]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"
+    ),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str, name: str = "<recipe>") -> Any:
+    """Recipe YAML text as plain data, bounded: at most MAX_RECIPE_VALUES values once aliases
+    are expanded and MAX_RECIPE_DEPTH levels of nesting; every refusal says which limit."""
+    try:
+        data = yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise RecipeError(f"{name}: malformed YAML{where}: {problem}.") from None
-    return validate_recipe(data)
+        raise RecipeError(f"{name}: malformed YAML{where}: {_short(problem)}.") from None
+    except RecursionError:
+        raise RecipeError(
+            f"{name}: nested more than {MAX_RECIPE_DEPTH} levels deep; a recipe is a short "
+            "mapping of mappings."
+        ) from None
+    except (ValueError, TypeError, OverflowError) as err:  # tagged values, 5000-digit numbers
+        raise RecipeError(f"{name}: a value cannot be read: {_short(str(err))}.") from None
+    _bounded(data, name)
+    return data
+
+
+def _bounded(data: Any, name: str) -> None:
+    """Refuse data whose expansion (aliases repeated wherever they are used) holds more than
+    MAX_RECIPE_VALUES values or nests deeper than MAX_RECIPE_DEPTH, without expanding it:
+    each distinct object's size is counted once (an alias bomb of 9 levels of 9 aliases is
+    ~387 million values from a 1 kB file)."""
+    sizes: dict[int, int] = {}
+
+    def size(obj: Any, depth: int) -> int:
+        if depth > MAX_RECIPE_DEPTH:
+            raise RecipeError(
+                f"{name}: nested more than {MAX_RECIPE_DEPTH} levels deep (or an alias that "
+                "refers to itself)."
+            )
+        if not isinstance(obj, dict | list):
+            return 1
+        if id(obj) not in sizes:
+            items = [*obj.keys(), *obj.values()] if isinstance(obj, dict) else obj
+            total = 1
+            for item in items:
+                total += size(item, depth + 1)
+                if total > MAX_RECIPE_VALUES:
+                    raise RecipeError(
+                        f"{name}: expands to more than {MAX_RECIPE_VALUES:,} values (YAML "
+                        "aliases repeat what they refer to); a recipe is a short file."
+                    )
+            sizes[id(obj)] = total
+        return sizes[id(obj)]
+
+    size(data, 0)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """A message part no longer than ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
 def recipe_schema() -> dict[str, Any]:

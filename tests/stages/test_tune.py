@@ -392,3 +392,25 @@ def test_a_trial_worker_run_again_after_its_node_died_keeps_to_its_share(tmp_pat
     assert gone.state == optuna.trial.TrialState.FAIL and gone.user_attrs["tidian_retried"]
     redone = [t for t in trials if t.number != lost.number and t.params == gone.params]
     assert len(redone) == 1 and redone[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_a_choice_of_lists_searches_layer_shapes():
+    """``hidden: {choice: [[8], [16, 8]]}``: Optuna draws the lists' JSON, the trial gets the
+    list (before: TypeError unhashable type 'list' once the run had trained its baseline)."""
+    space = {"model": {"name": "mlp", "hidden": {"choice": [[8], [16, 8]]}}}
+    check_space(space, "space")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    drawn = []
+    for _ in range(12):
+        trial = study.ask()
+        values = sample(trial, space)
+        drawn.append(values["model"]["hidden"])
+        assert trial.params["model.hidden"] in ("[8]", "[16, 8]")
+        study.tell(trial, 0.0)
+    assert {tuple(h) for h in drawn} == {(8,), (16, 8)}
+    context = ctx()
+    proposals = Tune(
+        TuneConfig(space=space, trials=4, sampler="random", pruner="none", top_k=4)
+    ).run(INCUMBENT, context)
+    assert context.notes["complete"] == 4  # every trial trained its drawn shape
+    assert all(p.model["hidden"] in ([8], [16, 8]) for p in proposals)

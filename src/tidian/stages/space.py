@@ -18,6 +18,7 @@ their place in the recipe; ``sample`` turns a trial into plain values.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -31,11 +32,19 @@ def _is_dist(value: Any) -> bool:
 
 
 def _branch_names(options: list[Any]) -> list[Any]:
+    """What Optuna draws for a ``choice``: its options themselves when they are plain values
+    (Optuna takes None, bools, numbers and strings), the ``name`` of each mapping, the JSON of
+    each list (``hidden: {choice: [[32], [64, 32]]}`` draws "[32]" or "[64, 32]"), else the
+    options' positions. The drawn name is mapped back to its option."""
     names = [o.get("name") if isinstance(o, dict) else o for o in options]
     if all(isinstance(o, dict) for o in options) and len(set(map(str, names))) == len(names):
         return [str(n) for n in names]
-    if all(not isinstance(o, dict) for o in options):
+    if all(o is None or isinstance(o, bool | int | float | str) for o in options):
         return list(options)
+    if not any(isinstance(o, dict) for o in options):
+        texts = [json.dumps(o, default=str) for o in options]
+        if len(set(texts)) == len(texts):
+            return texts
     return list(range(len(options)))
 
 
