@@ -299,3 +299,57 @@ def test_predict_leaves_out_rows_it_cannot_take_and_names_their_lines(tmp_path, 
 def _csv(path, frame):
     frame.to_csv(path, index=False)
     return path
+
+
+def _saved(tmp_path):
+    import tidian
+
+    task = tidian.load_task("iris")
+    folder = tmp_path / "model"
+    tidian.save_model(tidian.create_model("linear", task), folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:40], "is not a readable safetensors file"),  # truncated
+        (lambda b: (10**12).to_bytes(8, "little") + b[8:], "is not a readable safetensors"),
+        (lambda b: b[:8] + b"{not json" + b[17:], "is not a readable safetensors file"),
+    ],
+)
+def test_a_damaged_weights_file_is_a_clear_error(tmp_path, damage, message):
+    from tidian import load_model
+
+    folder = _saved(tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    with pytest.raises(DataError, match=message):
+        load_model(folder)
+
+
+def test_a_model_description_with_an_unknown_key_is_a_clear_error(tmp_path):
+    from tidian import load_model
+
+    folder = _saved(tmp_path)
+    doc = json.loads((folder / "tidian.json").read_text())
+    doc["model"]["colour"] = "red"
+    (folder / "tidian.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="the model entry is malformed"):
+        load_model(folder)
+
+
+def test_a_damaged_manifest_or_an_object_array_is_a_clear_error(tmp_path):
+    from tidian.export import read_inputs
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"format": "tidian-export/1", "file": "m"}))
+    with pytest.raises(DataError, match=r"lacks \['task'\]; it is damaged"):
+        predict_file(folder, tmp_path / "x.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(DataError, match="cannot be read as an NPZ of numeric arrays"):
+        read_inputs(tmp_path / "objects.npz", {"task": {"input_kind": "vector"}})
+    np.savez(tmp_path / "two.npz", a=np.zeros(2), b=np.zeros(2))
+    with pytest.raises(DataError, match="name the input array 'x'"):
+        read_inputs(tmp_path / "two.npz", {"task": {"input_kind": "vector"}})

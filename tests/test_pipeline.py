@@ -422,3 +422,42 @@ def test_a_stage_that_cannot_apply_to_the_recipes_model_is_refused_before_traini
     ):
         parsed = pipeline.load_recipe({**recipe, "stages": stages})
         pipeline._check_against_task(parsed, parsed.load_task())
+
+
+def test_a_task_without_test_rows_is_refused_before_anything_trains(store, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=60),
+            "label": rng.choice(["x", "y"], 60),
+            "split": ["train"] * 45 + ["val"] * 15,  # no row marked test
+        }
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    x = rng.normal(size=(50, 3)).astype("float32")
+    np.savez(tmp_path / "t.npz", x_train=x, y_train=np.arange(50) % 2, x_test=x[:0], y_test=[])
+    tasks = [
+        {"path": str(tmp_path / "t.csv"), "target": "label", "split_column": "split"},
+        {"name": "iris", "test_size": 0},
+        {"path": str(tmp_path / "t.npz")},
+    ]
+    for task in tasks:
+        recipe = {"task": task, "model": {"name": "linear"}, "train": {"epochs": 1}}
+        with pytest.raises(DataError, match="has no test rows"):
+            pipeline.run(recipe, store=store)
+    assert store.runs() == []  # refused before the ledger got a row
+    with pytest.raises(DataError, match="has no test rows"):
+        import tidian
+
+        tidian.evaluate("linear", tidian.load_task("iris", test_size=0), {"epochs": 1}, seeds=2)
+
+
+def test_a_text_column_that_is_also_the_target_is_refused(tmp_path):
+    import tidian
+
+    (tmp_path / "t.csv").write_text("label,other\n" + "good,1\nbad,2\n" * 20)
+    with pytest.raises(DataError, match="'label' is both the text and the target"):
+        tidian.load_task(str(tmp_path / "t.csv"), text="label", target="label")

@@ -305,12 +305,19 @@ def read_inputs(path: str | Path, manifest: dict[str, Any]) -> Any:
         raise DataError(f"{str(path)!r} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            names = list(data.files)
-            key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
-            if key is None:
-                raise DataError(f"{str(path)!r} holds {names}; name the input array 'x'.")
-            return data[key]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = list(data.files)
+                key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
+                if key is None:
+                    raise DataError(f"{str(path)!r} holds {names}; name the input array 'x'.")
+                return data[key]
+        except DataError:
+            raise
+        except (ValueError, OSError, EOFError) as err:  # object arrays (never unpickled), junk
+            raise DataError(
+                f"{str(path)!r} cannot be read as an NPZ of numeric arrays: {err}"
+            ) from None
     if suffix == ".txt" and manifest["task"]["input_kind"] == "text":
         return [line for line in path.read_text().splitlines() if line.strip()]
     return read_table(path)
@@ -341,6 +348,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(f"{str(folder)!r}: unknown export format {found!r}.")
+    lacking = [k for k in ("file", "task") if not manifest.get(k)]
+    if lacking:
+        raise DataError(
+            f"{str(folder / MANIFEST)!r} lacks {lacking}; it is damaged: export the model again."
+        )
     for name, digest in (manifest.get("digests") or {}).items():
         path = folder / name
         if not path.is_file() or file_digest(path) != digest:

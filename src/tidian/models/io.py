@@ -87,8 +87,10 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
         )
     try:
         doc = json.loads(spec_file.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{str(spec_file)!r} is not valid JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{str(spec_file)!r} is not a tidian model description (a JSON object).")
     if doc.get("format") != FORMAT:
         raise DataError(
             f"{str(spec_file)!r} has format {doc.get('format')!r}; this tidian reads {FORMAT!r}."
@@ -98,7 +100,7 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
         if not isinstance(model, nn.Module):
             raise ConfigError(f"factory must return a torch.nn.Module; got {type(model).__name__}.")
     elif doc.get("model"):
-        spec = ModelSpec(**doc["model"])
+        spec = _model_spec(doc["model"], spec_file)
         model = create_model(spec.name, spec.signature, **spec.options)
     else:
         raise ConfigError(
@@ -106,14 +108,18 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
             "builds it: load_model(path, factory=MyModel)."
         )
     structure = doc.get("structure") or {}
-    if structure:
-        from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-        conform(model, shapes, structure)
     try:
+        if structure:
+            with safe_open(str(weights), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            conform(model, shapes, structure)
         missing, unexpected = st_load_model(model, str(weights), strict=False)
+    except SafetensorError as err:  # a truncated or malformed file: header, offsets, JSON
+        raise DataError(
+            f"{str(weights)!r} is not a readable safetensors file ({err}); save the model again."
+        ) from None
     except RuntimeError as err:
         raise DataError(f"the weights in {str(weights)!r} do not fit the model: {err}") from None
     if missing or unexpected:
@@ -122,5 +128,13 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
         )
     if doc.get("model") and factory is None:
-        set_spec(model, ModelSpec(**doc["model"]))
+        set_spec(model, _model_spec(doc["model"], spec_file))
     return model.eval()
+
+
+def _model_spec(data: Any, where: Path) -> ModelSpec:
+    """The ``model`` entry of a tidian.json, checked: its keys are ModelSpec's."""
+    try:
+        return ModelSpec(**data)
+    except TypeError as err:
+        raise DataError(f"{str(where)!r}: the model entry is malformed ({err}).") from None

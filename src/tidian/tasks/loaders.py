@@ -351,6 +351,12 @@ def text_task(
     frame = read_table(path, sep=sep, columns=columns)
     text = _require_column(frame, text, "text", path.name)
     target = _require_column(frame, target, "target", path.name)
+    if text == target:
+        raise DataError(
+            f"loading {path.name!r}: the column {text!r} is both the text and the target; the "
+            "model would be given the answer. Name the text column with text=... and the "
+            "label column with target=..."
+        )
     empty = frame[text].isna() | frame[target].isna()
     if empty.any():
         if missing == "error":

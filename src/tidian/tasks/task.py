@@ -305,6 +305,19 @@ def encode_labels(y: np.ndarray | Sequence[Any]) -> tuple[np.ndarray, tuple[str,
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
+def require_test_rows(task: Any) -> None:
+    """Refuse, before anything trains, a task whose test split is empty (``test_size: 0``, a
+    split column without test rows, an NPZ with an empty ``x_test``): every candidate is
+    scored on it."""
+    if len(task.test) == 0:
+        raise DataError(
+            f"task {task.name!r} has no test rows ({len(task.train)} train, {len(task.val)} "
+            "val): every candidate is scored on the test split. Give it test rows (test_size "
+            "above 0, rows marked 'test' in the split column, x_test/y_test in an NPZ) or "
+            "evaluate by cross-validation (evaluate: {folds: k} pools all rows)."
+        )
+
+
 def split_indices(
     y: np.ndarray,
     *,
