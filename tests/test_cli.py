@@ -168,3 +168,22 @@ def test_tasks_and_configs_read_as_short_text():
     assert short_text("iris") == "iris"
     assert short_text({"path": "d.csv", "target": "y"}) == "path=d.csv, target=y"
     assert short_text({"name": "mlp", "hidden": [32, 32]}) == "mlp (hidden=[32, 32])"
+
+
+def test_messages_and_table_cells_print_brackets_as_written(capsys):
+    from rich.console import Console
+
+    from tidian.cli import _error, _Table
+    from tidian.exceptions import DependencyError, require
+
+    with pytest.raises(DependencyError) as err:
+        require("tidian_no_such_module", "onnx", "export")
+    _error(str(err.value))
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "pip install 'tidian[onnx]'" in printed and "'tidian[all]'" in printed
+    table = _Table(title="classes")
+    table.add_column("class")
+    table.add_row("[b]x")
+    console = Console(width=80)
+    console.print(table)
+    assert "[b]x" in capsys.readouterr().out

@@ -1005,7 +1005,7 @@ def report_cmd(
         data = write_report(ledger, run_id, target, progress=_Steps(progress), **options)
     console.print(f"wrote {target} ({target.stat().st_size:,} bytes)", highlight=False)
     for what, why in data["skipped"].items():
-        console.print(f"[yellow]not shown[/] {what}: {why}", highlight=False)
+        console.print(f"[yellow]not shown[/] {escape(what)}: {escape(why)}", highlight=False)
 
 
 @app.command("serve")

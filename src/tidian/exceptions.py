@@ -60,7 +60,8 @@ def require(module: str, extra: str, feature: str):
     except ImportError as err:
         raise DependencyError(
             f"{feature} needs the optional package {module!r}, which is not installed. "
-            f"Install it with: pip install 'tidian[{extra}]'"
+            f"Install it with: pip install 'tidian[{extra}]' (or 'tidian[all]': every "
+            "optional feature that installs on a CPU machine)"
         ) from err
 
 

@@ -287,7 +287,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 8 == len(trials)
 
 
-def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path):
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, capfd):
     url = f"sqlite:///{tmp_path / 'f.db'}"
     space = {"lr": {"choice": [1e9, 0.01]}}  # lr 1e9 diverges: the loop raises
     incumbent = Proposal(
@@ -299,6 +299,10 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_p
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed and all("diverged" in t.user_attrs["fail_reason"] for t in failed)
     assert context.notes["failed"] == len(failed) and context.notes["complete"] >= 1
+    printed = capfd.readouterr().err
+    # each failed trial is one warning line, without Optuna's traceback
+    assert printed.count("failed with parameters") == len(failed)
+    assert "Traceback" not in printed
 
 
 @pytest.mark.slow  # a whole pipeline run

@@ -7,6 +7,7 @@ position, quiet (the pipeline reports, not Optuna).
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from typing import Any
@@ -48,6 +49,26 @@ def storage(url: str | None, heartbeat: bool = False) -> Any:
     raise AssertionError("unreachable")
 
 
+class _OneLine(logging.Filter):
+    """Optuna's failed-trial warnings as one line: the traceback is dropped (the failure's
+    reason is in the ledger, and the stage's report)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet(optuna: Any) -> None:
+    """Optuna's log: warnings only, each on one line."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logger = logging.getLogger("optuna")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    for handler in logger.handlers:
+        if not any(isinstance(f, _OneLine) for f in handler.filters):
+            handler.addFilter(_OneLine())
+
+
 def open_study(
     url: str | None,
     name: str | None,
@@ -60,7 +81,7 @@ def open_study(
     """The study ``name`` on the store at ``url``, created or continued. ``feature`` names
     what needs Optuna, for the install hint."""
     optuna = require("optuna", "tune", feature)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet(optuna)
     return optuna.create_study(
         storage=storage(url),
         study_name=name or None,
@@ -76,7 +97,7 @@ def load_study(
 ) -> Any:
     """A worker's handle on an existing study, with its own sampler."""
     optuna = require("optuna", "tune", "Optuna studies")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet(optuna)
     return optuna.load_study(
         study_name=name, storage=storage(url, heartbeat), sampler=sampler, pruner=pruner
     )

@@ -23,7 +23,7 @@ from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
-from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places
+from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places, quiet
 from tidian.training.build import train_new
 from tidian.training.config import TrainConfig
 
@@ -217,7 +217,7 @@ def _optimize(
 
     if n_trials <= 0:
         return
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet(optuna)
     study.optimize(
         _objective(config, incumbent, task, seed, objectives, worker),
         n_trials=n_trials,
