@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import executor_handlers  # noqa: F401  (registers the test.* handlers in this process)
@@ -234,3 +236,23 @@ def test_stop_ends_every_worker_without_waiting_for_running_jobs(tmp_path):
     executor.stop()  # idempotent
     assert [r["square"] for r in executor.gather(_squares(2))] == [0, 1]  # usable again
     executor.close()
+
+
+def test_a_script_that_starts_workers_at_its_top_level_is_told_to_guard_it(tmp_path):
+    """Spawned workers import the user's script again; without `if __name__ == "__main__":`
+    each would start workers of its own. One line from each worker and a parent error that
+    says what to do — not multiprocessing's bootstrap tracebacks (137 lines before)."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import tidian\n"
+        "task = tidian.load_task('iris')\n"
+        "tidian.evaluate('linear', task, {'epochs': 1}, seeds=2, n_jobs=2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    err = " ".join(done.stderr.split())
+    assert 'must put that code under `if __name__ == "__main__":`' in err
+    assert "bootstrapping phase" not in err
+    assert len(done.stderr.splitlines()) < 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,19 @@ def _end_with(driver: int) -> None:
         time.sleep(_WATCH_SECONDS)
         if os.getppid() != driver:
             os._exit(70)  # no clean-up to run: the driver that would read our results is gone
+
+
+MAIN_GUARD = (
+    "several worker processes (n_jobs / --jobs) start by importing the script that started "
+    "them, so a script that calls tidian at its top level must put that code under "
+    "`if __name__ == \"__main__\":` (Python's spawn start method; see the README's Python API)."
+)
+
+
+def _from_a_script() -> bool:
+    """Whether this process runs a Python file as ``__main__`` (not ``-m``, not a REPL)."""
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None)) and getattr(main, "__spec__", None) is None
 
 
 class LocalExecutor(Executor):
@@ -116,10 +130,11 @@ class LocalExecutor(Executor):
                     result = future.result()
                 except BrokenProcessPool:
                     self._discard_pool()
+                    hint = f" If this is a script: {MAIN_GUARD}" if _from_a_script() else ""
                     raise WorkerLost(
                         f"a worker process stopped without finishing its job (killed, or out "
                         f"of memory?) while {len(futures)} jobs ran on {self.workers} workers; "
-                        "finished results are kept — resume the run to do the rest."
+                        f"finished results are kept — resume the run to do the rest.{hint}"
                     ) from None
                 except Exception as err:
                     raise named(err, job) from None
@@ -138,6 +153,12 @@ class LocalExecutor(Executor):
         return torch.get_num_threads() if self.workers == 1 else 1
 
     def _get_pool(self) -> ProcessPoolExecutor:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # This is a worker still importing the user's script, which starts workers at its
+            # top level: say what to do once (instead of multiprocessing's bootstrap traceback)
+            # and end; the parent reports the lost workers with the same hint.
+            sys.stderr.write(f"tidian: {MAIN_GUARD}\n")
+            raise SystemExit(1)
         if self._pool is None:
             # 'spawn': forking a process that already ran torch's thread pools can deadlock.
             self._pool = ProcessPoolExecutor(
