@@ -124,6 +124,15 @@ def test_npz_bad_inputs(tmp_path):
     np.savez(tmp_path / "nan.npz", x=x, y=np.arange(20) % 2)
     with pytest.raises(DataError, match=r"'feature 1' \(1 NaN\)"):
         load_task(tmp_path / "nan.npz")
+    np.savez(
+        tmp_path / "w.npz",
+        x_train=np.zeros((8, 3)),
+        y_train=np.arange(8) % 2,
+        x_test=np.zeros((4, 2)),
+        y_test=np.arange(4) % 2,
+    )
+    with pytest.raises(DataError, match=r"differ in shape \(x_train \(3,\), x_test \(2,\)\)"):
+        load_task(tmp_path / "w.npz")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="cannot read"):
         load_task(tmp_path / "broken.npz")
@@ -172,6 +181,12 @@ def test_idx_bad_inputs(tmp_path):
     (tmp_path / "cut-idx3-ubyte").write_bytes(raw[:-5])
     with pytest.raises(DataError, match="truncated"):
         read_idx(tmp_path / "cut-idx3-ubyte")
+    (tmp_path / "head-idx3-ubyte").write_bytes(raw[:9])  # the header itself cut short
+    with pytest.raises(DataError, match="its header is cut short"):
+        read_idx(tmp_path / "head-idx3-ubyte")
+    (tmp_path / "cut-idx3-ubyte.gz").write_bytes(gzip.compress(raw)[:-12])  # gzip cut short
+    with pytest.raises(DataError, match="truncated or damaged"):
+        read_idx(tmp_path / "cut-idx3-ubyte.gz")
 
 
 def test_png_folder(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import struct
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -458,6 +459,17 @@ def npz_task(
                 f"{str(path)!r}: with x_train, also give x_test/y_test (and "
                 "optionally x_val/y_val); or give plain x and y to split here."
             )
+        shapes = {
+            f"x_{part}": tuple(g[0].shape[1:])
+            for part, g in zip(("train", "val", "test"), given)
+            if g is not None
+        }
+        if len(set(shapes.values())) > 1:
+            found = ", ".join(f"{k} {v}" for k, v in shapes.items())
+            raise DataError(
+                f"{str(path)!r}: the splits' samples differ in shape ({found}); every split "
+                "must hold samples of one shape."
+            )
         x = np.concatenate([g[0] for g in given if g is not None])
         y = np.concatenate([g[1] for g in given if g is not None])
         sizes = np.cumsum([0] + [len(g[1]) if g is not None else 0 for g in given])
@@ -605,12 +617,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with _open(path) as f:
             raw = f.read()
-    except OSError as err:
-        raise DataError(f"cannot read {str(path)!r}: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:  # a truncated or damaged gzip stream
+        raise DataError(f"cannot read {str(path)!r} (truncated or damaged?): {err}") from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{str(path)!r} is not an IDX file (bad magic number).")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{str(path)!r} is truncated: its header is cut short.")
     dims = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
+    if min(dims, default=0) < 0:
+        raise DataError(f"{str(path)!r} is corrupt: its header gives negative sizes {dims}.")
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     body = raw[4 + 4 * ndim :]
     expected = int(np.prod(dims)) * dtype.itemsize
