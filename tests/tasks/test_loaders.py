@@ -251,3 +251,31 @@ def test_unreadable_and_unknown_files(tmp_path):
         load_task(path, target="label", text_column="x")
     with pytest.raises(ConfigError, match="missing must be one of"):
         load_task(path, target="label", missing="ignore")
+
+
+@pytest.mark.parametrize("size", [[0, 0], 8, "big", [100000, 100000], [4.5, 4], [True, 4]])
+def test_an_image_size_that_cannot_be_made_is_refused(tmp_path, size):
+    (tmp_path / "shapes" / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(tmp_path / "shapes" / "a" / "0.png")
+    with pytest.raises(
+        ConfigError, match=r"size must be \(width, height\): two integers in 1..4096"
+    ):
+        load_task(tmp_path / "shapes", size=size)
+
+
+def test_an_image_claiming_a_huge_size_is_refused(tmp_path):
+    import zlib as z
+
+    (tmp_path / "shapes" / "a").mkdir(parents=True)
+
+    # a valid PNG header declaring 40000 × 40000 pixels over a few bytes of data
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", z.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    )
+    png += chunk(b"IDAT", z.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    (tmp_path / "shapes" / "a" / "bomb.png").write_bytes(png)
+    with pytest.raises(DataError, match="claims more pixels than Pillow reads safely"):
+        load_task(tmp_path / "shapes")

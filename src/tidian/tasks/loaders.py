@@ -728,6 +728,9 @@ def idx_folder_task(path: Path, *, val_size: float = 0.1, seed: int = 0) -> Task
 # -- image folders ------------------------------------------------------------------------------
 
 
+MAX_IMAGE_SIDE = 4096  # pixels per side of an image task's samples
+
+
 def image_folder_task(
     path: Path,
     *,
@@ -746,6 +749,13 @@ def image_folder_task(
 
     if mode not in ("auto", "L", "RGB"):
         raise bad_value("mode", "'auto', 'L' or 'RGB'", mode)
+    if size is not None and not (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        and all(1 <= v <= MAX_IMAGE_SIDE for v in size)
+    ):
+        raise bad_value("size", f"(width, height): two integers in 1..{MAX_IMAGE_SIDE}", size)
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     files = [
         (f, label)
@@ -766,6 +776,11 @@ def image_folder_task(
                 images.append(im.copy())
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read image {str(f)!r}: {err}") from None
+        except Image.DecompressionBombError:  # a header claiming e.g. 40000 × 40000 pixels
+            raise DataError(
+                f"{str(f)!r} claims more pixels than Pillow reads safely "
+                f"({Image.MAX_IMAGE_PIXELS:,}); shrink the image first."
+            ) from None
     if mode == "auto":
         mode = "L" if all(im.mode in ("L", "1", "I;16") for im in images) else "RGB"
     target = tuple(size) if size is not None else images[0].size
