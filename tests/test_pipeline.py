@@ -461,3 +461,25 @@ def test_a_text_column_that_is_also_the_target_is_refused(tmp_path):
     (tmp_path / "t.csv").write_text("label,other\n" + "good,1\nbad,2\n" * 20)
     with pytest.raises(DataError, match="'label' is both the text and the target"):
         tidian.load_task(str(tmp_path / "t.csv"), text="label", target="label")
+
+
+def test_labels_a_split_cannot_hold_are_named_and_refused_before_training(store, tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    import tidian
+
+    rng = np.random.default_rng(0)
+    labels = ["ok"] * 40 + ["fraud"] * 19 + ["chargeback"]
+    frame = pd.DataFrame({"a": rng.normal(size=60), "label": labels})
+    frame.to_csv(tmp_path / "rare.csv", index=False)
+    with pytest.raises(DataError, match=r"the class\(es\) \['chargeback'\] have a single row"):
+        tidian.load_task(str(tmp_path / "rare.csv"), target="label")
+    frame["split"] = (["train"] * 30 + ["val"] * 10) + (["train"] * 10 + ["test"] * 10)
+    frame.loc[50:, "label"] = "refund"  # only in the test rows
+    frame.to_csv(tmp_path / "unseen.csv", index=False)
+    task = {"path": str(tmp_path / "unseen.csv"), "target": "label", "split_column": "split"}
+    recipe = {"task": task, "model": {"name": "linear"}, "train": {"epochs": 1}}
+    with pytest.raises(DataError, match=r"10 test row\(s\) carry label\(s\) \['refund'\]"):
+        pipeline.run(recipe, store=store)
+    assert store.runs() == []

@@ -37,7 +37,7 @@ from tidian.stages import STAGES, Context, Proposal, Stage
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
 from tidian.store.artifacts import join
-from tidian.tasks.task import require_test_rows
+from tidian.tasks.task import require_scorable
 from tidian.training.augment import check_policy
 from tidian.training.build import seeded_model
 from tidian.training.config import TrainConfig
@@ -650,7 +650,7 @@ def run(
     if any(m == "optuna" for _, c in _needs(parsed) for m, _ in c):
         optuna_storage(ledger.url)  # Optuna's tables made now, not after earlier stages' work
     if parsed.cv() is None:
-        require_test_rows(task)
+        require_scorable(task)
     _check_against_task(parsed, task)
     # SIGTERM and SIGHUP stop the run as Ctrl-C does: marked interrupted, workers ended.
     with stopping_on_signals(), own_executor(executor, jobs, threads) as runner:

@@ -33,7 +33,7 @@ from tidian.metrics import (
 from tidian.models import model_spec, save_model
 from tidian.store.artifacts import writing
 from tidian.tasks import load_task
-from tidian.tasks.task import require_test_rows
+from tidian.tasks.task import require_scorable
 from tidian.training.build import ModelMaker, train_new
 from tidian.training.config import TrainConfig
 from tidian.training.loop import History, process_group
@@ -291,7 +291,7 @@ def evaluate(
     cv = make_cv(folds, repeated)
     correction = 0.0
     if cv is None:
-        require_test_rows(task)
+        require_scorable(task)
     if cv is not None:
         if ci != "t":
             raise bad_value("ci", "'t' with folds (the corrected t-interval)", ci)

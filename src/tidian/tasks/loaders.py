@@ -257,7 +257,12 @@ def tabular_task(
         parts = _given_splits(frame[split_column], name)
     else:
         parts = split_indices(
-            y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
+            y,
+            classes=kind == "classes",
+            val_size=val_size,
+            test_size=test_size,
+            seed=seed,
+            class_names=class_names,
         )
     # Fitted on the training rows only; the same object turns raw rows into model inputs
     # at prediction time (``tidian predict``).
@@ -375,7 +380,12 @@ def text_task(
         _given_splits(frame[split_column], path.name)
         if split_column
         else split_indices(
-            y, classes=kind == "classes", val_size=val_size, test_size=test_size, seed=seed
+            y,
+            classes=kind == "classes",
+            val_size=val_size,
+            test_size=test_size,
+            seed=seed,
+            class_names=class_names,
         )
     )
     if tokenizer is not None:

@@ -305,6 +305,22 @@ def encode_labels(y: np.ndarray | Sequence[Any]) -> tuple[np.ndarray, tuple[str,
     return codes.astype(np.int64), tuple(str(c) for c in classes)
 
 
+def require_scorable(task: Any) -> None:
+    """A task every candidate can be scored on: test rows (:func:`require_test_rows`), and
+    for classes, no test label that training never shows (it could only be got wrong)."""
+    require_test_rows(task)
+    if task.target_kind == "classes":
+        unseen = sorted(set(np.unique(task.test.y)) - set(np.unique(task.train.y)))
+        if unseen:
+            names = [str(task.class_names[int(c)]) for c in unseen]
+            rows = int(np.isin(task.test.y, unseen).sum())
+            raise DataError(
+                f"task {task.name!r}: {rows} test row(s) carry label(s) {names} that no "
+                "training row has; the model can never predict them. Move such rows into "
+                "training or drop them (check the split column)."
+            )
+
+
 def require_test_rows(task: Any) -> None:
     """Refuse, before anything trains, a task whose test split is empty (``test_size: 0``, a
     split column without test rows, an NPZ with an empty ``x_test``): every candidate is
@@ -325,10 +341,12 @@ def split_indices(
     val_size: float = 0.2,
     test_size: float = 0.2,
     seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shuffled train / validation / test row indices; stratified by class when ``classes``.
 
-    Sizes are fractions of all rows. A size of 0 gives an empty split.
+    Sizes are fractions of all rows. A size of 0 gives an empty split. ``class_names`` (the
+    labels of the encoded classes) name a class too rare to split.
     """
     from sklearn.model_selection import train_test_split
 
@@ -346,6 +364,18 @@ def split_indices(
         try:
             keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
         except ValueError as err:
+            values, counts = np.unique(y[idx], return_counts=True)
+            rare = [
+                str(class_names[int(v)]) if class_names is not None else str(v)
+                for v, c in zip(values, counts)
+                if c < 2
+            ]
+            if rare:
+                raise DataError(
+                    f"cannot make a stratified split: the class(es) {rare} have a single row "
+                    "each, and every split needs rows of every class. Drop those rows or "
+                    "merge them into another class."
+                ) from None
             raise DataError(
                 f"cannot make a stratified split of {len(idx)} rows into {size:.0%} held out: "
                 f"{err} Give more rows per class, or smaller val_size / test_size."
