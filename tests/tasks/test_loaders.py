@@ -133,6 +133,9 @@ def test_npz_bad_inputs(tmp_path):
     )
     with pytest.raises(DataError, match=r"differ in shape \(x_train \(3,\), x_test \(2,\)\)"):
         load_task(tmp_path / "w.npz")
+    np.savez(tmp_path / "c.npz", x=np.ones((20, 2)) * 1j, y=np.arange(20) % 2)
+    with pytest.raises(DataError, match="holds complex numbers"):
+        load_task(tmp_path / "c.npz")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="cannot read"):
         load_task(tmp_path / "broken.npz")

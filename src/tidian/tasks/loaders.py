@@ -570,6 +570,11 @@ def array_task(
         x = x[:, None]  # (n, H, W) grey images → one channel
     if kind == "sequence" and x.ndim == 2:
         x = x[:, :, None]
+    if np.iscomplexobj(x):  # astype would drop the imaginary part without a word
+        raise DataError(
+            f"{name!r}: x holds complex numbers ({x.dtype}); give real features (e.g. the real "
+            "and imaginary parts, or magnitude and phase, as separate columns or channels)."
+        )
     try:
         x = x.astype(np.float32)
     except (TypeError, ValueError):
