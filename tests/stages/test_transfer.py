@@ -64,8 +64,10 @@ def test_detect_format_and_clear_errors(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "weights.npz").write_bytes(b"")
-    with pytest.raises(DataError, match="not a pretrained model directory"):
+    (other / "passwd").write_bytes(b"")
+    with pytest.raises(DataError, match="not a pretrained model directory") as err:
         detect_format(other)
+    assert "passwd" not in str(err.value)  # a folder's listing never goes into a message
     no_tok = tmp_path / "notok"
     no_tok.mkdir()
     (no_tok / "config.json").write_text("{}")

@@ -59,7 +59,8 @@ def detect_format(path: str | Path) -> str:
         f"{str(folder)!r} is not a pretrained model directory tidian knows: expected a Hugging "
         "Face directory (config.json + model.safetensors + tokenizer files), a "
         "sentence-transformers directory (also modules.json) or a tidian model folder "
-        f"(tidian.json + model.safetensors); it holds {sorted(files)[:12]}."
+        f"(tidian.json + model.safetensors); it has none of config.json or tidian.json "
+        f"({len(files)} entries, not listed here: the message can end up in reports)."
     )
 
 
