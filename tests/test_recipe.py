@@ -170,3 +170,22 @@ def test_a_message_lists_the_first_problems_and_counts_the_rest():
     lines = str(err.value).splitlines()
     assert len(lines) == 11 and lines[-1] == "… and 4,990 more problems"
     assert len(str(err.value)) < 3000
+
+
+def test_every_problem_of_a_recipe_is_reported_in_one_message():
+    text = (
+        "task: irs\nmodel: {name: mpl}\ntrain: {optimzer: adam}\n"
+        "stages:\n  - tune: {trials: 2, space: {lr: {float: [1, 0.1]}}}\n  - architcture: {}\n"
+    )
+    with pytest.raises(RecipeError) as err:
+        load_recipe(text)
+    lines = str(err.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "task",
+        "model.name",
+        "train",
+        "stages[0].tune",
+        "stages[1]",
+    ]
+    assert "did you mean iris" in lines[0] and "did you mean mlp" in lines[1]
+    assert "did you mean 'optimizer'" in lines[2] and "architecture" in lines[4]

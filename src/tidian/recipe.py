@@ -333,17 +333,56 @@ def validate_recipe(data: Any) -> Recipe:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         _raise_validation(err, (), lambda loc: nested.get(tuple(loc), fields))
-    task = recipe.task
+    # Every section is checked, and every problem found is reported in one message (up to
+    # MAX_PROBLEMS): three typos are one `recipe check`, not three.
+    problems: list[str] = []
+
+    def check(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ConfigError as err:
+            problems.append(str(err))
+            return None
+
+    check(_check_task, recipe.task)
+    check(_check_model, recipe.model, "model")
+    check(_check_train, recipe.train, "train")
+    check(_check_evaluate, recipe)
+    quantized_at = None
+    for i, entry in enumerate(recipe.stages):
+        stage = check(_stage_of, i, entry)
+        if stage is None:
+            continue
+        if stage.quantizes():
+            quantized_at = quantized_at if quantized_at is not None else i
+        elif quantized_at is not None and stage.edits_model:
+            problems.append(
+                f"stages[{i}].{stage.name}: comes after stages[{quantized_at}], which quantises "
+                "the model for ONNX Runtime; torch stages cannot change a quantised model. Move "
+                "quantisation to the end."
+            )
+    if problems:
+        shown = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            shown.append(f"… and {len(problems) - MAX_PROBLEMS:,} more problems")
+        raise RecipeError("\n".join(shown))
+    return recipe
+
+
+def _check_task(task: Any) -> None:
     if isinstance(task, str):
         if task not in TASKS and not Path(task).suffix:
             raise RecipeError(f"task: {TASKS.unknown(task)}")
     elif "name" in task:
+        if not isinstance(task["name"], str):
+            raise RecipeError(f"task.name: a task's name is text; got {task['name']!r}.")
         if task["name"] not in TASKS:
             raise RecipeError(f"task.name: {TASKS.unknown(task['name'])}")
     elif "path" not in task:
         raise RecipeError("task: a mapping needs 'name' (a built-in task) or 'path' (a file).")
-    _check_model(recipe.model, "model")
-    _check_train(recipe.train, "train")
+
+
+def _check_evaluate(recipe: Recipe) -> None:
     if recipe.evaluate.metric is not None and recipe.evaluate.metric not in METRICS:
         raise RecipeError(f"evaluate.metric: {METRICS.unknown(recipe.evaluate.metric)}")
     count = recipe.evaluate.seeds
@@ -368,30 +407,22 @@ def validate_recipe(data: Any) -> Recipe:
         raise RecipeError("evaluate.repeated: only means something with evaluate.folds.")
     if len(recipe.units()) < 2:
         raise RecipeError("evaluate.seeds: the gate needs at least 2 seeds to estimate noise.")
-    quantized_at = None
-    for i, entry in enumerate(recipe.stages):
-        if len(entry) != 1:
-            raise RecipeError(
-                f"stages[{i}]: a stage entry is a one-key mapping "
-                f"{{stage_name: config}}; got keys {list(entry)}."
-            )
-        ((name, raw),) = entry.items()
-        if name == "baseline":
-            raise RecipeError(
-                f"stages[{i}]: 'baseline' always runs first and is implicit; "
-                "remove it from the stages."
-            )
-        config = _stage_config(name, raw, i)
-        stage = STAGES.get(name)(config)
-        if stage.quantizes():
-            quantized_at = quantized_at if quantized_at is not None else i
-        elif quantized_at is not None and stage.edits_model:
-            raise RecipeError(
-                f"stages[{i}].{name}: comes after stages[{quantized_at}], which quantises the "
-                "model for ONNX Runtime; torch stages cannot change a quantised model. Move "
-                "quantisation to the end."
-            )
-    return recipe
+
+
+def _stage_of(i: int, entry: dict[str, Any]) -> Any:
+    """Stage entry ``i`` of a recipe as a configured stage (its config checked)."""
+    if len(entry) != 1:
+        raise RecipeError(
+            f"stages[{i}]: a stage entry is a one-key mapping "
+            f"{{stage_name: config}}; got keys {list(entry)}."
+        )
+    ((name, raw),) = entry.items()
+    if name == "baseline":
+        raise RecipeError(
+            f"stages[{i}]: 'baseline' always runs first and is implicit; remove it from the stages."
+        )
+    config = _stage_config(name, raw, i)  # names an unknown stage with its place
+    return STAGES.get(name)(config)
 
 
 def load_recipe(source: str | Path | dict[str, Any] | Recipe) -> Recipe:
