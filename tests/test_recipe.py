@@ -189,3 +189,34 @@ def test_every_problem_of_a_recipe_is_reported_in_one_message():
     ]
     assert "did you mean iris" in lines[0] and "did you mean mlp" in lines[1]
     assert "did you mean 'optimizer'" in lines[2] and "architecture" in lines[4]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: {name: mlp, hidden: false}", "option 'hidden' is a list of whole numbers"),
+        ("model: {name: mlp, hidden: [1.0e12]}", "option 'hidden' is a list of whole numbers in"),
+        ("model: {name: cnn1d, width: 8.5}", "option 'width' is a whole number"),
+        ("model: {name: gru, bidirectional: 1}", "option 'bidirectional' is a flag"),
+        ("model: {name: mlp, norm: 5}", "option 'norm' is text"),
+        ("model: {name: linear}\ntrain: {lr: 1.0e40}", "train.lr must be a number > 0 and <= 1"),
+        ("model: {name: linear}\ntrain: {warmup_epochs: .inf}", "train.warmup_epochs must be"),
+        ("model: {name: linear}\ntrain: {device: 'cuda:x'}", "train.device must be"),
+    ],
+)
+def test_check_refuses_values_the_run_could_not_use(text, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe("task: iris\n" + text + "\n")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "{name: mlp, hidden: [32, 16], dropout: 0}",
+        "{name: cnn1d, kernel_size: [3, 5]}",
+        "{name: cnn1d, kernel_size: 3}",
+        "{name: mlp, hidden: null, dropout: 0.1}",
+    ],
+)
+def test_check_keeps_the_values_models_take(model):
+    load_recipe(f"task: iris\nmodel: {model}\n")

@@ -256,7 +256,10 @@ def _check_model(spec: Any, where: str) -> None:
         raise RecipeError(f"{where}.name: {err}") from None
     try:
         check_options(
-            f"model {spec['name']!r}", entry.obj, {k: v for k, v in spec.items() if k != "name"}
+            f"model {spec['name']!r}",
+            entry.obj,
+            {k: v for k, v in spec.items() if k != "name"},
+            typed=True,
         )
     except TidianError as err:
         raise RecipeError(f"{where}: {err}") from None

@@ -18,6 +18,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -122,8 +123,13 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-def check_options(where: str, func: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Reject options that ``func`` does not take, naming the ones it does."""
+def check_options(
+    where: str, func: Callable[..., Any], options: dict[str, Any], *, typed: bool = False
+) -> None:
+    """Reject options that ``func`` does not take, naming the ones it does; with ``typed``,
+    also values of the wrong kind (a flag for a list of widths, 8.5 for a width), judged
+    from the parameter's annotation or default (models: their options are such plain
+    kinds)."""
     params = inspect.signature(func).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return  # the callable takes free-form options and validates them itself
@@ -142,6 +148,86 @@ def check_options(where: str, func: Callable[..., Any], options: dict[str, Any])
             f"{where} does not take the option(s) {', '.join(hints)}. "
             f"It takes: {', '.join(sorted(accepted)) or 'no options'}."
         )
+    by_name = {p.name: p for p in params}
+    for name, value in options.items() if typed else ():
+        problem = _unlike(value, by_name[name])
+        if problem:
+            raise ConfigError(f"{where}: option {name!r} {problem}; got {value!r}.")
+
+
+MAX_WIDTH = 100_000  # an integer in a list option (a layer width, a kernel size) beyond this
+
+
+# What an option annotated so must be (annotations are read as text: modules use
+# ``from __future__ import annotations``).
+_SCALARS = {
+    "bool": (lambda v: isinstance(v, bool), "is a flag (true or false)"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "is a whole number"),
+    "float": (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+        "is a finite number",
+    ),
+    "str": (lambda v: isinstance(v, str), "is text"),
+}
+
+
+def _unlike(value: Any, param: inspect.Parameter) -> str | None:
+    """Why ``value`` cannot be given for ``param`` (None: it can): by its annotation when it
+    is a plain one (bool, int, float, str, a list of ints), else by the kind of its default
+    (a flag, a number, text, a list of numbers). Anything else is the callable's to check."""
+    annotation = param.annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kinds = [k.strip() for k in str(text).split("|")]
+    if value is None:
+        return None if "None" in kinds or param.default is None else "cannot be null"
+    if kinds and all(k in _SCALARS or k in _LISTS or k == "None" for k in kinds):
+        if any(k in _SCALARS and _SCALARS[k][0](value) for k in kinds):
+            return None
+        if any(k in _LISTS for k in kinds) and isinstance(value, list | tuple):
+            ok = all(_width(v) for v in value)
+            return None if ok else f"is a list of whole numbers in 1..{MAX_WIDTH:,}"
+        wanted = [
+            _SCALARS[k][1] if k in _SCALARS else "is a list of whole numbers"
+            for k in kinds
+            if k != "None"
+        ]
+        return " or ".join(dict.fromkeys(wanted))
+    return _unlike_default(value, param.default)
+
+
+_LISTS = ("Sequence[int]", "list[int]", "tuple[int, ...]")
+
+
+def _unlike_default(value: Any, default: Any) -> str | None:
+    if default is None or default is inspect.Parameter.empty:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "is a flag (true or false)"
+    if isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is a number"
+        return None if math.isfinite(value) else "must be finite"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "is text"
+    if isinstance(default, list | tuple):
+        if not isinstance(value, list | tuple):
+            return "is a list"
+        whole = bool(default) and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in default
+        )
+        if whole and not all(_width(v) for v in value):
+            return f"is a list of whole numbers in 1..{MAX_WIDTH:,}"
+    return None
+
+
+def _width(v: Any) -> bool:
+    return (
+        isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and float(v).is_integer()
+        and 0 < v <= MAX_WIDTH
+    )
 
 
 # Modules outside tidian that register things (a user's models, losses, steps): every worker

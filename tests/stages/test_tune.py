@@ -289,7 +289,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_study_goes_on(tmp_path, capfd):
     url = f"sqlite:///{tmp_path / 'f.db'}"
-    space = {"lr": {"choice": [1e9, 0.01]}}  # lr 1e9 diverges: the loop raises
+    space = {"lr": {"choice": [1e4, 0.01]}}  # lr 1e4 diverges: the loop raises
     incumbent = Proposal(
         "b", {"name": "mlp", "hidden": [8]}, {"epochs": 2, "optimizer": "sgd", "batch_size": 16}
     )

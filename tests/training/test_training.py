@@ -213,7 +213,7 @@ def test_divergence_is_reported(regression_task):
         fit(
             _model(regression_task),
             regression_task,
-            {"optimizer": "sgd", "lr": 1e6, "epochs": 5, "batch_size": 8},
+            {"optimizer": "sgd", "lr": 1e4, "epochs": 5, "batch_size": 8},
         )
 
 

@@ -45,7 +45,7 @@ def create_model(name: str, task: Any, **options: Any) -> nn.Module:
     inputs = entry.meta.get("inputs", ())
     if sig.input_kind not in inputs:
         raise refuse(name, sig, inputs, entry.meta.get("instead", "another model"))
-    check_options(f"model {name!r}", entry.obj, options)
+    check_options(f"model {name!r}", entry.obj, options, typed=True)
     # Options are stored as JSON; normalise now so a rebuilt model gets exactly the same values.
     options = json.loads(json.dumps(options))
     model = entry.obj(sig, **options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +95,7 @@ class TrainConfig:
                 return
             kinds = (int,) if integer else (int, float)
             ok = isinstance(value, kinds) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)  # .inf passed every ">= low" before
             ok = ok and (value > low if open_low else value >= low) and value <= high
             if not ok:
                 bound = f"> {low}" if open_low else f">= {low}"
@@ -107,7 +110,7 @@ class TrainConfig:
         choice("schedule", SCHEDULES)
         choice("init", INITS)
         choice("loss", ("auto", *LOSSES.names()))
-        number("lr", 0, open_low=True)
+        number("lr", 0, 1e4, open_low=True)  # 1e40 is a typo, not a learning rate
         number("momentum", 0, 1)
         number("weight_decay", 0)
         number("l1", 0)
@@ -146,7 +149,7 @@ class TrainConfig:
             if d.get("backend", "auto") not in BACKENDS:
                 raise bad_value("train.distributed.backend", f"one of {BACKENDS}", d["backend"])
         if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)
         ):
             raise bad_value("train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
 
