@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -394,15 +395,11 @@ class _Log:
 
     def __init__(self, out: Console) -> None:
         self.out, self.seeds, self.seeds_done = out, 0, 0
-        self.shown: dict[str, float] = {}  # stage_progress: when each phase last printed
+        self.phases = _PlainProgress(out)  # long work inside a stage, throttled
+        self.phase_keys: dict[tuple[int, str], int] = {}
 
     def line(self, text: str) -> None:
-        import time
-
-        self.out.print(
-            f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False, soft_wrap=True
-        )
-        self.out.file.flush()
+        _log_line(self.out, text)
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "run_started":
@@ -436,14 +433,15 @@ class _Log:
                 f"{_latency_text(row.get('cost') or {})}{cached}"
             )
         elif kind == "stage_progress":
-            import time
-
-            key = f"{data['position']}:{data['what']}"
-            finished = data["done"] >= data["total"]
-            if finished or time.monotonic() - self.shown.get(key, -1e9) >= 10:
-                if self.shown.get(key) != float("inf"):
-                    self.line(f"  {data['what']}: {data['done']}/{data['total']}")
-                self.shown[key] = float("inf") if finished else time.monotonic()
+            key = (data["position"], data["what"])
+            if key not in self.phase_keys:
+                self.phase_keys[key] = self.phases.add_task(
+                    f"  {data['what']}", data["total"], data["done"]
+                )
+            else:
+                self.phases.update(
+                    self.phase_keys[key], completed=data["done"], total=data["total"]
+                )
         elif kind == "stage_done":
             for row in data["candidates"]:
                 if row["stage"] != "baseline":
@@ -528,14 +526,14 @@ def _print_run(res) -> None:
     console.print(decisions)
 
 
+RUNTIMES = {"onnxruntime": "ORT"}  # short names of deployment runtimes in tables
+
+
 def _latency_text(cost: dict[str, Any]) -> str:
     if not cost:
         return "—"
     runtime = cost.get("runtime", "torch")
     return f"{cost['latency_ms'] * 1000:.1f} µs {RUNTIMES.get(runtime, runtime)}"
-
-
-RUNTIMES = {"onnxruntime": "ORT"}  # short names of deployment runtimes in tables
 
 
 @app.command("run")
@@ -637,7 +635,7 @@ def run_cmd(
 def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """List the runs in the store. A run marked running whose driver died without a word
     (SIGKILL, power loss) shows as stale, with why; `tidian run --resume RUN` continues it."""
-    from tidian.runs import overview
+    from tidian.runs import gain_text, overview
     from tidian.store import Store
 
     docs = overview(Store(store))
@@ -660,15 +658,9 @@ def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
             d["task"],
             d["metric"] or "—",
             f"{_fmt(d['baseline'])} → {_fmt(d['final'])}" if d["baseline"] is not None else "—",
-            _gain_text(d["gain"]),
+            gain_text(d["gain"]),
         )
     console.print(table)
-
-
-def _gain_text(gain: dict[str, Any] | None) -> str:
-    if not gain:
-        return "—"
-    return f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
 
 
 @app.command("show")
@@ -835,12 +827,18 @@ def _progress(output: Console | None = None):
     )
 
 
+def _log_line(out: Console, text: str) -> None:
+    """One timed line of a log, written and flushed at once (as written: no rich markup)."""
+    out.print(f"{time.strftime('%H:%M:%S')} {text}", markup=False, highlight=False, soft_wrap=True)
+    out.file.flush()
+
+
 class _PlainProgress:
     """The part of rich's Progress that tidian uses, as plain lines for a log: a task's count
     at most every ``every`` seconds, and always when it completes."""
 
     def __init__(self, out: Console, every: float = 10.0) -> None:
-        self.log, self.every, self.tasks = _Log(out), every, {}
+        self.out, self.every, self.tasks = out, every, {}
 
     def __enter__(self) -> _PlainProgress:
         return self
@@ -867,8 +865,6 @@ class _PlainProgress:
         self.tasks.pop(key, None)
 
     def _show(self, key: int) -> None:
-        import time
-
         task = self.tasks[key]
         finished = task["total"] is not None and task["done"] >= task["total"]
         now = time.monotonic()
@@ -877,7 +873,7 @@ class _PlainProgress:
         ):
             return
         total = f"/{task['total']:g}" if task["total"] is not None else ""
-        self.log.line(f"{task['what']}: {task['done']:g}{total}")
+        _log_line(self.out, f"{task['what']}: {task['done']:g}{total}")
         task["at"] = "finished" if finished else now
 
 
@@ -886,7 +882,7 @@ def explain_cmd(
     run_id: RunIdArg,
     candidate: Annotated[
         str, typer.Option(metavar="ID", help="'best' (the incumbent) or a candidate id.")
-    ] = ("best"),
+    ] = "best",
     examples: Annotated[
         int, typer.Option(metavar="N", min=1, help="First N test rows to explain.")
     ] = 3,
@@ -976,7 +972,7 @@ def report_cmd(
     run_id: RunIdArg,
     out: Annotated[
         Path | None, typer.Option(metavar="PATH", help="HTML file (default: report-RUN_ID.html).")
-    ] = (None),
+    ] = None,
     analyses: Annotated[
         bool,
         typer.Option(help="Load the final model for confusion, calibration and attributions."),

@@ -194,18 +194,28 @@ def _pydantic_message(err: dict[str, Any], fields: list[str]) -> str:
 
 
 def _raise_validation(error: ValidationError, prefix: tuple[Any, ...], fields_of) -> None:
-    lines = []
     errors = error.errors()
-    for err in errors[:MAX_PROBLEMS]:
+    lines = []
+    for err in errors[:MAX_PROBLEMS]:  # the rest are only counted: not worth their formatting
         loc = prefix + tuple(err["loc"])
         message = _pydantic_message(err, fields_of(err["loc"][:-1]))
         lines.append(f"{_short(_where(loc), 120)}: {_short(message)}")
-    if len(errors) > MAX_PROBLEMS:
-        lines.append(f"… and {len(errors) - MAX_PROBLEMS:,} more problems")
-    raise RecipeError("\n".join(lines))
+    raise _problems(lines, len(errors))
 
 
 MAX_PROBLEMS = 10  # problems listed in one message (then a count)
+
+
+def _problems(lines: list[str], total: int | None = None) -> RecipeError:
+    """One error for a recipe's problems: the first MAX_PROBLEMS lines, then a count of the
+    rest (``total``: how many there are, when only the first lines were formatted)."""
+    total = len(lines) if total is None else total
+    shown = lines[:MAX_PROBLEMS]
+    if total > MAX_PROBLEMS:
+        shown.append(f"… and {total - MAX_PROBLEMS:,} more problems")
+    return RecipeError("\n".join(shown))
+
+
 MAX_SEEDS = 1000
 
 
@@ -365,10 +375,7 @@ def validate_recipe(data: Any) -> Recipe:
                 "quantisation to the end."
             )
     if problems:
-        shown = problems[:MAX_PROBLEMS]
-        if len(problems) > MAX_PROBLEMS:
-            shown.append(f"… and {len(problems) - MAX_PROBLEMS:,} more problems")
-        raise RecipeError("\n".join(shown))
+        raise _problems(problems)
     return recipe
 
 

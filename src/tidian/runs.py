@@ -62,6 +62,13 @@ def paired_gain(
     return {"mean": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n, "p": cmp.p_ttest}
 
 
+def gain_text(gain: dict[str, Any] | None) -> str:
+    """A paired gain as tables show it: ``+0.3493 [+0.2990, +0.3997]`` (— when none)."""
+    if not gain:
+        return "—"
+    return f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
+
+
 def age_text(then: datetime, now: datetime | None = None) -> str:
     """How long ago ``then`` (naive UTC, as the store keeps times) was: ``40 s``, ``12 min``,
     ``3 h``, ``5 d``."""

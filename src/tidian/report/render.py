@@ -12,7 +12,7 @@ import numpy as np
 
 from tidian.report import svg
 from tidian.report.svg import fmt
-from tidian.runs import short_text
+from tidian.runs import gain_text, short_text
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222;margin:0;
@@ -47,12 +47,6 @@ def _us(ms: float | None) -> str:
 
 def _int(v: Any) -> str:
     return "—" if v is None else f"{int(v):,}"
-
-
-def _gain(g: dict[str, Any] | None) -> str:
-    if not g:
-        return "—"
-    return f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]"
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
@@ -111,7 +105,7 @@ def _headline(d: dict[str, Any]) -> str:
             else "seeds"
         )
         lines.append(
-            f'<span class="big" data-field="gain">{_gain(g)}</span> {escape(d["metric"])}, '
+            f'<span class="big" data-field="gain">{gain_text(g)}</span> {escape(d["metric"])}, '
             f"final − baseline paired over {g['n']} {units}"
         )
     if h.get("speedup"):

@@ -26,7 +26,7 @@ from tidian.exceptions import TidianError
 from tidian.report.collect import collect, to_json
 from tidian.report.render import CSS, render
 from tidian.report.svg import fmt
-from tidian.runs import overview
+from tidian.runs import gain_text, overview
 
 RUN = re.compile(r"^/runs/([0-9a-f]{1,32})(\.json)?$")
 
@@ -66,7 +66,6 @@ def index_page(store: Any, sort: str = "created", descending: bool = True) -> st
         )
     body = []
     for r in rows:
-        gain = r["gain"]
         state = f"stale: {r['stale']}" if r["stale"] else r["status"]
         cells = [
             f"<a href='/runs/{escape(r['run_id'])}'>{escape(r['run_id'])}</a>",
@@ -75,7 +74,7 @@ def index_page(store: Any, sort: str = "created", descending: bool = True) -> st
             escape(r["metric"] or "—"),
             fmt(r["baseline"], 4),
             fmt(r["final"], 4),
-            f"{gain['mean']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]" if gain else "—",
+            gain_text(r["gain"]),
             escape(", ".join(r["stages"]) or "—"),
             escape(r["created"][:19].replace("T", " ")),
         ]
