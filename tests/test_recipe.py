@@ -219,4 +219,6 @@ def test_check_refuses_values_the_run_could_not_use(text, message):
     ],
 )
 def test_check_keeps_the_values_models_take(model):
-    load_recipe(f"task: iris\nmodel: {model}\n")
+    import yaml
+
+    assert load_recipe(f"task: iris\nmodel: {model}\n").model == yaml.safe_load(model)
