@@ -180,11 +180,14 @@ class LocalExecutor(Executor):
         # Every process this one started through multiprocessing: the pool's workers and the
         # ranks of a multi-process job. (ProcessPoolExecutor has no public way to end its
         # workers before Python 3.14's terminate_workers.)
-        children = multiprocessing.active_children()
-        for child in children:
-            child.kill()
-        for child in children:
-            child.join(timeout=10)
+        # Repeated until none is left: a child still being started when the list was taken
+        # shows up only afterwards, and a busy machine may take more than a moment to reap.
+        deadline = time.monotonic() + 60
+        while (children := multiprocessing.active_children()) and time.monotonic() < deadline:
+            for child in children:
+                child.kill()
+            for child in children:
+                child.join(timeout=1)
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
