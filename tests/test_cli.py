@@ -187,3 +187,27 @@ def test_messages_and_table_cells_print_brackets_as_written(capsys):
     console = Console(width=80)
     console.print(table)
     assert "[b]x" in capsys.readouterr().out
+
+
+def test_tasks_inspect_says_how_each_column_was_read(capsys, tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "shop.csv"
+    path.write_text(
+        "amount;when;shop;label\n"
+        + "".join(
+            f"{i},5;2021-01-{i % 28 + 1:02d};{'ab'[i % 2]};{'xy'[i % 3 == 0]}\n" for i in range(40)
+        )
+    )
+    assert pd.read_csv(path).shape[1] == 1  # pandas' default reads one column
+    code, out, _ = run(capsys, "tasks", "inspect", str(path), "-o", "target=label")
+    assert code == 0 and "separator ';'" in out
+    for column, how in [
+        ("amount", "number (decimal comma)"),
+        ("when", "date → year, month, day, weekday"),
+        ("shop", "category (2 values)"),
+        ("label", "target (2 classes)"),
+    ]:
+        assert any(column in line and how in line for line in out.splitlines()), (column, out)
+    doc = json.loads(run(capsys, "tasks", "inspect", str(path), "-o", "target=label", "--json")[1])
+    assert doc["columns"]["amount"] == "number (decimal comma)" and doc["sep"] == ";"

@@ -82,9 +82,58 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-@app.command("tasks")
-def tasks_cmd() -> None:
+tasks_app = typer.Typer(
+    help="List the built-in tasks; `tidian tasks inspect FILE` shows how a file is read.",
+    invoke_without_command=True,
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("inspect")
+def tasks_inspect_cmd(
+    task: Annotated[
+        str, typer.Argument(metavar="NAME|FILE", help="Built-in task name or a data file/folder.")
+    ],
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task-option",
+            "-o",
+            metavar="KEY=VALUE",
+            help="Task option key=value, e.g. target=label (repeatable).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a task as a recipe or `evaluate` would and show how it was read: each column's
+    kind (number, category, date parts, target, dropped), the separator, the split sizes."""
+    loaded = tidian.load_task(task, **_pairs(task_option, "--task-option"))
+    summary = loaded.summary()
+    sep = loaded.source.get("sep")
+    if as_json:
+        print(json.dumps({**summary, "sep": sep, "columns": loaded.columns_read}, indent=2))
+        return
+    console.print(
+        f"{summary['name']}: inputs {summary['input']}, target {summary['target']}; rows "
+        f"train {summary['train']}, val {summary['val']}, test {summary['test']}; "
+        f"metric {summary['metric']}" + (f"; separator {sep!r}" if sep else ""),
+        markup=False,
+        highlight=False,
+    )
+    if loaded.columns_read:
+        table = _Table(title="How each column was read")
+        table.add_column("column")
+        table.add_column("read as")
+        for name, how in loaded.columns_read.items():
+            table.add_row(name, how)
+        console.print(table)
+
+
+@tasks_app.callback()
+def tasks_cmd(ctx: typer.Context) -> None:
     """List the built-in tasks with their sizes and kinds."""
+    if ctx.invoked_subcommand is not None:
+        return
     table = _Table(title="Built-in tasks (tidian.load_task(name))")
     for col in ("name", "input", "target", "train", "val", "test", "metric"):
         table.add_column(col, justify="right" if col in ("train", "val", "test") else "left")
@@ -268,6 +317,8 @@ def evaluate_cmd(
         + f" {result.seeds}; "
         f"{config.epochs} epochs, {config.optimizer} lr={config.lr}"
     )
+    if loaded.columns_read:
+        console.print(_columns_line(loaded.columns_read), markup=False, highlight=False)
     over = (
         f"{len(result.seeds)} CV units, corrected for overlap"
         if folds
@@ -362,6 +413,8 @@ class _Progress:
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         p = self.progress
+        if kind == "run_started" and data.get("columns"):
+            p.console.print(_columns_line(data["columns"]), markup=False, highlight=False)
         if kind == "stage_started":
             if self.stage_bar is not None:
                 p.remove_task(self.stage_bar)
@@ -409,6 +462,8 @@ class _Log:
                 f"{data['units']} seeds per candidate, {data['workers']} job(s) at a time; "
                 f"stages: {', '.join(data['stages']) or 'none'}"
             )
+            if data.get("columns"):
+                self.line(_columns_line(data["columns"]))
         elif kind == "stage_started":
             self.line(f"stage {data['position']} {data['name']}: {data['candidates']} candidate(s)")
         elif kind == "seeds_started":
@@ -825,6 +880,11 @@ def _progress(output: Console | None = None):
         console=output,
         transient=True,
     )
+
+
+def _columns_line(columns: dict[str, str]) -> str:
+    """How each column of a table was read, in one line."""
+    return "columns read: " + "; ".join(f"{name}: {how}" for name, how in columns.items())
 
 
 def _log_line(out: Console, text: str) -> None:

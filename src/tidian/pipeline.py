@@ -666,6 +666,7 @@ def run(
                     "run_id": run_id,
                     "resumed": resume is not None,
                     "task": task.name,
+                    "columns": task.columns_read,
                     "metric": parsed.evaluate.metric or task.metric,
                     "units": len(parsed.units()),
                     "stages": [name for name, _ in parsed.stage_entries()],

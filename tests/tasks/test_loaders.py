@@ -282,3 +282,80 @@ def test_an_image_claiming_a_huge_size_is_refused(tmp_path):
     (tmp_path / "shapes" / "a" / "bomb.png").write_bytes(png)
     with pytest.raises(DataError, match="claims more pixels than Pillow reads safely"):
         load_task(tmp_path / "shapes")
+
+
+def _everyday_table(n=120, seed=0):
+    """Columns as people's CSVs have them: numbers, a date, a category, a label."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "amount": rng.normal(50, 10, n).round(2),
+            "rate": rng.uniform(0, 1, n).round(3),
+            "when": pd.date_range("2021-03-01", periods=n, freq="37h").strftime("%Y-%m-%d"),
+            "shop": np.array(["north", "south", "east"])[np.arange(n) % 3],
+            "label": np.array(["ok", "chargeback"])[np.arange(n) % 2],
+        }
+    )
+
+
+def test_a_semicolon_file_with_decimal_commas_reads_as_its_comma_twin(tmp_path):
+    frame = _everyday_table()
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    frame.to_csv(tmp_path / "european.csv", index=False, sep=";", decimal=",")
+    assert pd.read_csv(tmp_path / "european.csv").shape[1] == 1  # pandas' default: one column
+    plain = load_task(tmp_path / "plain.csv", target="label")
+    european = load_task(tmp_path / "european.csv", target="label")
+    assert european.source["sep"] == ";" and plain.source["sep"] == ","
+    assert european.feature_names == plain.feature_names
+    np.testing.assert_allclose(european.train.x, plain.train.x, atol=1e-6)
+    assert european.columns_read["amount"] == "number (decimal comma)"
+    assert european.columns_read["shop"] == "category (3 values)"
+    # an explicit separator still wins over the guess
+    with pytest.raises(DataError, match="no target column 'label'"):
+        load_task(tmp_path / "european.csv", target="label", sep=",")
+
+
+def test_iso_dates_become_date_parts_that_predict_recomputes(tmp_path):
+    frame = _everyday_table()
+    frame.to_csv(tmp_path / "shop.csv", index=False)
+    task = load_task(tmp_path / "shop.csv", target="label")
+    date_features = [f for f in task.feature_names if f.startswith("when.")]
+    assert date_features == ["when.year", "when.month", "when.day", "when.weekday"]
+    assert len(task.feature_names) == 2 + 4 + 3  # not one column per day
+    assert task.columns_read["when"] == "date → year, month, day, weekday"
+    assert task.preprocess.columns == ["amount", "rate", "when", "shop"]
+    # raw rows (as `tidian predict` gets them) give the training inputs
+    rows = np.concatenate([task.train.x, task.val.x, task.test.x])
+    again = task.preprocess.apply(pd.read_csv(tmp_path / "shop.csv"))
+    assert sorted(map(tuple, np.round(again, 5))) == sorted(map(tuple, np.round(rows, 5)))
+    # the parts are the dates' own: undo the standardisation of the month of the first row
+    j = task.feature_names.index("when.month")
+    raw_month = task.preprocess.to_raw(j, again[:1, j])
+    assert round(float(raw_month[0])) == 3  # 2021-03-01
+    # times of day add hour and minute
+    timed = frame.assign(when=pd.date_range("2021-03-01", periods=120, freq="7h").astype(str))
+    timed.to_csv(tmp_path / "timed.csv", index=False)
+    parts = load_task(tmp_path / "timed.csv", target="label").columns_read["when"]
+    assert parts == "date → year, month, day, weekday, hour, minute"
+
+
+def test_free_text_and_identifiers_are_refused_with_what_to_do(tmp_path):
+    frame = _everyday_table().assign(note=[f"customer said thing {i}" for i in range(120)])
+    frame.to_csv(tmp_path / "notes.csv", index=False)
+    with pytest.raises(DataError) as err:
+        load_task(tmp_path / "notes.csv", target="label")
+    message = str(err.value)
+    assert "'note' (120 different values in 120 rows)" in message
+    assert "text='note'" in message and "drop=['note']" in message
+    assert "shop" not in message  # three values: a category
+    dropped = load_task(tmp_path / "notes.csv", target="label", drop=["note"])
+    assert dropped.columns_read["note"] == "dropped (drop=)"
+    kept = load_task(tmp_path / "notes.csv", target="label", categorical=["note"])
+    assert sum(f.startswith("note=") for f in kept.feature_names) > 60  # as asked
+    # day/month dates are not guessed: refused like text, with the ISO hint
+    frame = _everyday_table().assign(
+        when=lambda f: pd.to_datetime(f["when"]).dt.strftime("%d/%m/%Y")
+    )
+    frame.to_csv(tmp_path / "dmy.csv", index=False)
+    with pytest.raises(DataError, match="YYYY-MM-DD"):
+        load_task(tmp_path / "dmy.csv", target="label")

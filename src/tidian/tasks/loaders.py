@@ -101,7 +101,7 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
             frame = pd.read_json(path, lines=suffix != ".json")
         else:
             tab = suffix in (".tsv", ".tab", ".txt")
-            sep = sep if sep is not None else ("\t" if tab else ",")
+            sep = sep if sep is not None else ("\t" if tab else _sniff_sep(path))
             header_kw: dict[str, Any] = {}
             if columns is not None:
                 header_kw = {"header": None, "names": list(columns)}
@@ -117,7 +117,64 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
     if frame.empty:
         raise DataError(f"{str(path)!r} holds no rows.")
     frame.columns = [str(c) for c in frame.columns]
+    commas = _read_decimal_commas(frame)
+    # How the file was read, for the task's column summary (pandas keeps attrs on copies).
+    frame.attrs["tidian"] = {"sep": sep, "decimal_comma": commas}
     return frame
+
+
+_SEPARATORS = (",", ";", "\t", "|")
+# A number written with a decimal comma, optionally with '.' between thousands: 3,5  -0,25
+# 1.234,5  ,5  2,5e3 (a column pandas could not read as numbers because of them).
+_DECIMAL_COMMA = r"[+-]?(?:(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d*)?|,\d+)(?:[eE][+-]?\d+)?"
+
+
+def _sniff_sep(path: Path) -> str:
+    """The separator of a CSV file: of ``, ; TAB |``, the one that splits the first lines
+    into the most fields, the same number on every line (``,`` when none does better). A
+    ``;``-separated file with decimal commas is so read as its columns, not as one column."""
+    import itertools
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            lines = list(itertools.islice(handle, 50))
+    except (OSError, EOFError, zlib.error):
+        return ","  # pandas then says why the file cannot be read
+    best, most = ",", 1
+    for candidate in _SEPARATORS:
+        try:
+            counts = {len(row) for row in csv.reader(lines, delimiter=candidate) if row}
+        except csv.Error:
+            continue
+        if len(counts) == 1 and (fields := counts.pop()) > most:
+            best, most = candidate, fields
+    return best
+
+
+def _read_decimal_commas(frame) -> list[str]:
+    """Turn text columns whose every value is a number written with a decimal comma into
+    numbers (in place); their names."""
+    import pandas as pd
+
+    converted = []
+    for column in frame.columns:
+        if pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
+            frame[column]
+        ):
+            continue
+        values = frame[column].dropna()
+        if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
+            continue
+        values = values.astype(str).str.strip()
+        if not values.str.contains(",", regex=False).any():
+            continue
+        if not values.str.fullmatch(_DECIMAL_COMMA).all():
+            continue
+        plain = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        frame[column] = pd.to_numeric(plain, errors="coerce").reindex(frame.index)
+        converted.append(column)
+    return converted
 
 
 def _require_column(frame, column: Any, role: str, path_name: str) -> str:
@@ -170,7 +227,8 @@ def table_task(
         "test_size": test_size,
         "seed": seed,
     }
-    return tabular_task(path.stem, frame, source={"path": str(path), **options}, **options)
+    source = {"path": str(path), **options, "sep": frame.attrs["tidian"]["sep"]}
+    return tabular_task(path.stem, frame, source=source, **options)
 
 
 def tabular_task(
@@ -219,7 +277,10 @@ def tabular_task(
         or not pd.api.types.is_numeric_dtype(frame[c])
         or pd.api.types.is_bool_dtype(frame[c])
     ]
-    num_cols = [c for c in features if c not in cat_cols]
+    date_cols = {c: parts for c in cat_cols if (parts := _date_parts(frame[c], categorical))}
+    cat_cols = [c for c in cat_cols if c not in date_cols]
+    _refuse_free_text(frame, [c for c in cat_cols if c not in set(map(str, categorical))], name)
+    num_cols = [c for c in features if c not in cat_cols and c not in date_cols]
 
     frame = frame.copy()
     if num_cols:
@@ -266,9 +327,28 @@ def tabular_task(
         )
     # Fitted on the training rows only; the same object turns raw rows into model inputs
     # at prediction time (``tidian predict``).
-    pre = Preprocess.table(frame.iloc[parts[0]], num_cols, cat_cols, impute=missing == "impute")
+    pre = Preprocess.table(
+        frame.iloc[parts[0]], num_cols, cat_cols, impute=missing == "impute", dates=date_cols
+    )
     x = pre.apply(frame)
     names = pre.feature_names
+    read = dict(frame.attrs.get("tidian") or {})
+    columns_read = {
+        target: f"target ({len(class_names)} classes)" if class_names else "target (values)",
+        **{c: "further target" for c in extra},
+        **({split_column: "split (train / val / test)"} if split_column else {}),
+        **{str(c): "dropped (drop=)" for c in drop},
+    }
+    commas = set(read.get("decimal_comma") or ())
+    for column in features:
+        if column in date_cols:
+            how = "date → " + ", ".join(date_cols[column])
+        elif column in cat_cols:
+            how = f"category ({len(pre.categories(column))} values)"
+        else:
+            how = "number" + (" (decimal comma)" if column in commas else "")
+        columns_read[column] = how
+    columns_read = {c: columns_read[c] for c in frame.columns if c in columns_read}
     return from_indices(
         name,
         x,
@@ -282,6 +362,48 @@ def tabular_task(
         preprocess=pre,
         aux=aux,
         aux_targets=aux_targets,
+        columns_read=columns_read,
+    )
+
+
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+DATE_PARTS = ("year", "month", "day", "weekday")
+TIME_PARTS = ("hour", "minute")
+
+
+def _date_parts(column, categorical: Sequence[str]) -> tuple[str, ...]:
+    """The parts a text column of ISO 8601 dates (``2020-01-31``, ``2020-01-31 12:30``) is
+    read as; () for any other column, or one the user named ``categorical``."""
+    import pandas as pd
+
+    if column.name in set(map(str, categorical)) or pd.api.types.is_numeric_dtype(column):
+        return ()
+    values = column.dropna()
+    if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
+        return ()
+    values = values.astype(str).str.strip()
+    if not values.str.fullmatch(_ISO_DATE).all():
+        return ()
+    if pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True).isna().any():
+        return ()  # e.g. 2020-13-45: not a date after all
+    timed = values.str.contains(r"\d[T ]\d", regex=True).any()
+    return DATE_PARTS + (TIME_PARTS if timed else ())
+
+
+def _refuse_free_text(frame, columns: Sequence[str], name: str) -> None:
+    """Refuse text columns with so many different values that one-hot encoding them would
+    make a feature of nearly every row (free text, identifiers, dates in another format)."""
+    rows = len(frame)
+    wide = {c: n for c in columns if (n := int(frame[c].nunique())) > max(20, rows // 2)}
+    if not wide:
+        return
+    listed = ", ".join(f"{c!r} ({n:,} different values in {rows:,} rows)" for c, n in wide.items())
+    first = next(iter(wide))
+    raise DataError(
+        f"loading {name!r}: the column(s) {listed} would each become about one one-hot feature "
+        f"per row. Free text: load with text={first!r} (a text task on that column). An "
+        f"identifier or a note: drop=[{first!r}]. Dates: write them as YYYY-MM-DD (read as "
+        f"year, month, day, weekday). To one-hot encode it anyway: categorical=[{first!r}]."
     )
 
 

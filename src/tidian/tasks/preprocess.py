@@ -10,13 +10,16 @@ Kinds:
 * ``none``  — inputs are used as they are (shape checked);
 * ``scale`` — ``(x - shift) / scale`` with per-feature or scalar ``shift`` / ``scale``;
 * ``table`` — numeric columns: missing → training median (when imputing), then standardised;
-  categorical columns: one-hot over the training categories (unseen → all zeros);
+  categorical columns: one-hot over the training categories (unseen → all zeros); date
+  columns (ISO 8601 text): numeric parts ``COLUMN.year``, ``.month``, ``.day``, ``.weekday``
+  (``.hour``, ``.minute`` where times are given), then treated as numeric columns;
 * ``text``  — tokenised, mapped through the training vocabulary, padded to ``max_len``; or,
   with ``tokenizer`` (a pretrained directory), tokenised by that tokenizer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +53,18 @@ class Preprocess:
         return cls("scale", {"shift": mean.tolist(), "scale": std.tolist()})
 
     @classmethod
-    def table(cls, train_frame, numeric: list[str], categorical: list[str], impute: bool):
+    def table(
+        cls,
+        train_frame,
+        numeric: list[str],
+        categorical: list[str],
+        impute: bool,
+        dates: dict[str, Sequence[str]] | None = None,
+    ):
+        date_spec = [{"column": c, "parts": list(parts)} for c, parts in (dates or {}).items()]
+        if date_spec:
+            train_frame = _with_date_parts(train_frame, date_spec)
+            numeric = [*numeric, *(f"{d['column']}.{p}" for d in date_spec for p in d["parts"])]
         numeric_spec = []
         if numeric:
             values = train_frame[numeric].to_numpy(dtype=np.float64)
@@ -71,9 +85,10 @@ class Preprocess:
             }
             for c in categorical
         ]
-        return cls(
-            "table", {"numeric": numeric_spec, "categorical": categorical_spec, "impute": impute}
-        )
+        spec = {"numeric": numeric_spec, "categorical": categorical_spec, "impute": impute}
+        if date_spec:
+            spec["dates"] = date_spec
+        return cls("table", spec)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Preprocess:
@@ -92,13 +107,20 @@ class Preprocess:
             names += [f"{c['column']}={v}" for v in c["categories"]]
         return names
 
+    def categories(self, column: str) -> list[str]:
+        """The training categories of a categorical table column."""
+        return next(c["categories"] for c in self.spec["categorical"] if c["column"] == column)
+
     @property
     def columns(self) -> list[str]:
         """The raw columns a table or text input must have."""
         if self.kind == "table":
-            return [n["column"] for n in self.spec["numeric"]] + [
-                c["column"] for c in self.spec["categorical"]
-            ]
+            derived = {f"{d['column']}.{p}" for d in self._dates for p in d["parts"]}
+            return (
+                [n["column"] for n in self.spec["numeric"] if n["column"] not in derived]
+                + [d["column"] for d in self._dates]
+                + [c["column"] for c in self.spec["categorical"]]
+            )
         if self.kind == "text":
             return [self.spec["column"]]
         return []
@@ -158,6 +180,10 @@ class Preprocess:
             for i in np.flatnonzero(gaps.any(axis=1))
         }
 
+    @property
+    def _dates(self) -> list[dict[str, Any]]:
+        return (self.spec.get("dates") or []) if self.kind == "table" else []
+
     def _frame(self, raw: Any):
         import pandas as pd
 
@@ -168,7 +194,7 @@ class Preprocess:
             raise DataError(
                 f"the input lacks the columns {missing}; the model was trained on {self.columns}."
             )
-        return frame
+        return _with_date_parts(frame, self._dates) if self._dates else frame
 
     def _table(self, raw: Any) -> np.ndarray:
         frame = self._frame(raw)
@@ -211,6 +237,25 @@ class Preprocess:
         lowercase = self.spec.get("lowercase", True)
         tokens = [textlib.tokenize(t, lowercase=lowercase) for t in texts]
         return textlib.encode(tokens, self.spec["vocab"], max_len=self.spec["max_len"])
+
+
+def _with_date_parts(frame, dates: list[dict[str, Any]]):
+    """``frame`` with the numeric parts of its date columns added (``COLUMN.year``…); a value
+    that is not a date gives missing parts (filled like any missing number)."""
+    import pandas as pd
+
+    parts = {}
+    for d in dates:
+        when = pd.to_datetime(
+            frame[d["column"]].astype("string").str.strip(),
+            errors="coerce",
+            format="ISO8601",
+            utc=True,
+        )
+        for part in d["parts"]:
+            values = when.dt.day_of_week if part == "weekday" else getattr(when.dt, part)
+            parts[f"{d['column']}.{part}"] = values.astype("float64")
+    return frame.assign(**parts)
 
 
 def _pretrained_ids(path: str, texts: list[str], max_len: int) -> np.ndarray:

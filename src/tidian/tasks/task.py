@@ -79,6 +79,8 @@ class Task:
     # further targets of a multi-target task: name -> {"kind", "class_names"}; their values sit
     # in each split's ``aux``. The main target (``y``) is what the metric and the gate judge.
     aux_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # how each column of a table was read: "number", "category (3 values)", "date → year, …"
+    columns_read: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
