@@ -55,3 +55,4 @@ bench: setup
 	$(PY) bench/scale_out.py
 	$(PY) bench/prune_vs_torch_pruning.py
 	$(PY) bench/faults.py
+	$(PY) bench/csv_load.py

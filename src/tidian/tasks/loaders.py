@@ -167,6 +167,8 @@ def _read_decimal_commas(frame) -> list[str]:
         if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
             continue
         values = values.astype(str).str.strip()
+        if not values.iloc[:1000].str.fullmatch(_DECIMAL_COMMA).all():
+            continue  # the common case, decided on a sample
         if not values.str.contains(",", regex=False).any():
             continue
         if not values.str.fullmatch(_DECIMAL_COMMA).all():
@@ -282,10 +284,11 @@ def tabular_task(
     _refuse_free_text(frame, [c for c in cat_cols if c not in set(map(str, categorical))], name)
     num_cols = [c for c in features if c not in cat_cols and c not in date_cols]
 
-    frame = frame.copy()
-    if num_cols:
-        numeric = frame[num_cols].astype("float64")
-        frame[num_cols] = numeric.where(np.isfinite(numeric))  # inf counts as missing
+    frame = frame.copy(deep=False)  # columns are replaced, never written into
+    for c in num_cols:
+        values = frame[c].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            frame[c] = np.where(np.isfinite(values), values, np.nan)  # inf counts as missing
     bad_target = frame[[target, *extra]].isna().any(axis=1)
     if missing == "error":
         counts = {c: int(n) for c, n in frame[features].isna().sum().items() if n}
@@ -302,7 +305,8 @@ def tabular_task(
     keep = ~bad_target
     if missing == "drop":
         keep &= ~frame[features].isna().any(axis=1)
-    frame = frame[keep.to_numpy()].reset_index(drop=True)
+    if not keep.all():
+        frame = frame[keep.to_numpy()].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(f"loading {name!r}: no rows are left after dropping missing values.")
 
@@ -382,6 +386,8 @@ def _date_parts(column, categorical: Sequence[str]) -> tuple[str, ...]:
     if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
         return ()
     values = values.astype(str).str.strip()
+    if not values.iloc[:1000].str.fullmatch(_ISO_DATE).all():
+        return ()  # the common case, decided on a sample
     if not values.str.fullmatch(_ISO_DATE).all():
         return ()
     if pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True).isna().any():

@@ -66,16 +66,21 @@ class Preprocess:
             train_frame = _with_date_parts(train_frame, date_spec)
             numeric = [*numeric, *(f"{d['column']}.{p}" for d in date_spec for p in d["parts"])]
         numeric_spec = []
-        if numeric:
-            values = train_frame[numeric].to_numpy(dtype=np.float64)
-            median = np.nanmedian(values, axis=0) if len(values) else np.zeros(len(numeric))
-            filled = np.where(np.isnan(values), median, values)
-            mean, std = filled.mean(axis=0), filled.std(axis=0)
-            std[std == 0] = 1.0
-            numeric_spec = [
-                {"column": c, "median": float(m), "mean": float(mu), "std": float(s)}
-                for c, m, mu, s in zip(numeric, median, mean, std)
-            ]
+        for c in numeric:  # a column at a time: a copy of one column, not of the table
+            values = train_frame[c].to_numpy(dtype=np.float64)
+            gaps = np.isnan(values)
+            median = float(np.median(values[~gaps])) if (~gaps).any() else 0.0
+            if gaps.any():
+                values = np.where(gaps, median, values)
+            std = float(values.std()) if len(values) else 0.0
+            numeric_spec.append(
+                {
+                    "column": c,
+                    "median": median,
+                    "mean": float(values.mean()) if len(values) else 0.0,
+                    "std": std or 1.0,
+                }
+            )
         categorical_spec = [
             {
                 "column": c,
@@ -197,35 +202,38 @@ class Preprocess:
         return _with_date_parts(frame, self._dates) if self._dates else frame
 
     def _table(self, raw: Any) -> np.ndarray:
+        import pandas as pd
+
         frame = self._frame(raw)
-        blocks = []
         numeric = self.spec["numeric"]
-        if numeric:
-            cols = [n["column"] for n in numeric]
+        # written a column at a time into the float32 result: no float64 copy of the table
+        x = np.zeros((len(frame), len(self.feature_names)), dtype=np.float32)
+        bad = []
+        for j, n in enumerate(numeric):
             try:
-                values = frame[cols].to_numpy(dtype=np.float64)
+                values = frame[n["column"]].to_numpy(dtype=np.float64)
             except (TypeError, ValueError):
+                cols = [n["column"] for n in numeric]
                 raise DataError(f"the columns {cols} must be numeric.") from None
-            values = np.where(np.isfinite(values), values, np.nan)
-            gaps = np.isnan(values)
-            if gaps.any() and not self.spec.get("impute"):
-                bad = [c for c, n in zip(cols, gaps.sum(axis=0)) if n]
-                raise DataError(
-                    f"missing or infinite values in {bad}; the task was loaded without "
-                    "imputation (missing='impute'), so the model cannot fill them."
-                )
-            median = np.array([n["median"] for n in numeric])
-            values = np.where(gaps, median, values)
-            mean = np.array([n["mean"] for n in numeric])
-            std = np.array([n["std"] for n in numeric])
-            blocks.append((values - mean) / std)
+            gaps = ~np.isfinite(values)
+            if gaps.any():
+                bad.append(n["column"])
+                values = np.where(gaps, n["median"], values)
+            x[:, j] = (values - n["mean"]) / n["std"]
+        if bad and not self.spec.get("impute"):
+            raise DataError(
+                f"missing or infinite values in {bad}; the task was loaded without "
+                "imputation (missing='impute'), so the model cannot fill them."
+            )
+        j = len(numeric)
+        rows = np.arange(len(frame))
         for c in self.spec["categorical"]:
             column = frame[c["column"]].astype("string").fillna(MISSING_CATEGORY)
-            blocks.append(
-                np.stack([(column == v).to_numpy(dtype=np.float64) for v in c["categories"]], 1)
-            )
-        x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0))
-        return x.astype(np.float32)
+            codes = pd.Categorical(column, categories=c["categories"]).codes
+            seen = codes >= 0  # a category training never saw: all zeros
+            x[rows[seen], j + codes[seen]] = 1.0
+            j += len(c["categories"])
+        return x
 
     def _text(self, raw: Any) -> np.ndarray:
         if isinstance(raw, list | tuple) or (isinstance(raw, np.ndarray) and raw.ndim == 1):

@@ -302,9 +302,12 @@ def check_finite(x: np.ndarray, *, where: str, names: Sequence[str] | None = Non
 
 def encode_labels(y: np.ndarray | Sequence[Any]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class labels of any type → int64 codes 0..k-1 and the sorted class names."""
-    values = np.asarray(y)
-    classes, codes = np.unique(values, return_inverse=True)
-    return codes.astype(np.int64), tuple(str(c) for c in classes)
+    import pandas as pd
+
+    # pandas' hash-based factorize: np.unique sorts every value (seconds on millions of text
+    # labels); the classes and codes are the same, sorted.
+    codes, classes = pd.factorize(np.asarray(y), sort=True, use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64), tuple(str(c) for c in classes)
 
 
 def require_scorable(task: Any) -> None:
