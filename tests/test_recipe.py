@@ -222,3 +222,31 @@ def test_check_keeps_the_values_models_take(model):
     import yaml
 
     assert load_recipe(f"task: iris\nmodel: {model}\n").model == yaml.safe_load(model)
+
+
+def test_a_searched_model_takes_distributions_and_checks_what_they_draw():
+    text = (
+        "task: iris\nmodel: {name: mlp}\nstages:\n  - tune:\n      trials: 2\n      space:\n"
+        "        model:\n          choice:\n"
+        "            - {name: cnn1d, width: {int: [16, 128], log: true}, depth: {int: [2, 5]}}\n"
+        "            - {name: mlp, hidden: {choice: [[8], [16, 8]]}, dropout: {float: [0, 0.5]}}\n"
+    )
+    branches = load_recipe(text).stage_entries()[0][1].space["model"]["choice"]
+    assert branches[1]["hidden"] == {"choice": [[8], [16, 8]]}
+    hidden, dropout = "hidden: {choice: [[8], [16, 8]]}", "dropout: {float: [0, 0.5]}"
+    for good, bad, message in [
+        (hidden, "hidden: {choice: [[8], [1.0e12]]}", "option 'hidden' is a list of whole numb"),
+        (hidden, "hidden: {int: [8, 32]}", "option 'hidden' is a list of whole numbers; got 8"),
+        (dropout, "dropout: {choice: [0.1, yes]}", "option 'dropout' is a finite number; got True"),
+    ]:
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(text.replace(good, bad))
+    for space, message in [
+        ("{model: 5}", "space.model: a model is a mapping with a 'name'"),
+        ("{model: {choice: 5}}", "space.model.choice: must be a non-empty list"),
+        ("{model: {choice: []}}", "space.model.choice: must be a non-empty list"),
+    ]:
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(
+                f"task: iris\nmodel: {{name: mlp}}\nstages:\n  - tune: {{trials: 2, space: {space}}}\n"
+            )

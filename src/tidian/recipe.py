@@ -33,6 +33,7 @@ from tidian.metrics import METRICS
 from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
+from tidian.stages.space import is_distribution
 from tidian.tasks import TASKS, load_task
 from tidian.training.config import TrainConfig
 
@@ -254,7 +255,10 @@ def _stage_config(name: str, raw: Any, index: int) -> Any:
 RESOURCES = "resources"
 
 
-def _check_model(spec: Any, where: str) -> None:
+def _check_model(spec: Any, where: str, searched: bool = False) -> None:
+    """A zoo model and its options, each checked by kind. ``searched``: a branch of a tune
+    space, whose options may be distributions: every value one can draw is checked (each
+    option of a ``choice``, both ends of an ``int`` / ``float`` range)."""
     if not isinstance(spec, dict) or "name" not in spec:
         raise RecipeError(
             f"{where}: a model is a mapping with a 'name' (a zoo model) and its "
@@ -264,13 +268,21 @@ def _check_model(spec: Any, where: str) -> None:
         entry = MODELS.entry(spec["name"])
     except TidianError as err:
         raise RecipeError(f"{where}.name: {err}") from None
+    options = {k: v for k, v in spec.items() if k != "name"}
+    drawn = [options]
+    if searched:
+        fixed = {k: v for k, v in options.items() if not is_distribution(v)}
+        drawn = [fixed] + [
+            {key: value}
+            for key, dist in options.items()
+            if is_distribution(dist)
+            for kind in ("choice", "int", "float")
+            if isinstance(dist.get(kind), list)
+            for value in dist[kind]
+        ]
     try:
-        check_options(
-            f"model {spec['name']!r}",
-            entry.obj,
-            {k: v for k, v in spec.items() if k != "name"},
-            typed=True,
-        )
+        for values in drawn:
+            check_options(f"model {spec['name']!r}", entry.obj, values, typed=True)
     except TidianError as err:
         raise RecipeError(f"{where}: {err}") from None
 
@@ -309,14 +321,15 @@ def _check_space_names(space: dict[str, Any], where: str) -> None:
     fields = list(TrainConfig.__dataclass_fields__)
     for key, spec in space.items():
         if key == "model":
-            branches = spec["choice"] if isinstance(spec, dict) and "choice" in spec else [spec]
-            for i, branch in enumerate(branches):
-                place = (
-                    f"{where}.model.choice[{i}]"
-                    if len(branches) > 1 or "choice" in spec
-                    else f"{where}.model"
+            chosen = isinstance(spec, dict) and "choice" in spec
+            branches = spec["choice"] if chosen else [spec]
+            if not isinstance(branches, list) or not branches:
+                raise RecipeError(
+                    f"{where}.model.choice: a non-empty list of models; got {branches!r}."
                 )
-                _check_model(branch, place)
+            for i, branch in enumerate(branches):
+                place = f"{where}.model.choice[{i}]" if chosen else f"{where}.model"
+                _check_model(branch, place, searched=True)
         elif key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

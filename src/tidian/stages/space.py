@@ -27,7 +27,8 @@ from tidian.exceptions import ConfigError
 KINDS = ("float", "int", "choice")
 
 
-def _is_dist(value: Any) -> bool:
+def is_distribution(value: Any) -> bool:
+    """Whether a space's value is a distribution (``{float: …}``, ``{int: …}``, ``{choice: …}``)."""
     return isinstance(value, dict) and any(k in value for k in KINDS)
 
 
@@ -84,13 +85,13 @@ _RANGE_WORDS = {"low", "high", "min", "max", "log", "step", "values", "choices",
 
 
 def _check(spec: Any, where: str) -> None:
-    if not _is_dist(spec):
+    if not is_distribution(spec):
         if isinstance(spec, dict) and set(spec) & _RANGE_WORDS and "name" not in spec:
             raise ConfigError(
                 f"{where}: {spec!r} is not a distribution here; write {{float: [low, high], "
                 "log: true}, {int: [low, high], step: 1} or {choice: [a, b, ...]}."
             )
-        if isinstance(spec, dict) and any(_is_dist(v) for v in spec.values()):
+        if isinstance(spec, dict) and any(is_distribution(v) for v in spec.values()):
             check_space(spec, where)
         return
     kinds = [k for k in KINDS if k in spec]
@@ -148,7 +149,7 @@ def sample(trial: Any, space: dict[str, Any], prefix: str = "") -> dict[str, Any
 
 
 def _sample(trial: Any, spec: Any, name: str) -> Any:
-    if not _is_dist(spec):
+    if not is_distribution(spec):
         if isinstance(spec, dict):
             return sample(trial, spec, name + ".")
         return spec
@@ -173,7 +174,7 @@ def _sample(trial: Any, spec: Any, name: str) -> Any:
 
 def has_categorical(space: Any) -> bool:
     if isinstance(space, dict):
-        if "choice" in space and _is_dist(space):
+        if "choice" in space and is_distribution(space):
             return True
         return any(has_categorical(v) for v in space.values())
     return False
@@ -185,8 +186,8 @@ def grid(space: dict[str, Any], where: str) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for key, spec in space.items():
         name = f"{where}.{key}"
-        if not _is_dist(spec):
-            if isinstance(spec, dict) and any(_is_dist(v) for v in spec.values()):
+        if not is_distribution(spec):
+            if isinstance(spec, dict) and any(is_distribution(v) for v in spec.values()):
                 raise ConfigError(
                     f"{name}: grid search needs a flat space of choices, ints and "
                     "stepped floats; use sampler random or tpe here."
@@ -194,7 +195,8 @@ def grid(space: dict[str, Any], where: str) -> dict[str, list[Any]]:
             continue
         if "choice" in spec:
             if any(
-                isinstance(o, dict) and any(_is_dist(v) for v in o.values()) for o in spec["choice"]
+                isinstance(o, dict) and any(is_distribution(v) for v in o.values())
+                for o in spec["choice"]
             ):
                 raise ConfigError(
                     f"{name}: grid search cannot follow conditional branches; "
