@@ -353,3 +353,23 @@ def test_a_damaged_manifest_or_an_object_array_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros(2), b=np.zeros(2))
     with pytest.raises(DataError, match="name the input array 'x'"):
         read_inputs(tmp_path / "two.npz", {"task": {"input_kind": "vector"}})
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"task": 5, "file": "model.onnx"},
+        {"task": {"input_kind": "vector"}, "file": "model.onnx"},
+        {"task": {"input_kind": "vector", "target_kind": "classes", "preprocess": 3}, "file": "m"},
+        {
+            "task": {"input_kind": "vector", "target_kind": "classes", "preprocess": {}},
+            "file": "../../etc/passwd",  # never a file outside the export folder
+        },
+    ],
+)
+def test_a_manifest_not_as_export_writes_it_is_refused(tmp_path, manifest):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"format": "tidian-export/1", **manifest}))
+    with pytest.raises(DataError, match="it is damaged|is damaged"):
+        predict_file(folder, tmp_path / "x.npz")

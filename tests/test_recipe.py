@@ -144,7 +144,7 @@ def test_what_is_not_a_recipe_file_is_refused_without_reading_it_whole(tmp_path,
         ("train: {lr: !!float abc}", "a value cannot be read: could not convert"),
         ("train: {lr: " + "9" * 5000 + "}", "a value cannot be read"),
         ("x: " + "[" * 1000 + "]" * 1000, "nested more than 64 levels deep"),
-        (BOMB + "train: {lr: *i}", "expands to more than 100,000 values"),
+        (BOMB + "train: {lr: *i}", "holds or expands to more than 100,000 values"),
         ("train: {epochs: 1:30:00}", "train.epochs"),  # text (YAML 1.2), not 5400
         ("constraints: {max_params: true}", "constraints.max_params: a number or text is"),
         ("evaluate: {seeds: 1000000000}", "evaluate.seeds: at most 1,000 seeds"),
@@ -191,6 +191,10 @@ def test_every_problem_of_a_recipe_is_reported_in_one_message():
     assert "did you mean 'optimizer'" in lines[2] and "architecture" in lines[4]
 
 
+_TUNE = "stages:\n  - tune: {{{}}}\n"
+_LR = "space: {lr: {float: [0.001, 0.1]}}"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -199,9 +203,37 @@ def test_every_problem_of_a_recipe_is_reported_in_one_message():
         ("model: {name: cnn1d, width: 8.5}", "option 'width' is a whole number"),
         ("model: {name: gru, bidirectional: 1}", "option 'bidirectional' is a flag"),
         ("model: {name: mlp, norm: 5}", "option 'norm' is text"),
+        ("model: {name: mlp, dropout: -1}", "option 'dropout' is a probability in [0, 1)"),
+        ("model: {name: transformer, dropout: 1.0e30}", "'dropout' is a probability in [0, 1)"),
         ("model: {name: linear}\ntrain: {lr: 1.0e40}", "train.lr must be a number > 0 and <= 1"),
         ("model: {name: linear}\ntrain: {warmup_epochs: .inf}", "train.warmup_epochs must be"),
         ("model: {name: linear}\ntrain: {device: 'cuda:x'}", "train.device must be"),
+        # tune: bounded budgets, finite ranges, values the training options take
+        (
+            "model: {name: linear}\n" + _TUNE.format("trials: 1000000000000, " + _LR),
+            "trials must be a whole",
+        ),
+        (
+            "model: {name: linear}\n" + _TUNE.format("trials: 2, top_k: 3, " + _LR),
+            "top_k must be a whole",
+        ),
+        ("model: {name: linear}\n" + _TUNE.format("timeout_s: .nan, " + _LR), "timeout_s must be"),
+        ("model: {name: linear}\n" + _TUNE.format("space: {lr: {float: [0.001, .inf]}}"), "finite"),
+        ("model: {name: linear}\n" + _TUNE.format("space: {lr: -1}"), "space.lr: train.lr must"),
+        ("model: {name: linear}\n" + _TUNE.format("space: {lr: {}}"), "space.lr: train.lr must"),
+        (
+            "model: {name: linear}\n" + _TUNE.format("space: {lr: {choice: [0.1, 1.0e9]}}"),
+            "got 1000000000.0",
+        ),
+        (
+            "model: {name: linear}\n" + _TUNE.format("space: {epochs: {int: [1, 9], step: 0.5}}"),
+            "whole numbers",
+        ),
+        (
+            "model: {name: linear}\n"
+            + _TUNE.format("sampler: grid, space: {lr: {float: [0.001, 0.1], step: 1.0e-12}}"),
+            "the grid has 99,000,000,001 points",
+        ),
     ],
 )
 def test_check_refuses_values_the_run_could_not_use(text, message):
@@ -250,3 +282,18 @@ def test_a_searched_model_takes_distributions_and_checks_what_they_draw():
             load_recipe(
                 f"task: iris\nmodel: {{name: mlp}}\nstages:\n  - tune: {{trials: 2, space: {space}}}\n"
             )
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ("{name: iris, val_size: .inf}", "'val_size' is a finite"),
+        ("{name: iris, val_size: false}", "'val_size' is a finite"),
+        ("{name: iris, test_size: -1}", "a fraction in [0, 1)"),
+        ("{name: iris, val_size: 0.6, test_size: 0.5}", "below 1"),
+        ("{name: synthetic, n_samples: 1.0e9}", "a whole number"),
+    ],
+)
+def test_check_refuses_task_options_the_loader_could_not_use(task, message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        load_recipe(f"task: {task}\nmodel: {{name: linear}}\n")

@@ -383,15 +383,17 @@ def recipe_check(
 ) -> None:
     """Validate a recipe against the registries; print its stages."""
     from tidian.recipe import load_recipe
+    from tidian.runs import short_text
 
     recipe = load_recipe(path)
-    console.print(
-        f"[green]ok[/] {path}: task {recipe.task!r}, baseline "
-        f"{recipe.model['name']}, {len(recipe.seed_list())} seeds"
+    line = (
+        f" {path}: task {short_text(recipe.task)}, baseline "
+        f"{short_text(recipe.model)}, {len(recipe.seed_list())} seeds"
         + (f" × {recipe.evaluate.folds} folds" if recipe.evaluate.folds else "")
         + ", stages: "
         f"{', '.join(name for name, _ in recipe.stage_entries()) or 'none'}"
     )
+    console.print(Text("ok", style="green") + Text(line), highlight=False)  # no markup
 
 
 @recipe_app.command("schema")

@@ -349,9 +349,26 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(f"{str(folder)!r}: unknown export format {found!r}.")
     lacking = [k for k in ("file", "task") if not manifest.get(k)]
+    task = manifest.get("task")
+    if isinstance(task, dict):
+        lacking += [
+            f"task.{k}" for k in ("input_kind", "target_kind", "preprocess") if k not in task
+        ]
     if lacking:
         raise DataError(
             f"{str(folder / MANIFEST)!r} lacks {lacking}; it is damaged: export the model again."
+        )
+    file = manifest["file"]
+    if (
+        not isinstance(task, dict)
+        or not isinstance(task.get("preprocess"), dict)
+        or not isinstance(file, str)
+        or Path(file).name != file  # a file of the folder itself, never a path out of it
+        or not isinstance(manifest.get("digests") or {}, dict)
+    ):
+        raise DataError(
+            f"{str(folder / MANIFEST)!r} is damaged (its task, file or digests are not what an "
+            "export writes): export the model again."
         )
     for name, digest in (manifest.get("digests") or {}).items():
         path = folder / name

@@ -34,7 +34,7 @@ from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
 from tidian.stages.space import is_distribution
-from tidian.tasks import TASKS, load_task
+from tidian.tasks import TASKS, check_task, load_task
 from tidian.training.config import TrainConfig
 
 
@@ -255,6 +255,19 @@ def _stage_config(name: str, raw: Any, index: int) -> Any:
 RESOURCES = "resources"
 
 
+def _drawn(value: Any) -> list[Any]:
+    """The values a search-space entry can give a trial, as far as checking goes: each
+    option of a ``choice``, both ends of an ``int`` / ``float`` range, or the fixed value."""
+    if not is_distribution(value):
+        return [value]
+    return [
+        v
+        for kind in ("choice", "int", "float")
+        if isinstance(value.get(kind), list)
+        for v in value[kind]
+    ]
+
+
 def _check_model(spec: Any, where: str, searched: bool = False) -> None:
     """A zoo model and its options, each checked by kind. ``searched``: a branch of a tune
     space, whose options may be distributions: every value one can draw is checked (each
@@ -276,9 +289,7 @@ def _check_model(spec: Any, where: str, searched: bool = False) -> None:
             {key: value}
             for key, dist in options.items()
             if is_distribution(dist)
-            for kind in ("choice", "int", "float")
-            if isinstance(dist.get(kind), list)
-            for value in dist[kind]
+            for value in _drawn(dist)
         ]
     try:
         for values in drawn:
@@ -337,6 +348,16 @@ def _check_space_names(space: dict[str, Any], where: str) -> None:
                 f"{where}.{key}: not a training option{hint}; a space holds "
                 f"training options and 'model'."
             )
+        elif not (  # a nested space (augment: {shift: {int: …}}) is checked by its stage
+            isinstance(spec, dict)
+            and not is_distribution(spec)
+            and any(is_distribution(v) for v in spec.values())
+        ):
+            for value in _drawn(spec):
+                try:
+                    TrainConfig.from_dict({key: value}, where=f"{where}.{key}")
+                except TidianError as err:
+                    raise RecipeError(f"{where}.{key}: {err}") from None
 
 
 def validate_recipe(data: Any) -> Recipe:
@@ -403,6 +424,16 @@ def _check_task(task: Any) -> None:
             raise RecipeError(f"task.name: {TASKS.unknown(task['name'])}")
     elif "path" not in task:
         raise RecipeError("task: a mapping needs 'name' (a built-in task) or 'path' (a file).")
+    if isinstance(task, dict):
+        options = dict(task)
+        target = options.pop("name", None) or options.pop("path")
+        try:
+            check_task(target, options)
+        except TidianError as err:
+            message = str(err)
+            raise RecipeError(
+                message if message.startswith("task ") else f"task: {message}"
+            ) from None
 
 
 def _check_evaluate(recipe: Recipe) -> None:
@@ -599,8 +630,9 @@ def _bounded(data: Any, name: str) -> None:
                 total += size(item, depth + 1)
                 if total > MAX_RECIPE_VALUES:
                     raise RecipeError(
-                        f"{name}: expands to more than {MAX_RECIPE_VALUES:,} values (YAML "
-                        "aliases repeat what they refer to); a recipe is a short file."
+                        f"{name}: holds or expands to more than {MAX_RECIPE_VALUES:,} "
+                        "values (YAML aliases repeat what they refer to); a recipe is a short "
+                        "file."
                     )
             sizes[id(obj)] = total
         return sizes[id(obj)]

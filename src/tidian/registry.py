@@ -131,15 +131,15 @@ def check_options(
     from the parameter's annotation or default (models: their options are such plain
     kinds)."""
     params = inspect.signature(func).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return  # the callable takes free-form options and validates them itself
+    # free-form options besides the named ones: the callable validates those itself
+    free = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
     # Options are the keyword-only parameters; positional ones (the task, a path) are not.
     kinds = {inspect.Parameter.KEYWORD_ONLY}
     if not any(p.kind in kinds for p in params):
         kinds.add(inspect.Parameter.POSITIONAL_OR_KEYWORD)
     accepted = {p.name for p in params if p.kind in kinds}
     unknown = sorted(set(options) - accepted)
-    if unknown:
+    if unknown and not free:
         hints = []
         for name in unknown:
             close = difflib.get_close_matches(name, sorted(accepted), n=1)
@@ -150,12 +150,22 @@ def check_options(
         )
     by_name = {p.name: p for p in params}
     for name, value in options.items() if typed else ():
-        problem = _unlike(value, by_name[name])
+        if name not in accepted:
+            continue  # a free-form option
+        problem = _unlike(value, by_name[name]) or _out_of_range(name, value)
         if problem:
             raise ConfigError(f"{where}: option {name!r} {problem}; got {value!r}.")
 
 
 MAX_WIDTH = 100_000  # an integer in a list option (a layer width, a kernel size) beyond this
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    """Options whose name fixes their range, whatever callable takes them: a dropout
+    (``dropout``, ``attention_dropout``…) is a probability below 1."""
+    if name.endswith("dropout") and isinstance(value, int | float) and not 0 <= value < 1:
+        return "is a probability in [0, 1)"
+    return None
 
 
 # What an option annotated so must be (annotations are read as text: modules use

@@ -143,7 +143,7 @@ def test_bad_model_names_and_options(tiny_tasks):
         create_model("mlp", task, widht=3)
     with pytest.raises(ConfigError, match="norm must be one of"):
         create_model("mlp", task, norm="group")
-    with pytest.raises(ConfigError, match="dropout must be"):
+    with pytest.raises(ConfigError, match="'dropout' is a probability in"):
         create_model("gru", task, dropout=1.5)
     with pytest.raises(ConfigError, match="width must be a multiple of heads"):
         create_model("transformer", task, width=10, heads=4)

@@ -57,7 +57,7 @@ def test_bad_spaces_name_their_place(space, message):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"trials": 0}, "trials must be a positive integer"),
+        ({"trials": 0}, "trials must be a whole number in 1..100,000"),
         ({"objectives": ["speed"]}, "'speed' is not measured"),
         ({"sampler": "cmaes"}, "cmaes cannot sample categorical"),
         ({"objectives": ["accuracy", "latency_ms"]}, "cannot prune multi-objective"),

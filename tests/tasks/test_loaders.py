@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import struct
 
 import numpy as np
@@ -359,3 +360,24 @@ def test_free_text_and_identifiers_are_refused_with_what_to_do(tmp_path):
     frame.to_csv(tmp_path / "dmy.csv", index=False)
     with pytest.raises(DataError, match="YYYY-MM-DD"):
         load_task(tmp_path / "dmy.csv", target="label")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x1f\x8b" + bytes(40), "is gzip-compressed; name it data.csv.gz"),
+        ("a,label\n1,x\n".encode("utf-16"), "not a text table: it holds NUL bytes"),
+        (b"a,label\n1,caf\xe9\n2,y\n", "is not UTF-8 text (line 2"),
+        (bytes(range(256)) * 4, "not a text table: it holds NUL bytes"),
+    ],
+)
+def test_a_table_file_that_is_not_utf8_text_says_what_it_is(tmp_path, data, message):
+    (tmp_path / "data.csv").write_bytes(data)
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_task(tmp_path / "data.csv", target="label")
+
+
+def test_an_npz_array_that_is_a_single_value_is_refused(tmp_path):
+    np.savez(tmp_path / "one.npz", x=np.array(3.0), y=np.array(1))
+    with pytest.raises(DataError, match="'x' is a single value"):
+        load_task(tmp_path / "one.npz")

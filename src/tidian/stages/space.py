@@ -120,9 +120,12 @@ def _check(spec: Any, where: str) -> None:
     if (
         not isinstance(bounds, list)
         or len(bounds) != 2
-        or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+        or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)
+            for b in bounds
+        )
     ):
-        raise ConfigError(f"{where}.{kind}: must be [low, high]; got {bounds!r}.")
+        raise ConfigError(f"{where}.{kind}: must be [low, high], finite numbers; got {bounds!r}.")
     low, high = bounds
     if kind == "int" and not all(float(b).is_integer() for b in bounds):
         raise ConfigError(f"{where}.int: bounds must be integers; got {bounds!r}.")
@@ -136,8 +139,12 @@ def _check(spec: Any, where: str) -> None:
         raise ConfigError(f"{where}: a log range must be above 0; got [{low}, {high}].")
     if log and step is not None:
         raise ConfigError(f"{where}: use log or step, not both.")
-    if step is not None and not (isinstance(step, int | float) and 0 < step <= high - low):
+    if step is not None and not (
+        isinstance(step, int | float) and not isinstance(step, bool) and 0 < step <= high - low
+    ):
         raise ConfigError(f"{where}.step: must be positive and at most high - low; got {step!r}.")
+    if kind == "int" and step is not None and not float(step).is_integer():
+        raise ConfigError(f"{where}.step: an int range steps by whole numbers; got {step!r}.")
 
 
 def sample(trial: Any, space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -180,10 +187,34 @@ def has_categorical(space: Any) -> bool:
     return False
 
 
+MAX_GRID = 100_000  # points a grid search may enumerate (each a trial to run)
+
+
+def _grid_size(spec: Any) -> float:
+    """How many values a grid takes from one distribution (0: not a distribution or not a
+    finite one, which ``grid`` refuses with its own message)."""
+    if not is_distribution(spec):
+        return 0
+    if "choice" in spec:
+        return len(spec["choice"]) if isinstance(spec["choice"], list) else 0
+    kind = "int" if "int" in spec else "float"
+    low, high = spec[kind]
+    step = spec.get("step") or (1 if kind == "int" else 0)
+    return math.floor((high - low) / step + 1e-9) + 1 if step else 0
+
+
 def grid(space: dict[str, Any], where: str) -> dict[str, list[Any]]:
     """The grid of a space for GridSampler: every distribution must be finite (choice, int,
     or float with a step) and branches may not be conditional."""
     out: dict[str, list[Any]] = {}
+    sizes = {key: _grid_size(spec) for key, spec in space.items()}
+    points = math.prod(n for n in sizes.values() if n)
+    if points > MAX_GRID:
+        shown = " × ".join(f"{n:,} {key}" for key, n in sizes.items() if n)
+        raise ConfigError(
+            f"{where}: the grid has {points:,.0f} points ({shown}); at most {MAX_GRID:,}. "
+            "Give a larger step, fewer choices, or use sampler random or tpe."
+        )
     for key, spec in space.items():
         name = f"{where}.{key}"
         if not is_distribution(spec):

@@ -33,6 +33,9 @@ COSTS = {"latency_ms": "latency_ms", "params": "params", "bytes": "size_bytes", 
 LIMITS = {"latency_ms": "max_latency_ms", "params": "max_params", "bytes": "max_bytes"}
 
 
+MAX_TRIALS = 100_000
+
+
 @dataclass(frozen=True)
 class TuneConfig:
     """trials / timeout_s: the budget; sampler; pruner; objectives (validation metrics and
@@ -55,12 +58,20 @@ class TuneConfig:
             )
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}; got {self.pruner!r}.")
-        if not isinstance(self.trials, int) or self.trials < 1:
-            raise ConfigError(f"trials must be a positive integer; got {self.trials!r}.")
-        if self.timeout_s is not None and self.timeout_s <= 0:
-            raise ConfigError(f"timeout_s must be positive; got {self.timeout_s!r}.")
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ConfigError(f"top_k must be a positive integer; got {self.top_k!r}.")
+        if not isinstance(self.trials, int) or not 1 <= self.trials <= MAX_TRIALS:
+            raise ConfigError(
+                f"trials must be a whole number in 1..{MAX_TRIALS:,} (each trains a model); "
+                f"got {self.trials!r}."
+            )
+        if self.timeout_s is not None and not (
+            isinstance(self.timeout_s, int | float) and 0 < self.timeout_s < math.inf
+        ):
+            raise ConfigError(f"timeout_s must be a positive number; got {self.timeout_s!r}.")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.trials:
+            raise ConfigError(
+                f"top_k must be a whole number from 1 to trials ({self.trials}); "
+                f"got {self.top_k!r}."
+            )
         check_space(self.space, "space")
         for name in self.objectives:
             if name not in COSTS and name not in METRICS:

@@ -8,10 +8,10 @@ from typing import Any
 from tidian.exceptions import ConfigError, DataError
 from tidian.registry import check_options
 from tidian.tasks.builtin import TASKS
-from tidian.tasks.loaders import array_task, load_file, read_idx
+from tidian.tasks.loaders import array_task, load_file, loader_for, read_idx
 from tidian.tasks.task import Split, Task
 
-__all__ = ["TASKS", "Split", "Task", "array_task", "load_task", "read_idx"]
+__all__ = ["TASKS", "Split", "Task", "array_task", "check_task", "load_task", "read_idx"]
 
 
 def load_task(name_or_path: str | Path | Task, **options: Any) -> Task:
@@ -38,3 +38,27 @@ def load_task(name_or_path: str | Path | Task, **options: Any) -> Task:
         f"{str(name_or_path)!r} is neither a built-in task nor an existing file or folder. "
         "`tidian tasks` lists the built-in tasks."
     )
+
+
+SPLIT_SIZES = ("val_size", "test_size")
+
+
+def check_task(name_or_path: str | Path, options: dict[str, Any]) -> None:
+    """Check a task's options without loading its data: each option by kind against the
+    loader that would read it (a built-in task's, or the file's: a number for ``val_size``,
+    text for ``target``…), and the split sizes as fractions that leave training rows. A
+    file that is not there is left to the run (a recipe may be checked on another machine)."""
+    if isinstance(name_or_path, str) and name_or_path in TASKS:
+        where, loader = f"task {name_or_path!r}", TASKS.entry(name_or_path).obj
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            return
+        where, loader = f"loading {path.name!r}", loader_for(path, options)
+    check_options(where, loader, options, typed=True)
+    sizes = {k: options[k] for k in SPLIT_SIZES if k in options}
+    for key, size in sizes.items():
+        if not 0 <= size < 1:
+            raise ConfigError(f"{where}: option {key!r} is a fraction in [0, 1); got {size!r}.")
+    if sum(sizes.values()) >= 1:
+        raise ConfigError(f"{where}: val_size + test_size must be below 1; got {sizes}.")

@@ -49,24 +49,25 @@ _SPLIT_NAMES = {
 def load_file(path: str | Path, **options: Any) -> Task:
     """Load a task from a file or folder; see the module docstring for the formats."""
     path = Path(path)
+    return _checked(loader_for(path, options), path, options)
+
+
+def loader_for(path: Path, options: dict[str, Any]):
+    """The loader that reads ``path`` (from its suffix, first bytes or folder layout)."""
     if not path.exists():
         raise DataError(f"no such file or folder: {str(path)!r}.")
     if path.is_dir():
-        if _mnist_files(path):
-            return _checked(idx_folder_task, path, options)
-        return _checked(image_folder_task, path, options)
+        return idx_folder_task if _mnist_files(path) else image_folder_task
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-1] if suffixes else ""
     if suffix == ".gz" and len(suffixes) > 1:
         suffix = suffixes[-2]
     if suffix == ".npz":
-        return _checked(npz_task, path, options)
+        return npz_task
     if _is_idx(path):
-        return _checked(idx_task, path, options)
+        return idx_task
     if suffix in TABLE_SUFFIXES:
-        if "text" in options:
-            return _checked(text_task, path, options)
-        return _checked(table_task, path, options)
+        return text_task if "text" in options else table_task
     raise DataError(
         f"cannot tell the format of {str(path)!r}. tidian reads CSV/TSV/Parquet/JSONL tables "
         "(with target=...; add text=... for a text column), NPZ (x/y arrays), IDX files "
@@ -100,6 +101,7 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
         elif suffix in (".jsonl", ".ndjson", ".json"):
             frame = pd.read_json(path, lines=suffix != ".json")
         else:
+            _refuse_binary(path)
             tab = suffix in (".tsv", ".tab", ".txt")
             sep = sep if sep is not None else ("\t" if tab else _sniff_sep(path))
             header_kw: dict[str, Any] = {}
@@ -121,6 +123,35 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
     # How the file was read, for the task's column summary (pandas keeps attrs on copies).
     frame.attrs["tidian"] = {"sep": sep, "decimal_comma": commas}
     return frame
+
+
+def _refuse_binary(path: Path) -> None:
+    """Say what a file named as a text table is when its first bytes show it is not text."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4096)
+    except (OSError, EOFError, zlib.error):
+        return  # pandas then says why the file cannot be read
+    if head.startswith(b"\x1f\x8b"):
+        raise DataError(
+            f"{str(path)!r} is gzip-compressed; name it {path.name}.gz to read it as such."
+        )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head:
+        raise DataError(
+            f"{str(path)!r} is not a text table: it holds NUL bytes (binary data, or UTF-16/32 "
+            "text: save it as UTF-8)."
+        )
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not merely a character cut at the 4096th byte
+            line = head[: err.start].count(b"\n") + 1
+            raise DataError(
+                f"{str(path)!r} is not UTF-8 text (line {line}: byte "
+                f"{head[err.start : err.start + 1]!r}); save it as UTF-8 (from Latin-1: "
+                "iconv -f latin1 -t utf-8)."
+            ) from None
 
 
 _SEPARATORS = (",", ";", "\t", "|")
@@ -652,6 +683,10 @@ def _array(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
         raise DataError(
             f"{str(path)!r} has no array {key!r}; it holds {sorted(arrays)}. "
             "An NPZ task needs x and y (or x_train, y_train, x_test, y_test)."
+        )
+    if arrays[key].ndim == 0:
+        raise DataError(
+            f"{str(path)!r}: {key!r} is a single value; it must hold one row per sample."
         )
     return arrays[key]
 
