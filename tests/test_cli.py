@@ -211,3 +211,25 @@ def test_tasks_inspect_says_how_each_column_was_read(capsys, tmp_path):
         assert any(column in line and how in line for line in out.splitlines()), (column, out)
     doc = json.loads(run(capsys, "tasks", "inspect", str(path), "-o", "target=label", "--json")[1])
     assert doc["columns"]["amount"] == "number (decimal comma)" and doc["sep"] == ";"
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_quietly(tmp_path):
+    import os
+    import shutil
+    import signal
+    import time
+    from pathlib import Path
+
+    command = shutil.which("tidian") or str(Path(sys.executable).with_name("tidian"))
+    proc = subprocess.Popen(
+        [command, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    maps = Path(f"/proc/{proc.pid}/maps")
+    # torch's library is mapped while tidian's imports run (more follow it: scikit-learn…);
+    # should they be done before the signal lands, the run itself is what is interrupted.
+    while proc.poll() is None and "libtorch" not in maps.read_text():
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err

@@ -8,6 +8,7 @@ The public API lives here; submodules are implementation details::
     print(result["accuracy"])          # mean ± 95% CI over seeds
 """
 
+from tidian import _startup
 from tidian.compression import PruneConfig, prune_
 from tidian.compression.lowrank import LowRankConfig, lowrank_
 from tidian.compression.quantize import QuantizeConfig, quantize_model
@@ -58,6 +59,8 @@ from tidian.tasks import TASKS, Split, Task, array_task, load_task
 from tidian.training import LOSSES, OPTIMIZERS, History, PlainStep, TrainConfig, fit
 
 __version__ = "0.1.0"
+
+_startup.done()
 
 __all__ = [
     "LOSSES",
