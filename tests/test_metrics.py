@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,39 @@ def test_confusion_matrix_and_report(vector_task):
     report = tidian.classification_report(model, vector_task)
     assert set(report) >= {"c0", "c1", "c2", "macro avg"}
     assert report["c0"]["support"] == int((vector_task.test.y == 0).sum())
+
+
+@pytest.mark.parametrize(
+    ("amount", "metric", "reference", "units"),
+    [
+        (0.005, "accuracy", 0.9, 0.005),  # a number: the metric's own units
+        ("0.5pt", "accuracy", 0.9, 0.005),  # points of a fraction metric
+        ("2 points", "f1_macro", 0.5, 0.02),
+        ("1%", "rmse", 56.0, 0.56),  # a percent of the reference's score
+        ("10%", "accuracy", 0.8, 0.08),
+        (0.5, "rmse", 56.0, 0.5),
+        ("1e1%", "mae", 2.0, 0.2),
+    ],
+)
+def test_an_amount_of_quality_is_read_one_way(amount, metric, reference, units):
+    from tidian.metrics import quality_amount
+
+    assert quality_amount(amount, metric, reference, "margin") == pytest.approx(units)
+
+
+@pytest.mark.parametrize(
+    ("amount", "metric", "message"),
+    [
+        ("1pt", "rmse", "rmse has none"),
+        (-0.1, "accuracy", "not negative"),
+        ("five%", "accuracy", "not negative; got 'five%'"),
+        (True, "accuracy", "got True"),
+        (float("nan"), "rmse", "got nan"),
+        (0.5, "accuracy", "write '0.5pt' for 0.5 points"),  # guarded: once read in points
+    ],
+)
+def test_an_amount_that_cannot_be_read_is_refused(amount, metric, message):
+    from tidian.metrics import quality_amount
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        quality_amount(amount, metric, 1.0, "tolerance", guard=True)

@@ -483,3 +483,31 @@ def test_labels_a_split_cannot_hold_are_named_and_refused_before_training(store,
     with pytest.raises(DataError, match=r"10 test row\(s\) carry label\(s\) \['refund'\]"):
         pipeline.run(recipe, store=store)
     assert store.runs() == []
+
+
+@pytest.mark.slow  # a whole pipeline run
+def test_a_regression_is_gated_at_a_percent_of_its_baseline_by_default(store):
+    recipe = {
+        "task": {"name": "synthetic", "kind": "regression", "n_samples": 300, "noise": 20.0},
+        "model": {"name": "mlp", "hidden": [16]},
+        "train": {"epochs": 5, "lr": 0.01},
+        "evaluate": {"seeds": 2},
+        "stages": [{"quantize": {"mode": "fp16"}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    baseline, quantized = result.candidates[0], result.candidates[1]
+    rmse = sum(baseline["quality"]["per_seed"]) / 2
+    margin = float(re.search(r"margin ([0-9.e+-]+)", quantized["reason"]).group(1))
+    assert baseline["quality"]["metric"] == "rmse"
+    assert margin == pytest.approx(0.01 * rmse, rel=1e-3)  # 1%, not 0.01 rmse units
+    # written as points, an rmse margin cannot be read: refused before anything trains
+    with pytest.raises(ConfigError, match="points are hundredths of a fraction metric"):
+        pipeline.run({**recipe, "evaluate": {"seeds": 2, "margin": "1pt"}}, store=store)
+    assert len(store.runs()) == 1
+
+
+def test_a_tolerance_in_the_old_points_reading_is_refused_before_training(store):
+    recipe = {**TINY, "stages": [{"compress": {"tolerance": 0.5, "trials": 2}}]}
+    with pytest.raises(ConfigError, match=r"stages\[0\].compress.tolerance: 0.5 in accuracy"):
+        pipeline.run(recipe, store=store)
+    assert store.runs() == []

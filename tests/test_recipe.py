@@ -208,6 +208,9 @@ _LR = "space: {lr: {float: [0.001, 0.1]}}"
         ("model: {name: linear}\ntrain: {lr: 1.0e40}", "train.lr must be a number > 0 and <= 1"),
         ("model: {name: linear}\ntrain: {warmup_epochs: .inf}", "train.warmup_epochs must be"),
         ("model: {name: linear}\ntrain: {device: 'cuda:x'}", "train.device must be"),
+        ("model: {name: linear}\nevaluate: {metric: rmse, margin: 1pt}", "rmse has none"),
+        ("model: {name: linear}\nevaluate: {margin: -1}", "evaluate.margin: a number in"),
+        ("model: {name: linear}\nevaluate: {min_effect: lots}", "evaluate.min_effect: a number"),
         # tune: bounded budgets, finite ranges, values the training options take
         (
             "model: {name: linear}\n" + _TUNE.format("trials: 1000000000000, " + _LR),

@@ -7,6 +7,8 @@ is better and which target kind it applies to, which the gate and early stopping
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -243,6 +245,56 @@ FRACTION_METRICS = frozenset(
 )
 
 
-def tolerance_units(metric: str, points: float) -> float:
-    """A tolerance given in points (fraction metrics) or metric units (others), in units."""
-    return points / 100.0 if metric in FRACTION_METRICS else points
+# How much quality a margin, a minimum effect or a tolerance is, written one way everywhere:
+# a number in the metric's own units (accuracy 0.005, rmse 0.5), points of a fraction metric
+# ("0.5pt": half a percentage point of accuracy) or a percent of the reference's score ("1%":
+# a hundredth of the baseline's rmse). Points and percents keep a recipe meaningful across
+# metrics: a regression's rmse of 56 is not gated at 0.01.
+_AMOUNT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?\s*(pt|points?|%)\s*")
+AMOUNT_FORMS = (
+    "a number in the metric's units, points of a fraction metric ('0.5pt') or a percent of "
+    "the reference's score ('1%')"
+)
+
+
+def check_amount(value: Any, what: str) -> None:
+    """Refuse what cannot be an amount of quality (see ``_AMOUNT``), before any metric is known."""
+    if isinstance(value, bool) or not (
+        (isinstance(value, int | float) and math.isfinite(value) and value >= 0)
+        or (isinstance(value, str) and _AMOUNT.fullmatch(value))
+    ):
+        raise ConfigError(f"{what}: {AMOUNT_FORMS}, not negative; got {value!r}.")
+
+
+def quality_amount(
+    value: Any, metric: str, reference: float | None, what: str, *, guard: bool = False
+) -> float:
+    """An amount of quality in ``metric``'s units. ``reference``: the score a percent is of
+    (the incumbent's mean). ``guard``: refuse a bare number of 0.1 or more on a fraction
+    metric (ten points), which a setting once read in points (a tolerance of 0.5) would be."""
+    check_amount(value, what)
+    if not isinstance(value, str):
+        if guard and metric in FRACTION_METRICS and value >= 0.1:
+            raise ConfigError(
+                f"{what}: {value:g} in {metric} units is {value * 100:g} points; write "
+                f"'{value:g}pt' for {value:g} points (a bare number is in the metric's units)."
+            )
+        return float(value)
+    match = _AMOUNT.fullmatch(value)
+    assert match is not None  # checked above
+    amount = float(match.group(1)) * 10.0 ** int(match.group(2) or 0)
+    if match.group(3) == "%":
+        if reference is None or not math.isfinite(reference):
+            raise ConfigError(f"{what}: a percent needs a reference score; give a number.")
+        return amount / 100.0 * abs(reference)
+    if metric not in FRACTION_METRICS:
+        raise ConfigError(
+            f"{what}: points are hundredths of a fraction metric (accuracy, F1…); {metric} "
+            f"has none: give a number in {metric} units or a percent of the baseline ('1%')."
+        )
+    return amount / 100.0
+
+
+def default_amount(metric: str, points: float) -> str:
+    """A default margin: ``points`` points on a fraction metric, else 1% of the reference."""
+    return f"{points:g}pt" if metric in FRACTION_METRICS else "1%"

@@ -30,7 +30,13 @@ from tidian.evaluation.gate import gate, pareto_front
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, DataError, require, stopping_on_signals
 from tidian.executors import Executor, Job
-from tidian.metrics import DEFAULT_METRICS, check_metrics, greater_is_better
+from tidian.metrics import (
+    DEFAULT_METRICS,
+    check_metrics,
+    default_amount,
+    greater_is_better,
+    quality_amount,
+)
 from tidian.models.io import seed_folder
 from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
 from tidian.stages import STAGES, Context, Proposal, Stage
@@ -403,7 +409,20 @@ class _Run:
     ) -> dict[str, Any] | None:
         spec = self.recipe.evaluate
         judged = metric or self.metric
-        margin = spec.margin if margin is None else margin
+        written = spec.margin if margin is None else margin
+        where = "evaluate.margin" if margin is None else "the stage's tolerance"
+
+        def units(amount: Any, metric: str, what: str, guard: bool = False) -> float:
+            """An amount as written (``'1%'`` of the incumbent's mean score), in units."""
+            reference = _per_seed_mean(incumbent, metric)
+            return quality_amount(amount, metric, reference, what, guard=guard)
+
+        margin = units(
+            default_amount(judged, 1) if written is None else written,
+            judged,
+            where,
+            margin is not None,
+        )
         decisions = gate(
             _per_seed(incumbent, judged),
             {str(r["id"]): _per_seed(r, judged) for r in rows},
@@ -411,7 +430,9 @@ class _Run:
             greater_is_better=greater_is_better(judged),
             test="superiority" if kind == "quality" else "non_inferiority",
             confidence=spec.confidence,
-            min_effect=spec.min_effect if judged == self.metric else 0.0,
+            min_effect=units(spec.min_effect, judged, "evaluate.min_effect")
+            if judged == self.metric
+            else 0.0,
             margin=margin,
             correction=self.correction,
         )
@@ -424,7 +445,12 @@ class _Run:
                 greater_is_better=self.greater,
                 test="non_inferiority",
                 confidence=spec.confidence,
-                margin=margin,
+                margin=units(
+                    default_amount(self.metric, 1) if written is None else written,
+                    self.metric,
+                    where,
+                    margin is not None,
+                ),
                 correction=self.correction,
             )
             if judged != self.metric
@@ -572,7 +598,16 @@ def _check_against_task(recipe: Recipe, task: Any) -> None:
 
     if recipe.train.get("augment"):
         check_policy(recipe.train["augment"], task.input_kind, task.target_kind, "train.augment")
+    metric = recipe.evaluate.metric or task.metric
+    for what in ("margin", "min_effect"):  # points on a metric that has none: refused now
+        amount = getattr(recipe.evaluate, what)
+        if amount is not None:
+            quality_amount(amount, metric, 1.0, f"evaluate.{what}")
     stages = [STAGES.entry(name).obj(config) for name, config in recipe.stage_entries()]
+    for i, stage in enumerate(stages):
+        amount = stage.margin(metric)
+        if amount is not None:
+            quality_amount(amount, metric, 1.0, f"stages[{i}].{stage.name}.tolerance", guard=True)
     for i, stage in enumerate(stages):
         try:
             stage.check(task)

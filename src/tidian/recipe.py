@@ -29,7 +29,7 @@ from pydantic import (
 
 from tidian.evaluation.cv import make_cv
 from tidian.exceptions import ConfigError, TidianError
-from tidian.metrics import METRICS
+from tidian.metrics import METRICS, check_amount, quality_amount
 from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
@@ -69,8 +69,16 @@ class EvaluateSpec(_Spec):
     )
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of intervals.")
     ci: str = Field("t", pattern="^(t|bootstrap)$", description="t-interval or bootstrap.")
-    min_effect: float = Field(0.0, ge=0, description="Gain a quality stage must show beyond.")
-    margin: float = Field(0.01, ge=0, description="Loss a cost stage may show (non-inferiority).")
+    min_effect: float | str = Field(
+        0.0,
+        description="Gain a quality stage must show beyond: a number in the metric's units, "
+        "points of a fraction metric ('0.5pt') or a percent of the incumbent's score ('1%').",
+    )
+    margin: float | str | None = Field(
+        None,
+        description="Loss a cost stage may show (non-inferiority), written as min_effect; "
+        "default: 1 point of a fraction metric (accuracy 0.01), else 1% of the incumbent's score.",
+    )
     folds: int | None = Field(
         None,
         ge=2,
@@ -439,6 +447,15 @@ def _check_task(task: Any) -> None:
 def _check_evaluate(recipe: Recipe) -> None:
     if recipe.evaluate.metric is not None and recipe.evaluate.metric not in METRICS:
         raise RecipeError(f"evaluate.metric: {METRICS.unknown(recipe.evaluate.metric)}")
+    for what in ("margin", "min_effect"):
+        amount = getattr(recipe.evaluate, what)
+        try:
+            if amount is not None:
+                check_amount(amount, f"evaluate.{what}")
+                if recipe.evaluate.metric is not None:  # else the task's: checked by the run
+                    quality_amount(amount, recipe.evaluate.metric, 1.0, f"evaluate.{what}")
+        except TidianError as err:
+            raise RecipeError(str(err)) from None
     count = recipe.evaluate.seeds
     if (count if isinstance(count, int) else len(count)) > MAX_SEEDS:
         raise RecipeError(

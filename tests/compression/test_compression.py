@@ -419,7 +419,7 @@ def test_compression_in_worker_processes_gives_the_same_scores(tmp_path):
 @pytest.mark.slow  # a whole pipeline run
 def test_compress_picks_the_best_pareto_point_within_tolerance(store):
     search = {
-        "tolerance": 100.0,  # anything goes: the cheapest Pareto point is chosen
+        "tolerance": "100pt",  # anything goes: the cheapest Pareto point is chosen
         "trials": 4,
         "amounts": [0.0, 0.5],
         "energies": [1.0],

@@ -36,7 +36,13 @@ from tidian.compression.apply import ONNX_FILE, StepContext, transform_step
 from tidian.compression.finetune import check_distill, finetune, teacher_outputs
 from tidian.exceptions import ConfigError, bad_value, require
 from tidian.export import OnnxModel, compact_onnx, export_onnx
-from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
+from tidian.metrics import (
+    check_amount,
+    compute_metrics,
+    default_amount,
+    greater_is_better,
+    quality_amount,
+)
 from tidian.models.structure import set_module
 
 MODES = ("dynamic", "static", "qat", "fp16")
@@ -49,15 +55,16 @@ class QuantizeConfig:
     """mode: dynamic | static | qat | fp16. per_channel: per-output-channel weight scales
     (static and qat). calibration: minmax | entropy | percentile; calibration_samples: how
     many training inputs calibrate the ranges. keep_float: node-name patterns left in float,
-    or ``auto`` (sensitivity analysis; ``tolerance`` in metric points on the validation
-    split). qat_epochs / finetune: quantisation-aware fine-tuning length and config changes."""
+    or ``auto`` (sensitivity analysis; ``tolerance`` on the validation split: a number in the
+    metric's units, '0.5pt' or '1%' of the float model's score; default 0.5pt, else 1%).
+    qat_epochs / finetune: quantisation-aware fine-tuning length and config changes."""
 
     mode: str = "dynamic"
     per_channel: bool = False
     calibration: str = "minmax"
     calibration_samples: int = 512
     keep_float: list[str] | str = field(default_factory=list)
-    tolerance: float = 0.5
+    tolerance: float | str | None = None
     qat_epochs: int = 5
     finetune: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] | None = None  # QAT towards the float model's outputs
@@ -74,8 +81,8 @@ class QuantizeConfig:
             raise bad_value(
                 "quantize.keep_float", "a list of node patterns or 'auto'", self.keep_float
             )
-        if self.tolerance < 0:
-            raise bad_value("quantize.tolerance", "a non-negative number of points", self.tolerance)
+        if self.tolerance is not None:
+            check_amount(self.tolerance, "quantize.tolerance")
         check_distill(self.distill, "quantize")
 
 
@@ -328,7 +335,13 @@ def quantize_model(
             sign = 1 if greater_is_better(metric) else -1
             keep: list[str] = []
             value = analysis["quantized"]
-            tolerance = tolerance_units(metric, config.tolerance)
+            tolerance = quality_amount(
+                default_amount(metric, 0.5) if config.tolerance is None else config.tolerance,
+                metric,
+                analysis["float"],
+                "quantize.tolerance",
+                guard=True,
+            )
             for node in analysis["ranked"]:
                 if sign * (analysis["float"] - value) <= tolerance:
                     break

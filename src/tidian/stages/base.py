@@ -147,6 +147,7 @@ class Stage:
         metric is then still required to be non-inferior within the margin."""
         return None
 
-    def margin(self, metric: str) -> float | None:
-        """The non-inferiority margin for this stage's candidates (None: the recipe's)."""
+    def margin(self, metric: str) -> float | str | None:
+        """The non-inferiority margin for this stage's candidates as written (a number in the
+        metric's units, ``'0.5pt'``, ``'1%'``: ``metrics.quality_amount``), None: the recipe's."""
         return None

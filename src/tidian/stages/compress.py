@@ -31,7 +31,13 @@ from tidian.evaluation.cost import measure_onnx_cost
 from tidian.exceptions import ConfigError, TidianError, bad_value, require
 from tidian.executors import Job, execute, job_handler
 from tidian.export import OnnxModel, export_onnx
-from tidian.metrics import compute_metrics, greater_is_better, tolerance_units
+from tidian.metrics import (
+    check_amount,
+    compute_metrics,
+    default_amount,
+    greater_is_better,
+    quality_amount,
+)
 from tidian.models.io import load_model
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.study import RETRIED, make_positional, open_study, places, retire_lost
@@ -116,14 +122,15 @@ TARGETS = ("latency", "size", "both")
 
 @dataclass(frozen=True)
 class CompressConfig:
-    """tolerance: quality the result may lose, in points for fractions (accuracy 0.5 = half a
-    percentage point) and metric units otherwise — also the gate's margin for this stage.
+    """tolerance: quality the result may lose — a number in the metric's units, points of a
+    fraction metric ('0.5pt') or a percent of the incumbent's score ('1%'); default 0.5pt on a
+    fraction metric, else 1% — also the gate's margin for this stage.
     target: latency | size | both. trials: Optuna trials (on the first seed).
     amounts / energies / modes: the search space (0 amount, energy 1 and mode none = off).
     finetune_epochs / finetune / distill: fine-tuning after pruning / factorising (as for
     prune). top_k: Pareto points besides the chosen one sent to full evaluation."""
 
-    tolerance: float = 0.5
+    tolerance: float | str | None = None
     target: str = "latency"
     trials: int = 30
     amounts: list[float] = field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 0.8, 0.9])
@@ -139,8 +146,8 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise bad_value("compress.target", f"one of {TARGETS}", self.target)
-        if self.tolerance < 0:
-            raise bad_value("compress.tolerance", "a non-negative number", self.tolerance)
+        if self.tolerance is not None:
+            check_amount(self.tolerance, "compress.tolerance")
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
             raise bad_value("compress.trials", "a positive integer", self.trials)
         for a in self.amounts:
@@ -222,7 +229,8 @@ class Compress(Stage):
     }
 
     def margin(self, metric: str) -> float:
-        return tolerance_units(metric, self.config.tolerance)
+        tolerance = self.config.tolerance
+        return default_amount(metric, 0.5) if tolerance is None else tolerance
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         optuna = require("optuna", "tune", "the compress stage")
@@ -286,7 +294,13 @@ class Compress(Stage):
 
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         front = [t for t in study.best_trials if t.user_attrs["steps"]]
-        tolerance = tolerance_units(ctx.metric, self.config.tolerance)
+        tolerance = quality_amount(
+            self.margin(ctx.metric),
+            ctx.metric,
+            reference["score"],
+            "compress.tolerance",
+            guard=True,
+        )
         floor = reference["score"] - sign * tolerance
 
         def ok(t) -> bool:
