@@ -56,3 +56,5 @@ bench: setup
 	$(PY) bench/prune_vs_torch_pruning.py
 	$(PY) bench/faults.py
 	$(PY) bench/csv_load.py
+	$(PY) bench/fuzz.py
+	$(PY) bench/startup.py

@@ -233,3 +233,25 @@ def test_ctrl_c_while_the_command_starts_ends_it_quietly(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
+
+
+def test_the_command_line_starts_without_torch_or_scikit_learn():
+    # `tidian --help` and the package import load neither (seconds each); the public names
+    # are imported from their modules on first use, and name what they always named.
+    code = (
+        "import sys, tidian, tidian.cli\n"
+        "heavy = [m for m in ('torch', 'sklearn', 'pandas', 'optuna') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from tidian.pipeline import run\n"
+        "from tidian.tasks import load_task\n"
+        "assert tidian.run is run and tidian.load_task is load_task\n"
+        "assert set(tidian.__all__) <= set(dir(tidian))\n"
+        "try:\n"
+        "    tidian.no_such_name\n"
+        "except AttributeError as err:\n"
+        "    assert 'no_such_name' in str(err)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

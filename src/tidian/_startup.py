@@ -1,8 +1,10 @@
 """Ctrl-C while the ``tidian`` command is still importing (torch, scikit-learn: seconds) ends
 it quietly with the interrupted status (130) instead of a traceback of import machinery.
 
-Imported first by ``tidian/__init__``, which calls :func:`done` once its imports are made. Only
-for the command line: in a library user's program Ctrl-C stays a KeyboardInterrupt.
+Imported first by ``tidian/__init__``; ``tidian.cli`` calls :func:`done` once its own imports
+are made (the heavy ones come later, inside each command, where Ctrl-C ends it with status
+130 through typer). Only for the command line: in a library user's program Ctrl-C stays a
+KeyboardInterrupt.
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 import tidian
+from tidian import _startup
 from tidian.exceptions import ConfigError, Interrupted, TidianError
+
+_startup.done()  # the command line's own imports are made: Ctrl-C is a KeyboardInterrupt again
 
 app = typer.Typer(
     add_completion=False,
@@ -1122,6 +1125,12 @@ def main(argv: list[str] | None = None) -> None:
         _error(str(err))
         sys.exit(2)
     except SystemExit as done:
+        # Ctrl-C in a command that does not handle it (typer turns the KeyboardInterrupt into
+        # status 130, silently): one line says why it ended. `run` says so itself.
+        if done.code == 130 and isinstance(
+            getattr(done.__context__, "__cause__", None), KeyboardInterrupt
+        ):
+            Console(stderr=True).print("interrupted", highlight=False)
         if done.code not in (0, None):
             raise
         try:
