@@ -449,7 +449,7 @@ def data_cases() -> list[Case]:
         "y too short": {"x": rng.normal(size=(40, 4)), "y": np.arange(10) % 2},
         "no y": {"x": rng.normal(size=(40, 4))},
         "scalar x": {"x": np.array(3.0), "y": np.array(1)},
-        "one feature column of none": {"x": np.zeros((40, 0)), "y": np.arange(40) % 2},
+        "no feature columns": {"x": np.zeros((40, 0)), "y": np.arange(40) % 2},
         "nan x": {"x": np.full((40, 4), np.nan), "y": np.arange(40) % 2},
         "text x": {"x": np.array(["a"] * 40), "y": np.arange(40) % 2},
     }

@@ -377,7 +377,10 @@ def test_a_table_file_that_is_not_utf8_text_says_what_it_is(tmp_path, data, mess
         load_task(tmp_path / "data.csv", target="label")
 
 
-def test_an_npz_array_that_is_a_single_value_is_refused(tmp_path):
+def test_an_npz_array_that_is_a_single_value_or_has_no_features_is_refused(tmp_path):
     np.savez(tmp_path / "one.npz", x=np.array(3.0), y=np.array(1))
     with pytest.raises(DataError, match="'x' is a single value"):
         load_task(tmp_path / "one.npz")
+    np.savez(tmp_path / "none.npz", x=np.zeros((40, 0)), y=np.arange(40) % 2)
+    with pytest.raises(DataError, match=re.escape("x has no features (samples of shape (0,))")):
+        load_task(tmp_path / "none.npz")

@@ -743,6 +743,8 @@ def array_task(
     except (TypeError, ValueError):
         raise DataError(f"{name!r}: x must be numeric; got dtype {x.dtype}.") from None
     check_finite(x, where=name)
+    if len(x) and x[0].size == 0:  # a model of no inputs would learn the class frequencies
+        raise DataError(f"{name!r}: x has no features (samples of shape {x.shape[1:]}).")
     classes = _is_classes(y, target_kind)
     if classes:
         codes, names = encode_labels(y)
