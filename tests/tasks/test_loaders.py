@@ -384,3 +384,12 @@ def test_an_npz_array_that_is_a_single_value_or_has_no_features_is_refused(tmp_p
     np.savez(tmp_path / "none.npz", x=np.zeros((40, 0)), y=np.arange(40) % 2)
     with pytest.raises(DataError, match=re.escape("x has no features (samples of shape (0,))")):
         load_task(tmp_path / "none.npz")
+
+
+def test_a_feature_that_is_the_target_under_another_name_is_refused(tmp_path):
+    frame = _table().assign(answer=lambda f: f["label"])
+    frame.to_csv(tmp_path / "leak.csv", index=False)
+    with pytest.raises(DataError, match=re.escape("['answer'] hold the target 'label' itself")):
+        load_task(tmp_path / "leak.csv", target="label")
+    task = load_task(tmp_path / "leak.csv", target="label", drop=["answer"])
+    assert "answer" not in " ".join(task.feature_names)

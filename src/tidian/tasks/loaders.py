@@ -340,6 +340,12 @@ def tabular_task(
         frame = frame[keep.to_numpy()].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(f"loading {name!r}: no rows are left after dropping missing values.")
+    copies = [c for c in features if frame[c].equals(frame[target])]
+    if copies:  # the model would be given the answer (test accuracy 1.0, meaning nothing)
+        raise DataError(
+            f"loading {name!r}: the column(s) {copies} hold the target {target!r} itself; a "
+            f"model given them learns nothing else. Leave them out with drop={copies}."
+        )
 
     kind = _target_kind(frame[target], target_kind)
     y, class_names = _encode_target(frame[target], kind, name, target)
