@@ -255,3 +255,15 @@ def test_the_command_line_starts_without_torch_or_scikit_learn():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_evaluate_prints_a_file_name_that_looks_like_markup_as_written(capsys, tmp_path):
+    rows = "".join(f"{i % 7},{(i * 3) % 5},{'ab'[i % 2]}\n" for i in range(60))
+    path = tmp_path / "[b]x.csv"
+    path.write_text("p,q,label\n" + rows)
+    code, out, err = run(
+        capsys, "evaluate", "--task", str(path), "--task-option", "target=label",
+        "--model", "linear", "--epochs", "1", "--seeds", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "linear on [b]x —" in out

@@ -309,8 +309,8 @@ def evaluate_cmd(
         _print_json(doc)
         return
     s = loaded.summary()
-    console.print(
-        f"[bold]{model}[/] on [bold]{loaded.name}[/] — {s['input']}, {s['target']}, "
+    rest = (
+        f" — {s['input']}, {s['target']}, "
         + (
             f"{s['train']}/{s['val']}/{s['test']} train/val/test; seeds"
             if not folds
@@ -320,6 +320,8 @@ def evaluate_cmd(
         + f" {result.seeds}; "
         f"{config.epochs} epochs, {config.optimizer} lr={config.lr}"
     )
+    # names as written (a file "[b]x.csv" is not rich markup)
+    console.print(Text.assemble((model, "bold"), " on ", (loaded.name, "bold"), rest))
     if loaded.columns_read:
         console.print(_columns_line(loaded.columns_read), markup=False, highlight=False)
     over = (
@@ -682,13 +684,13 @@ def run_cmd(
         if runner is not None:
             runner.close()
     _print_run(res)
-    console.print(f"store: {res.store}; `tidian show {res.run_id}` for details.")
+    console.print(f"store: {res.store}; `tidian show {res.run_id}` for details.", markup=False)
     if report is not None:
         from tidian.report import write_report
 
         with _progress() as progress:
             write_report(ledger, res.run_id, report, progress=_Steps(progress))
-        console.print(f"report: {report} (open it in a browser; it works offline)")
+        console.print(f"report: {report} (open it in a browser; it works offline)", markup=False)
 
 
 @app.command("runs")
@@ -735,7 +737,7 @@ def show_cmd(run_id: RunIdArg, store: StoreOpt = None, as_json: JsonOpt = False)
         _print_json(res.to_dict())
         return
     _print_run(res)
-    console.print(f"Pareto set (quality, latency, params): {res.pareto}")
+    console.print(f"Pareto set (quality, latency, params): {res.pareto}", markup=False)
     where = (ledger.run(run_id).get("environment") or {}).get("executor") or {}
     if where:
         from tidian.report.render import where_text
@@ -771,7 +773,8 @@ def compare_cmd(
     console.print(
         f"{metric}: {b['label']} − {a['label']} = {cmp.mean:+.4f} "
         f"[{cmp.low:+.4f}, {cmp.high:+.4f}] (95% CI, n={cmp.n}); paired t "
-        f"p={cmp.p_ttest:.3g}, Wilcoxon p={cmp.p_wilcoxon:.3g}"
+        f"p={cmp.p_ttest:.3g}, Wilcoxon p={cmp.p_wilcoxon:.3g}",
+        markup=False,
     )
 
 
@@ -1002,6 +1005,7 @@ def explain_cmd(
         f"({steps} steps, zero baseline) and saliency; agreement Spearman "
         f"{ag['mean_spearman']:.2f}, top-{ag['top']} overlap {ag['mean_top_overlap']:.0%}",
         highlight=False,
+        markup=False,
     )
     names = data.get("feature_names")
     for ex in data["examples"]:
@@ -1094,6 +1098,7 @@ def serve_cmd(
         f"serving {len(ledger.runs())} runs of {ledger.display_url()} on "
         f"http://127.0.0.1:{server.server_port}/ (read-only; Ctrl-C stops)",
         highlight=False,
+        markup=False,
     )
     try:
         server.serve_forever()
