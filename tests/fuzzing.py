@@ -206,7 +206,7 @@ def recipe_file_cases() -> list[Case]:
         "bomb 9 at lr": _bomb(9, ("train", "lr")),
         "bomb 9 at hidden": _bomb(9, ("model", "hidden")),
         "tab indent": good.replace("  ", "\t"),
-        "unclosed bracket": good.replace("[8]", "[8", 1),
+        "unclosed bracket": good.replace("lr: 0.01", "lr: [0.01", 1),
         "seeds 1e9": good.replace("seeds: 2", "seeds: 1000000000"),
         "grid step 1e-12": good.replace("sampler: random", "sampler: grid").replace(
             "log: true", "step: 1.0e-12"
