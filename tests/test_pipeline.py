@@ -511,3 +511,13 @@ def test_a_tolerance_in_the_old_points_reading_is_refused_before_training(store)
     with pytest.raises(ConfigError, match=r"stages\[0\].compress.tolerance: 0.5 in accuracy"):
         pipeline.run(recipe, store=store)
     assert store.runs() == []
+
+
+@pytest.mark.parametrize(
+    "stage", [{"tune": {"trials": 2, "space": {"lr": {"float": [0.001, 0.1]}}}}, {"calibrate": {}}]
+)
+def test_a_stage_that_chooses_on_validation_needs_validation_rows(store, stage):
+    recipe = {**TINY, "task": {"name": "iris", "val_size": 0}, "stages": [stage]}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.\w+: chooses on the validation split"):
+        pipeline.run(recipe, store=store)
+    assert store.runs() == []  # refused before the baseline trained

@@ -605,6 +605,11 @@ def _check_against_task(recipe: Recipe, task: Any) -> None:
             quality_amount(amount, metric, 1.0, f"evaluate.{what}")
     stages = [STAGES.entry(name).obj(config) for name, config in recipe.stage_entries()]
     for i, stage in enumerate(stages):
+        if stage.selects_on_validation and not len(task.val) and not recipe.evaluate.folds:
+            raise ConfigError(
+                f"stages[{i}].{stage.name}: chooses on the validation split, and the task has "
+                "no validation rows (val_size: 0); give the task val_size above 0."
+            )
         amount = stage.margin(metric)
         if amount is not None:
             quality_amount(amount, metric, 1.0, f"stages[{i}].{stage.name}.tolerance", guard=True)

@@ -95,6 +95,8 @@ class Stage:
     * ``keeps_model_class``: the model it passes on is of the class it received (retrained,
       pruned, re-weighted — not another family, a wrapper or a student), so the stages after it
       can be checked against the recipe's model before anything trains (:meth:`check_model`).
+    * ``selects_on_validation``: it chooses (trials, a fitted scaling) on the validation
+      split, so a task without validation rows is refused before the run starts.
     * ``sections``: the report sections its results feed (keys of ``report.collect``'s data).
     * ``example``: a small config that runs on a tiny task, for the documentation and the
       stage conformance tests (``tests/stages/test_conformance.py``);
@@ -106,6 +108,7 @@ class Stage:
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     edits_model: ClassVar[bool] = False
     keeps_model_class: ClassVar[bool] = False
+    selects_on_validation: ClassVar[bool] = False
     sections: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[dict[str, Any] | None] = None
 

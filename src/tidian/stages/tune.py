@@ -308,6 +308,7 @@ class Tune(Stage):
     """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
 
     requires = (("optuna", "tune"),)
+    selects_on_validation = True
     sections = ("tuning",)
 
     example: ClassVar[dict[str, Any]] = {
