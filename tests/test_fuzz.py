@@ -2,6 +2,7 @@
 folders through the command line; none may end in a raw traceback, a hang or MemoryError."""
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -28,7 +29,7 @@ def test_no_input_gets_a_traceback_a_hang_or_memory_error(tmp_path):
     done = subprocess.run(
         [sys.executable, str(driver), "--form", "reduced", "--out", str(out)],
         cwd=tmp_path,
-        env={**__import__("os").environ, "TMPDIR": str(tmp_path)},
+        env={**os.environ, "TMPDIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=1800,  # the backstop: each case has its own limit
