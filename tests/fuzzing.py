@@ -615,14 +615,14 @@ def _safetensors_variants(data: bytes) -> dict[str, bytes]:
     }
 
 
-def model_cases(exports: dict[str, Path] | None = None) -> list[Case]:
-    """Damaged export folders run through ``predict``. ``exports`` is :func:`_export`'s
-    result, made on first use by the driver."""
+def model_cases() -> list[Case]:
+    """Damaged export folders run through ``predict`` and ``transfer``; the model they damage
+    (:func:`_export`) is made once, by the first case that runs."""
     holder: dict[str, dict[str, Path]] = {}
 
     def base(d: Path) -> dict[str, Path]:
         if "x" not in holder:
-            holder["x"] = exports or _export(Path(os.environ["TIDIAN_FUZZ_ROOT"]))
+            holder["x"] = _export(Path(os.environ["TIDIAN_FUZZ_ROOT"]))
         return holder["x"]
 
     def damaged(

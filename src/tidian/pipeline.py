@@ -404,7 +404,7 @@ class _Run:
         kind: str,
         incumbent: dict[str, Any],
         rows: list[dict[str, Any]],
-        margin: float | None = None,
+        margin: float | str | None = None,
         metric: str | None = None,
     ) -> dict[str, Any] | None:
         spec = self.recipe.evaluate
@@ -417,12 +417,10 @@ class _Run:
             reference = _per_seed_mean(incumbent, metric)
             return quality_amount(amount, metric, reference, what, guard=guard)
 
-        margin = units(
-            default_amount(judged, 1) if written is None else written,
-            judged,
-            where,
-            margin is not None,
-        )
+        def margin_on(metric: str) -> float:  # a stage's tolerance is guarded, see metrics
+            amount = default_amount(metric, 1) if written is None else written
+            return units(amount, metric, where, guard=margin is not None)
+
         decisions = gate(
             _per_seed(incumbent, judged),
             {str(r["id"]): _per_seed(r, judged) for r in rows},
@@ -433,7 +431,7 @@ class _Run:
             min_effect=units(spec.min_effect, judged, "evaluate.min_effect")
             if judged == self.metric
             else 0.0,
-            margin=margin,
+            margin=margin_on(judged),
             correction=self.correction,
         )
         # Judged on another metric (calibration error): the recipe's metric must hold too.
@@ -445,12 +443,7 @@ class _Run:
                 greater_is_better=self.greater,
                 test="non_inferiority",
                 confidence=spec.confidence,
-                margin=units(
-                    default_amount(self.metric, 1) if written is None else written,
-                    self.metric,
-                    where,
-                    margin is not None,
-                ),
+                margin=margin_on(self.metric),
                 correction=self.correction,
             )
             if judged != self.metric

@@ -143,11 +143,7 @@ class Recipe(_Spec):
     # -- derived views used by the pipeline -----------------------------------------------------
     def load_task(self) -> Any:
         """The recipe's task, loaded (built-in name, or file with its loading options)."""
-        task = self.task
-        if isinstance(task, str):
-            return load_task(task)
-        options = dict(task)
-        target = options.pop("name", None) or options.pop("path")
+        target, options = task_target(self.task)
         return load_task(target, **options)
 
     def seed_list(self) -> list[int]:
@@ -433,10 +429,8 @@ def _check_task(task: Any) -> None:
     elif "path" not in task:
         raise RecipeError("task: a mapping needs 'name' (a built-in task) or 'path' (a file).")
     if isinstance(task, dict):
-        options = dict(task)
-        target = options.pop("name", None) or options.pop("path")
         try:
-            check_task(target, options)
+            check_task(*task_target(task))
         except TidianError as err:
             message = str(err)
             raise RecipeError(
@@ -444,16 +438,25 @@ def _check_task(task: Any) -> None:
             ) from None
 
 
+def task_target(task: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A recipe's task as (built-in name or file path, loading options)."""
+    if isinstance(task, str):
+        return task, {}
+    options = dict(task)
+    return options.pop("name", None) or options.pop("path"), options
+
+
 def _check_evaluate(recipe: Recipe) -> None:
     if recipe.evaluate.metric is not None and recipe.evaluate.metric not in METRICS:
         raise RecipeError(f"evaluate.metric: {METRICS.unknown(recipe.evaluate.metric)}")
     for what in ("margin", "min_effect"):
         amount = getattr(recipe.evaluate, what)
+        metric = recipe.evaluate.metric  # None: the task's, which the run checks against
         try:
-            if amount is not None:
+            if amount is not None and metric is None:
                 check_amount(amount, f"evaluate.{what}")
-                if recipe.evaluate.metric is not None:  # else the task's: checked by the run
-                    quality_amount(amount, recipe.evaluate.metric, 1.0, f"evaluate.{what}")
+            elif amount is not None:
+                quality_amount(amount, metric, 1.0, f"evaluate.{what}")
         except TidianError as err:
             raise RecipeError(str(err)) from None
     count = recipe.evaluate.seeds

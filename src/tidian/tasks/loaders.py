@@ -101,9 +101,10 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
         elif suffix in (".jsonl", ".ndjson", ".json"):
             frame = pd.read_json(path, lines=suffix != ".json")
         else:
-            _refuse_binary(path)
+            head = _head(path)
+            _refuse_binary(path, head)
             tab = suffix in (".tsv", ".tab", ".txt")
-            sep = sep if sep is not None else ("\t" if tab else _sniff_sep(path))
+            sep = sep if sep is not None else ("\t" if tab else _sniff_sep(head))
             header_kw: dict[str, Any] = {}
             if columns is not None:
                 header_kw = {"header": None, "names": list(columns)}
@@ -125,14 +126,22 @@ def read_table(path: Path, *, sep: str | None = None, columns: Sequence[str] | N
     return frame
 
 
-def _refuse_binary(path: Path) -> None:
-    """Say what a file named as a text table is when its first bytes show it is not text."""
+HEAD_BYTES = 65536  # what is read of a text table to tell its encoding and its separator
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a text table (decompressed for .gz; b"" when they cannot be read:
+    pandas then says why)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            head = handle.read(4096)
+            return handle.read(HEAD_BYTES)
     except (OSError, EOFError, zlib.error):
-        return  # pandas then says why the file cannot be read
+        return b""
+
+
+def _refuse_binary(path: Path, head: bytes) -> None:
+    """Say what a file named as a text table is when its first bytes show it is not text."""
     if head.startswith(b"\x1f\x8b"):
         raise DataError(
             f"{str(path)!r} is gzip-compressed; name it {path.name}.gz to read it as such."
@@ -160,18 +169,15 @@ _SEPARATORS = (",", ";", "\t", "|")
 _DECIMAL_COMMA = r"[+-]?(?:(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d*)?|,\d+)(?:[eE][+-]?\d+)?"
 
 
-def _sniff_sep(path: Path) -> str:
-    """The separator of a CSV file: of ``, ; TAB |``, the one that splits the first lines
-    into the most fields, the same number on every line (``,`` when none does better). A
-    ``;``-separated file with decimal commas is so read as its columns, not as one column."""
-    import itertools
-
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
-            lines = list(itertools.islice(handle, 50))
-    except (OSError, EOFError, zlib.error):
-        return ","  # pandas then says why the file cannot be read
+def _sniff_sep(head: bytes) -> str:
+    """The separator of a CSV file from its first bytes: of ``, ; TAB |``, the one that
+    splits the first (whole) lines into the most fields, the same number on every line (``,``
+    when none does better). A ``;``-separated file with decimal commas is so read as its
+    columns, not as one column."""
+    lines = head.decode("utf-8", errors="replace").splitlines(keepends=True)
+    if len(head) == HEAD_BYTES:
+        lines = lines[:-1]  # the last one may be cut
+    lines = lines[:50]
     best, most = ",", 1
     for candidate in _SEPARATORS:
         try:
@@ -190,24 +196,29 @@ def _read_decimal_commas(frame) -> list[str]:
 
     converted = []
     for column in frame.columns:
-        if pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(
-            frame[column]
-        ):
-            continue
-        values = frame[column].dropna()
-        if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
-            continue
-        values = values.astype(str).str.strip()
-        if not values.iloc[:1000].str.fullmatch(_DECIMAL_COMMA).all():
-            continue  # the common case, decided on a sample
-        if not values.str.contains(",", regex=False).any():
-            continue
-        if not values.str.fullmatch(_DECIMAL_COMMA).all():
+        values = _text_matching(frame[column], _DECIMAL_COMMA)
+        if values is None or not values.str.contains(",", regex=False).any():
             continue
         plain = values.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         frame[column] = pd.to_numeric(plain, errors="coerce").reindex(frame.index)
         converted.append(column)
     return converted
+
+
+def _text_matching(column, pattern: str):
+    """The stripped values of a text column when every one of them matches ``pattern`` (None
+    otherwise, or for a column of numbers); a column most do not match is told from a sample."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return None
+    values = column.dropna()
+    if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
+        return None
+    values = values.astype(str).str.strip()
+    if not values.iloc[:1000].str.fullmatch(pattern).all():
+        return None  # the common case, decided on a sample
+    return values if values.str.fullmatch(pattern).all() else None
 
 
 def _require_column(frame, column: Any, role: str, path_name: str) -> str:
@@ -303,16 +314,17 @@ def tabular_task(
     ]
     if not features:
         raise DataError(f"loading {name!r}: no feature columns are left besides the target.")
+    named = set(map(str, categorical))  # categories as the user said, never guessed at
     cat_cols = [
         c
         for c in features
-        if c in set(map(str, categorical))
+        if c in named
         or not pd.api.types.is_numeric_dtype(frame[c])
         or pd.api.types.is_bool_dtype(frame[c])
     ]
-    date_cols = {c: parts for c in cat_cols if (parts := _date_parts(frame[c], categorical))}
+    date_cols = {c: p for c in cat_cols if c not in named and (p := _date_parts(frame[c]))}
     cat_cols = [c for c in cat_cols if c not in date_cols]
-    _refuse_free_text(frame, [c for c in cat_cols if c not in set(map(str, categorical))], name)
+    _refuse_free_text(frame, [c for c in cat_cols if c not in named], name)
     num_cols = [c for c in features if c not in cat_cols and c not in date_cols]
 
     frame = frame.copy(deep=False)  # columns are replaced, never written into
@@ -412,20 +424,13 @@ DATE_PARTS = ("year", "month", "day", "weekday")
 TIME_PARTS = ("hour", "minute")
 
 
-def _date_parts(column, categorical: Sequence[str]) -> tuple[str, ...]:
+def _date_parts(column) -> tuple[str, ...]:
     """The parts a text column of ISO 8601 dates (``2020-01-31``, ``2020-01-31 12:30``) is
-    read as; () for any other column, or one the user named ``categorical``."""
+    read as; () for any other column."""
     import pandas as pd
 
-    if column.name in set(map(str, categorical)) or pd.api.types.is_numeric_dtype(column):
-        return ()
-    values = column.dropna()
-    if values.empty or not all(isinstance(v, str) for v in values.iloc[:100]):
-        return ()
-    values = values.astype(str).str.strip()
-    if not values.iloc[:1000].str.fullmatch(_ISO_DATE).all():
-        return ()  # the common case, decided on a sample
-    if not values.str.fullmatch(_ISO_DATE).all():
+    values = _text_matching(column, _ISO_DATE)
+    if values is None:
         return ()
     if pd.to_datetime(values, errors="coerce", format="ISO8601", utc=True).isna().any():
         return ()  # e.g. 2020-13-45: not a date after all
