@@ -43,11 +43,13 @@ def test_the_cluster_tests_pass_in_a_private_network():
         "cluster",
         "-p",
         "no:cacheprovider",
-        "-rs",
+        "-rsfE",  # skipped, failed and errored tests named in the summary
         str(HERE.parent),
     ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent.parent)
-    report = done.stdout[-6000:] + done.stderr[-3000:]
+    # the inner session's failing tests first: a long Ray state dump can fill the tail
+    failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+    report = "\n".join(failed) + "\n" + done.stdout[-6000:] + done.stderr[-3000:]
     print(report)  # the inner session's summary, in this test's captured output
     assert done.returncode == 0, report
     assert " passed" in done.stdout and " failed" not in done.stdout, report
