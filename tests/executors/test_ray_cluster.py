@@ -84,6 +84,22 @@ def _ledger(store: Store, run_id: str) -> dict:
     return out
 
 
+def _busy(node) -> bool:
+    """Whether a worker of this Ray node (a child of its raylet) is running a tidian job."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+        except OSError:  # the process ended while being read
+            continue
+        if parent == raylet and title.startswith(b"ray::_run"):
+            return True
+    return False
+
+
 def test_every_node_is_probed_and_must_run_this_tidian(ray_executor, monkeypatch):
     nodes = ray_executor.check()
     assert len({n["node"] for n in nodes}) == 2 and all(n["tidian"] for n in nodes)
@@ -224,9 +240,11 @@ def test_a_node_lost_mid_run_costs_nothing_and_the_driver_can_be_killed(
             else 0
         )
 
-    while seeds_done() < 1:  # training is under way on both nodes
+    # the second node is killed while one of its workers trains a seed (Ray titles a busy
+    # worker `ray::_run`, an idle one `ray::IDLE`): a job is surely lost with it
+    while not _busy(ray_cluster.second):
         assert driver.poll() is None, driver.stdout.read()
-        time.sleep(0.1)
+        time.sleep(0.05)
     ray_cluster.cluster.remove_node(ray_cluster.second, allow_graceful=False)
     ray_cluster.second = ray_cluster.cluster.add_node(num_cpus=1)
     while seeds_done() < 8:  # the run goes on; then its driver dies too
