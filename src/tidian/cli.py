@@ -471,6 +471,16 @@ class _Log:
             )
             if data.get("columns"):
                 self.line(_columns_line(data["columns"]))
+            if data.get("holdout"):
+                self.line(
+                    f"holdout: {data['holdout']} rows set aside for the confirmation "
+                    f"({data['confirm_seeds']} fresh seeds); no stage sees them"
+                )
+            elif data.get("confirm_seeds"):
+                self.line(
+                    f"no holdout ({data.get('no_holdout')}): the confirmation is scored "
+                    "on the test split"
+                )
         elif kind == "stage_started":
             self.line(f"stage {data['position']} {data['name']}: {data['candidates']} candidate(s)")
         elif kind == "seeds_started":
@@ -504,6 +514,9 @@ class _Log:
                 self.phases.update(
                     self.phase_keys[key], completed=data["done"], total=data["total"]
                 )
+        elif kind == "confirmed":
+            for line in _headline_lines(data["confirmation"]):
+                self.line(line)
         elif kind == "stage_done":
             for row in data["candidates"]:
                 if row["stage"] != "baseline":
@@ -545,6 +558,23 @@ def _verdict(row: dict[str, Any]) -> str:
     return verdict
 
 
+def _headline_lines(confirmation: dict[str, Any] | None) -> list[str]:
+    """The run's headline as plain lines: the confirmed gain (fresh seeds, unseen rows), the
+    selection-time gain beside it and the difference (the optimism of selection)."""
+    if not confirmation:
+        return []
+    if "skipped" in confirmation:
+        return [f"headline: not confirmed ({confirmation['skipped']})"]
+    sel = confirmation["selection_gain"]
+    return [
+        f"headline: {confirmation['summary']} "
+        f"(#{confirmation['final']} vs #{confirmation['baseline']})",
+        f"  at selection: gain {sel['mean']:+.4g} [{sel['low']:+.4g}, {sel['high']:+.4g}] on "
+        f"the stages' seeds and test rows; optimism of selection "
+        f"{confirmation['optimism']:+.4g}",
+    ]
+
+
 def _print_run(res) -> None:
     base, best = res.baseline, res.incumbent
     table = _Table(title=f"run {res.run_id} — {res.status}")
@@ -563,6 +593,10 @@ def _print_run(res) -> None:
             _latency_text(cost),
         )
     console.print(table)
+    for line in _headline_lines(res.confirmation):
+        console.print(line, markup=False, highlight=False)
+    if res.confirmation:
+        console.print()
     decisions = _Table(
         title="candidates and decisions", caption="latency: batch 1; ORT: ONNX Runtime"
     )
@@ -572,7 +606,7 @@ def _print_run(res) -> None:
     decisions.add_column("latency", justify="right", no_wrap=True)
     decisions.add_column("decision", ratio=3)
     stage = None
-    for row in res.candidates:
+    for row in [*res.candidates, *res.confirmations]:
         if row["stage_position"] != stage:  # a heading row per stage: no stage column needed
             stage = row["stage_position"]
             heading = Text(f"{stage}. {row['stage']}", style="bold")
@@ -704,7 +738,10 @@ def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(docs)
         return
-    table = _Table(title="runs (newest first)")
+    table = _Table(
+        title="runs (newest first)",
+        caption="gain: final − baseline; ✓ confirmed on fresh seeds and unseen rows, ✗ not",
+    )
     table.add_column("run", no_wrap=True, min_width=12)  # ids are never cut: commands need them
     table.add_column("status", overflow="fold")
     table.add_column("age", no_wrap=True)
@@ -715,7 +752,7 @@ def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     for d in docs:
         table.add_row(
             d["run_id"],
-            f"stale: {d['stale']}" if d["stale"] else d["status"],
+            f"stale: {d['stale']}" if d["stale"] else d["status"] + _held(d["gain"]),
             d["age"],
             d["task"],
             d["metric"] or "—",
@@ -723,6 +760,14 @@ def runs_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
             gain_text(d["gain"]),
         )
     console.print(table)
+
+
+def _held(gain: dict[str, Any] | None) -> str:
+    """`` ✓`` / `` ✗`` after a run's status when its gain is the confirmation's: the lift
+    held up on fresh seeds and unseen rows, or did not."""
+    if not (gain or {}).get("confirmed"):
+        return ""
+    return " ✓" if gain["held"] else " ✗"
 
 
 @app.command("show")

@@ -245,6 +245,12 @@ FRACTION_METRICS = frozenset(
 )
 
 
+def bounds(metric: str) -> tuple[float, float] | None:
+    """The range a metric's values lie in, when it has one (fractions: [0, 1]): what an
+    interval for its mean is kept within."""
+    return (0.0, 1.0) if metric in FRACTION_METRICS else None
+
+
 # How much quality a margin, a minimum effect or a tolerance is, written one way everywhere:
 # a number in the metric's own units (accuracy 0.005, rmse 0.5), points of a fraction metric
 # ("0.5pt": half a percentage point of accuracy) or a percent of the reference's score ("1%":

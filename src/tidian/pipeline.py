@@ -27,7 +27,7 @@ from tidian.environment import environment
 from tidian.evaluation.cost import deployed_runner, deployment_cost, interleaved_latency
 from tidian.evaluation.evaluate import own_executor
 from tidian.evaluation.gate import gate, pareto_front
-from tidian.evaluation.stats import summarize
+from tidian.evaluation.stats import paired_compare, summarize
 from tidian.exceptions import ConfigError, DataError, require, stopping_on_signals
 from tidian.executors import Executor, Job
 from tidian.metrics import (
@@ -37,8 +37,9 @@ from tidian.metrics import (
     greater_is_better,
     quality_amount,
 )
+from tidian.metrics import bounds as metric_bounds
 from tidian.models.io import seed_folder
-from tidian.recipe import DEFAULT_RECIPE, Recipe, load_recipe, validate_recipe
+from tidian.recipe import CONFIRM_STAGE, DEFAULT_RECIPE, Recipe, load_recipe, stored_recipe
 from tidian.stages import STAGES, Context, Proposal, Stage
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
@@ -63,12 +64,17 @@ class RunResult:
     pareto: list[int]
     store: str
     stages: list[dict[str, Any]] = field(default_factory=list)
+    # the headline: the final path and the baseline on fresh seeds, scored on the holdout
+    # (None until the confirmation ran; {"skipped": why} when there was nothing to confirm)
+    confirmation: dict[str, Any] | None = None
+    confirmations: list[dict[str, Any]] = field(default_factory=list)  # its re-runs' rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "status": self.status,
             "incumbent": self.incumbent["id"] if self.incumbent else None,
+            "confirmation": self.confirmation,
             "pareto": self.pareto,
             "stages": [
                 {
@@ -85,6 +91,7 @@ class RunResult:
                 for st in self.stages
             ],
             "candidates": [candidate_summary(c) for c in self.candidates],
+            "confirmations": [candidate_summary(c) for c in self.confirmations],
         }
 
 
@@ -133,8 +140,13 @@ class _Run:
         executor: Executor,
         events: Events | None,
         task: Any,
+        holdout: Any = None,
+        no_holdout: str | None = None,
     ) -> None:
         self.recipe, self.store, self.run_id, self.task = recipe, store, run_id, task
+        # the holdout's rows: read by the confirmation alone (never part of a stage's task)
+        self.holdout, self.no_holdout = holdout, no_holdout
+        self.proposals: dict[int, tuple[Proposal, int | None]] = {}  # id -> (proposal, parent)
         self.executor = executor
         self.emit = events or (lambda kind, data: None)
         self.metric = recipe.evaluate.metric or self.task.metric
@@ -157,26 +169,42 @@ class _Run:
 
     # -- one stage's candidates ------------------------------------------------------------------
     def evaluate(
-        self, position: int, stage: str, proposals: list[Proposal], parent: int | None
+        self,
+        position: int,
+        stage: str,
+        proposals: list[Proposal],
+        parent: int | None,
+        *,
+        parents: list[int | None] | None = None,
+        seeds: list[int] | None = None,
+        task: Any = None,
+        origins: list[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Train every missing seed of every proposal (all at once, so ``--jobs`` workers stay
-        busy across candidates), then measure each finished candidate. Returns the rows."""
+        busy across candidates), then measure each finished candidate. Returns the rows.
+        The confirmation gives each proposal its own parent, its fresh seeds, its task, and
+        the stage position it came from (``origins``: whose resources its jobs need)."""
+        seeds = self.seeds if seeds is None else seeds
+        parents = [parent] * len(proposals) if parents is None else parents
+        origins = [position] * len(proposals) if origins is None else origins
         rows = [
             self.store.candidate(
-                self.run_id, position, stage, p.label, parent, p.model, p.train, p.changes
+                self.run_id, position, stage, p.label, above, p.model, p.train, p.changes
             )
-            for p in proposals
+            for p, above in zip(proposals, parents)
         ]
+        for proposal, row, above in zip(proposals, rows, parents):
+            self.proposals[row["id"]] = (proposal, above)
         jobs, done_before = [], 0
-        for proposal, row in zip(proposals, rows):
+        for proposal, row, above, origin in zip(proposals, rows, parents, origins):
             if row["status"] == "done":
                 self.emit("candidate_cached", {"candidate": row})
                 continue
             done = self.store.seed_results(row["id"])
             done_before += len(done)
             jobs += [
-                self._job(proposal, row, parent, seed, position)
-                for seed in self.seeds
+                self._job(proposal, row, above, seed, origin, task)
+                for seed in seeds
                 if seed not in done
             ]
         if jobs or done_before:
@@ -203,7 +231,7 @@ class _Run:
             )
         for i, row in enumerate(rows):
             if row["status"] != "done":
-                rows[i] = self._finish(row["id"])
+                rows[i] = self._finish(row["id"], seeds, confirming=task is not None)
         return rows
 
     def _resources(self, position: int) -> dict[str, Any] | None:
@@ -217,10 +245,17 @@ class _Run:
         return self.recipe.stage_resources(position - 1)
 
     def _job(
-        self, proposal: Proposal, row: dict[str, Any], parent: int | None, seed: int, position: int
+        self,
+        proposal: Proposal,
+        row: dict[str, Any],
+        parent: int | None,
+        seed: int,
+        position: int,
+        task: Any = None,
     ) -> Job:
         """Seed ``seed`` of candidate ``row``: trained from scratch, or made from the parent's
-        model of the same seed by the proposal's transform. The worker writes its model."""
+        model of the same seed by the proposal's transform. The worker writes its model;
+        ``task``: what it is trained and scored on (default: the seed's task)."""
         config: dict[str, Any] = {
             "train": TrainConfig.from_dict(proposal.train).to_dict(),
             "metrics": list(self.metrics),
@@ -236,7 +271,7 @@ class _Run:
         return Job(
             handler,
             config,
-            self.task_for(seed),
+            self.task_for(seed) if task is None else task,
             seed,
             out=out,
             key=row,
@@ -253,11 +288,11 @@ class _Run:
     def _candidate_dir(self, cid: int) -> str | Path:
         return join(self.directory, f"candidate-{cid}")
 
-    def _finish(self, cid: int) -> dict[str, Any]:
+    def _finish(self, cid: int, seeds: list[int], confirming: bool = False) -> dict[str, Any]:
         """Summarise a candidate's seeds and measure its cost; mark it done (one transaction).
         The artifact is the first seed's model (the others sit beside it)."""
-        quality = self._quality(self.store.seed_results(cid))
-        artifact = self._seed_dir(cid, self.seeds[0])
+        quality = self._quality(self.store.seed_results(cid), seeds, confirming)
+        artifact = self._seed_dir(cid, seeds[0])
         cost = deployment_cost(artifact, self.task, self.recipe.deploy)
         self.store.update_candidate(
             cid, status="done", quality=quality, cost=cost, artifact=str(artifact)
@@ -266,17 +301,23 @@ class _Run:
         self.emit("candidate_done", {"candidate": row})
         return row
 
-    def _quality(self, results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    def _quality(
+        self, results: dict[int, dict[str, Any]], seeds: list[int], confirming: bool = False
+    ) -> dict[str, Any]:
+        """The per-split summaries of a candidate's seeds; a confirmation's seeds are plain
+        seeds on the holdout (no cross-validation correction)."""
         conf, ci = self.recipe.evaluate.confidence, self.recipe.evaluate.ci
+        correction = 0.0 if confirming else self.correction
         summary = {}
         for split in ("val", "test"):
-            if all(split in results[s]["scores"] for s in self.seeds):
+            if all(split in results[s]["scores"] for s in seeds):
                 summary[split] = {
                     m: summarize(
-                        [results[s]["scores"][split][m] for s in self.seeds],
+                        [results[s]["scores"][split][m] for s in seeds],
                         conf,
                         ci,
-                        self.correction,
+                        correction,
+                        metric_bounds(m),
                     ).to_dict()
                     for m in self.metrics
                 }
@@ -290,9 +331,12 @@ class _Run:
             "per_seed": test["values"],
             "val_mean": val["mean"] if val else None,
             "summary": summary,
-            "units": list(self.seeds),
-            "folds": self.cv.folds if self.cv else None,
-            "correction": self.correction,
+            "units": list(seeds),
+            "folds": self.cv.folds if self.cv and not confirming else None,
+            "correction": correction,
+            "scored_on": ("holdout" if self.holdout is not None else "test")
+            if confirming
+            else "test",
         }
 
     # -- the whole run ---------------------------------------------------------------------------
@@ -328,7 +372,7 @@ class _Run:
                     "folder": str(self._candidate_dir(c["id"])),
                 }
                 for c in self.store.candidates(self.run_id)
-                if c["status"] == "done"
+                if c["status"] == "done" and c["stage"] != CONFIRM_STAGE
             )
             ctx = Context(
                 # with folds, stages that search on one split (tune, compress) use unit 0's
@@ -382,7 +426,185 @@ class _Run:
                     "candidates": [self.store.get_candidate(r["id"]) for r in rows],
                 },
             )
-        self.store.update_run(self.run_id, pareto=self._pareto(), status="finished")
+        self.store.update_run(self.run_id, pareto=self._pareto())
+        self.confirm(self.store.get_candidate(incumbent["id"]), len(self.recipe.stages) + 1)
+        self.store.update_run(self.run_id, status="finished")
+
+    # -- the confirmation: the headline ---------------------------------------------------------
+    def _needs(self, cid: int) -> list[int]:
+        """The candidates whose models candidate ``cid``'s jobs read: its parent when it is
+        made from the parent's weights, and those named by folder in its transform (an
+        ensemble's members, an ensemble teacher)."""
+        proposal, parent = self.proposals[cid]
+        if proposal.transform is None:
+            return []
+        folders = {str(self._candidate_dir(c)): c for c in self.proposals}
+        named = [folders[text] for text in _strings(proposal.transform) if text in folders]
+        return list(dict.fromkeys([*([parent] if parent is not None else []), *named]))
+
+    def confirm(self, final: dict[str, Any], position: int) -> None:
+        """Re-run the baseline and the final model's path (every accepted change, and the
+        models its transforms read) on fresh seeds that no stage used, trained on the task's
+        training rows and scored on the holdout (the test split when the task has none);
+        gate the final against the baseline, paired by seed, and record the result on the
+        run: its headline. Ledger rows ``#<id> <label>`` at ``position``, stage ``confirm``:
+        a resumed run keeps their finished seeds."""
+        seeds = self.recipe.confirm_seeds()
+        base = next(c for c in self.store.candidates(self.run_id) if c["stage"] == "baseline")
+        if not seeds or final["id"] == base["id"]:
+            why = (
+                "confirm.seeds is 0"
+                if not seeds
+                else "no stage kept a change"
+                if self.recipe.stages
+                else "the recipe has no stages"
+            )
+            self.store.update_run(self.run_id, confirmation={"skipped": why})
+            return
+        path = [final["id"]]
+        while path[-1] != base["id"]:
+            path.append(self.proposals[path[-1]][1])
+        needed: list[int] = []  # every model the final's jobs read, those it needs first
+
+        def visit(cid: int) -> None:
+            if cid not in needed:
+                for need in self._needs(cid):
+                    visit(need)
+                needed.append(cid)
+
+        for cid in reversed(path):
+            visit(cid)
+        task = self.task if self.holdout is None else self.task.replace(test=self.holdout)
+        copies: dict[int, int] = {}  # candidate id -> its confirmation copy's id
+        positions = {c["id"]: c["stage_position"] for c in self.store.candidates(self.run_id)}
+        pending = list(needed)
+        self.emit(
+            "stage_started",
+            {"position": position, "name": CONFIRM_STAGE, "candidates": len(needed)},
+        )
+        while pending:  # in waves: a candidate whose inputs are confirmed, with its peers
+            wave = [c for c in pending if all(n in copies for n in self._needs(c))]
+            proposals = [self._confirming(c, copies) for c in wave]
+            parents = [copies.get(self.proposals[c][1]) for c in wave]
+            rows = self.evaluate(
+                position,
+                CONFIRM_STAGE,
+                proposals,
+                None,
+                parents=parents,
+                seeds=seeds,
+                task=task,
+                origins=[positions[c] for c in wave],
+            )
+            for cid, row in zip(wave, rows):
+                copies[cid] = row["id"]
+                self.store.update_candidate(
+                    row["id"], decision="confirmation", reason=f"#{cid} on fresh seeds"
+                )
+            pending = [c for c in pending if c not in copies]
+        self.store.update_run(
+            self.run_id, confirmation=self._headline(base, final, path, copies, seeds)
+        )
+        self.emit("confirmed", {"confirmation": self.store.run(self.run_id)["confirmation"]})
+
+    def _confirming(self, cid: int, copies: dict[int, int]) -> Proposal:
+        """Candidate ``cid``'s proposal for the confirmation: its transform reading the
+        confirmation copies of the models it named."""
+        proposal = self.proposals[cid][0]
+        label = f"#{cid} {proposal.label}"[:400]
+        if proposal.transform is None:
+            return dataclasses.replace(proposal, label=label)
+        folders = {
+            str(self._candidate_dir(c)): str(self._candidate_dir(k)) for c, k in copies.items()
+        }
+        return dataclasses.replace(
+            proposal, label=label, transform=_replace_strings(proposal.transform, folders)
+        )
+
+    def _headline(
+        self,
+        base: dict[str, Any],
+        final: dict[str, Any],
+        path: list[int],
+        copies: dict[int, int],
+        seeds: list[int],
+    ) -> dict[str, Any]:
+        """The confirmation's record: the final's copy gated against the baseline's on the
+        fresh seeds — superiority when a quality stage's change is on the path, else
+        non-inferiority within the margin — beside the selection-time gain."""
+        spec = self.recipe.evaluate
+        tests = {
+            (c["gate"] or {}).get("test")
+            for c in self.store.candidates(self.run_id)
+            if c["id"] in path and c["id"] != base["id"]
+        }
+        test = "superiority" if "superiority" in tests else "non_inferiority"
+        b, f = (self.store.get_candidate(copies[c]) for c in (base["id"], final["id"]))
+        reference = _per_seed_mean(b, self.metric)
+        decision = gate(
+            _per_seed(b, self.metric),
+            {"final": _per_seed(f, self.metric)},
+            metric=self.metric,
+            greater_is_better=self.greater,
+            test=test,
+            confidence=spec.confidence,
+            min_effect=quality_amount(
+                spec.min_effect, self.metric, reference, "evaluate.min_effect"
+            ),
+            margin=quality_amount(
+                default_amount(self.metric, 1) if spec.margin is None else spec.margin,
+                self.metric,
+                reference,
+                "evaluate.margin",
+            ),
+        )["final"]
+        selection = paired_compare(
+            _per_seed(base, self.metric),
+            _per_seed(final, self.metric),
+            metric=self.metric,
+            greater_is_better=self.greater,
+            confidence=spec.confidence,
+            correction=self.correction,
+        ).improvement
+        scored = self.holdout if self.holdout is not None else self.task.test
+        where = f"{len(seeds)} fresh seeds and {len(scored)} " + (
+            "unseen rows (the holdout)"
+            if self.holdout is not None
+            else f"test rows (no holdout: {self.no_holdout})"
+        )
+        gain = f"{decision.gain:+.4g} [{decision.low:+.4g}, {decision.high:+.4g}] {self.metric}"
+        if decision.accepted:
+            verdict = (
+                f"the lift held up on {where}: gain {gain}"
+                if test == "superiority"
+                else f"the final model kept the baseline's quality on {where}: change {gain}"
+            )
+        else:
+            verdict = (
+                f"the lift did not hold up on {where}: gain {gain}, p={decision.p_value:.3g}"
+                if test == "superiority"
+                else f"the final model may lose more than the margin on {where}: change {gain}"
+            )
+        return {
+            "held": decision.accepted,
+            "summary": verdict,
+            "test": test,
+            "seeds": seeds,
+            "scored_on": "holdout" if self.holdout is not None else "test",
+            "rows": len(scored),
+            "no_holdout": self.no_holdout,
+            "baseline": copies[base["id"]],
+            "final": copies[final["id"]],
+            "of": {"baseline": base["id"], "final": final["id"]},
+            "path": list(reversed(path)),
+            "copies": {str(k): v for k, v in copies.items()},
+            "gate": decision.to_dict(),
+            "baseline_mean": _per_seed_mean(b, self.metric),
+            "final_mean": _per_seed_mean(f, self.metric),
+            "selection_gain": {"mean": selection[0], "low": selection[1], "high": selection[2]},
+            # how much the selection-time gain overstated the confirmed one
+            "optimism": selection[0] - decision.gain,
+        }
 
     def _violations(self, row: dict[str, Any]) -> list[str]:
         limits = self.recipe.constraints
@@ -514,7 +736,11 @@ class _Run:
         sign = -1 if self.greater else 1
         points = {}
         for row in self.store.candidates(self.run_id):
-            if row["status"] == "done" and not self._violations(row):
+            if (
+                row["status"] == "done"
+                and row["stage"] != CONFIRM_STAGE
+                and not self._violations(row)
+            ):
                 points[row["id"]] = (
                     sign * row["quality"]["mean"],
                     row["cost"]["latency_ms"],
@@ -545,6 +771,28 @@ def _cost_gains(before: dict[str, Any], after: dict[str, Any], ratio: float) -> 
             "(same size in memory)"
         )
     return gains
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside nested mappings and lists (a transform's steps)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _replace_strings(value: Any, mapping: dict[str, str]) -> Any:
+    """``value`` with every string that is a key of ``mapping`` replaced by its value."""
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    if isinstance(value, dict):
+        return {k: _replace_strings(v, mapping) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_strings(v, mapping) for v in value]
+    return value
 
 
 def _per_seed(row: dict[str, Any], metric: str) -> list[float]:
@@ -669,7 +917,7 @@ def run(
                 f"driver died shows as stale in `tidian runs` (on another host after "
                 f"{STALE_AFTER:.0f} s without a heartbeat) and can be resumed then."
             )
-        parsed = validate_recipe(row["recipe"])
+        parsed = stored_recipe(row["recipe"])
         run_id = resume
         ledger.take_over(run_id)
     else:
@@ -677,13 +925,15 @@ def run(
         run_id = None
     # The task and its metric are checked before the ledger gets a row: a recipe whose data
     # cannot load leaves nothing behind.
-    task = parsed.load_task()
+    task, holdout, no_holdout = parsed.load_tasks()
     check_metrics([parsed.evaluate.metric or task.metric], task.target_kind)
     _check_dependencies(parsed)
     if any(m == "optuna" for _, c in _needs(parsed) for m, _ in c):
         optuna_storage(ledger.url)  # Optuna's tables made now, not after earlier stages' work
     if parsed.cv() is None:
         require_scorable(task)
+    if holdout is not None:  # the confirmation's task: trained as the stages', scored on it
+        require_scorable(task.replace(test=holdout))
     _check_against_task(parsed, task)
     # SIGTERM and SIGHUP stop the run as Ctrl-C does: marked interrupted, workers ended.
     with stopping_on_signals(), own_executor(executor, jobs, threads) as runner:
@@ -704,11 +954,14 @@ def run(
                     "units": len(parsed.units()),
                     "stages": [name for name, _ in parsed.stage_entries()],
                     "workers": where.get("workers"),
+                    "holdout": len(holdout) if holdout is not None else None,
+                    "no_holdout": no_holdout,
+                    "confirm_seeds": len(parsed.confirm_seeds()),
                 },
             )
         try:
             with ledger.heartbeat(run_id):
-                _Run(parsed, ledger, run_id, runner, events, task).execute()
+                _Run(parsed, ledger, run_id, runner, events, task, holdout, no_holdout).execute()
         except KeyboardInterrupt:
             ledger.update_run(run_id, status="interrupted")
             raise
@@ -720,7 +973,8 @@ def run(
 
 def result(store: Store, run_id: str) -> RunResult:
     row = store.run(run_id)
-    candidates = store.candidates(run_id)
+    every = store.candidates(run_id)
+    candidates = [c for c in every if c["stage"] != CONFIRM_STAGE]
     by_id = {c["id"]: c for c in candidates}
     baseline = next((c for c in candidates if c["stage"] == "baseline"), None)
     return RunResult(
@@ -732,4 +986,6 @@ def result(store: Store, run_id: str) -> RunResult:
         row["pareto"] or [],
         store.url,
         store.stages(run_id),
+        row.get("confirmation"),
+        [c for c in every if c["stage"] == CONFIRM_STAGE],
     )

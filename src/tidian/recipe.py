@@ -28,13 +28,14 @@ from pydantic import (
 )
 
 from tidian.evaluation.cv import make_cv
-from tidian.exceptions import ConfigError, TidianError
+from tidian.exceptions import ConfigError, DataError, TidianError
 from tidian.metrics import METRICS, check_amount, quality_amount
 from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
 from tidian.stages.space import is_distribution
 from tidian.tasks import TASKS, check_task, load_task
+from tidian.tasks.task import carve_holdout
 from tidian.training.config import TrainConfig
 
 
@@ -88,6 +89,29 @@ class EvaluateSpec(_Spec):
     repeated: bool = Field(
         False, description="With folds: reshuffle the folds per seed (repeated k-fold)."
     )
+    holdout: float | None = Field(
+        None,
+        ge=0,
+        le=0.5,
+        description="Share of all rows set aside before anything trains (drawn from the "
+        "validation and test rows) and read only by the confirmation, whose score on it is the "
+        "run's headline; 0: none. Default: 0.15 when the task can spare it (else the run says "
+        "why it has none).",
+    )
+
+
+class ConfirmSpec(_Spec):
+    """The confirmation after the last stage: the baseline and the final model's path re-run
+    on fresh seeds, paired seed by seed and scored on the holdout."""
+
+    model_config = ConfigDict(extra="forbid")
+    seeds: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Fresh seeds (none of them used by a stage); default: as many as "
+        "evaluate.seeds; 0: no confirmation (the headline is then the selection-time one).",
+    )
 
 
 class Constraints(_Spec):
@@ -133,6 +157,7 @@ class Recipe(_Spec):
     model: dict[str, Any] = Field(description="The baseline: {name: <zoo model>, **options}.")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig options.")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
     constraints: Constraints | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     resources: ResourcesSpec | None = Field(
@@ -142,9 +167,38 @@ class Recipe(_Spec):
 
     # -- derived views used by the pipeline -----------------------------------------------------
     def load_task(self) -> Any:
-        """The recipe's task, loaded (built-in name, or file with its loading options)."""
+        """The task every stage receives: the recipe's task, loaded (built-in name, or file
+        with its loading options), without its holdout rows."""
+        return self.load_tasks()[0]
+
+    def load_tasks(self) -> tuple[Any, Any, str | None]:
+        """``(task, holdout, why)``: the task the stages see, the holdout rows (a Split, or
+        None) and why there is none. The holdout is carved out here, once, so nothing that
+        receives the task can read it. A holdout the recipe asks for explicitly and the task
+        cannot spare is an error; the default one is left out with the reason."""
         target, options = task_target(self.task)
-        return load_task(target, **options)
+        task = load_task(target, **options)
+        share = self.evaluate.holdout
+        if share == 0:
+            return task, None, "evaluate.holdout is 0"
+        try:
+            staged, holdout = carve_holdout(task, share or DEFAULT_HOLDOUT)
+        except DataError as err:
+            if share is not None:
+                raise DataError(
+                    f"evaluate.holdout {share:g}: {err}. Lower it, give the task more rows, or "
+                    "set holdout: 0 (the headline is then scored on the test split)."
+                ) from None
+            return task, None, str(err).removeprefix("no holdout: ")
+        return staged, holdout, None
+
+    def confirm_seeds(self) -> list[int]:
+        """The confirmation's fresh seeds: above every seed (and cross-validation unit) that
+        the stages use, from CONFIRM_SEED up."""
+        count = self.confirm.seeds
+        count = len(self.seed_list()) if count is None else count
+        start = max([CONFIRM_SEED - 1, *self.seed_list(), *self.units()]) + 1
+        return list(range(start, start + count))
 
     def seed_list(self) -> list[int]:
         seeds = self.evaluate.seeds
@@ -222,6 +276,9 @@ def _problems(lines: list[str], total: int | None = None) -> RecipeError:
 
 
 MAX_SEEDS = 1000
+DEFAULT_HOLDOUT = 0.15  # evaluate.holdout when the task can spare it
+CONFIRM_STAGE = "confirm"  # the ledger's stage name of the confirmation's candidates
+CONFIRM_SEED = 10_000  # the confirmation's first fresh seed
 
 
 def _stage_config(name: str, raw: Any, index: int) -> Any:
@@ -364,6 +421,16 @@ def _check_space_names(space: dict[str, Any], where: str) -> None:
                     raise RecipeError(f"{where}.{key}: {err}") from None
 
 
+def stored_recipe(data: dict[str, Any]) -> Recipe:
+    """The recipe a run recorded in the ledger. A run recorded before runs had a holdout and a
+    confirmation (its recipe has no ``confirm`` key) is read with neither, so its task's test
+    split is the one it was scored on."""
+    if isinstance(data, dict) and "confirm" not in data:
+        evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+        data = {**data, "evaluate": {**evaluate, "holdout": 0}, "confirm": {"seeds": 0}}
+    return validate_recipe(data)
+
+
 def validate_recipe(data: Any) -> Recipe:
     """A recipe from a mapping (or a Recipe), fully checked against the registries."""
     if isinstance(data, Recipe):
@@ -376,6 +443,7 @@ def validate_recipe(data: Any) -> Recipe:
     fields = list(Recipe.model_fields)
     nested = {
         ("evaluate",): list(EvaluateSpec.model_fields),
+        ("confirm",): list(ConfirmSpec.model_fields),
         ("constraints",): list(Constraints.model_fields),
         ("deploy",): list(DeploySpec.model_fields),
         ("resources",): list(ResourcesSpec.model_fields),

@@ -30,7 +30,7 @@ from tidian.export import (
 )
 from tidian.metrics import greater_is_better
 from tidian.models.io import SPEC, WEIGHTS, load_model
-from tidian.recipe import validate_recipe
+from tidian.recipe import stored_recipe
 from tidian.store import stale
 from tidian.store.artifacts import committed, exists, join, local, writing
 
@@ -93,8 +93,12 @@ def overview(store: Any) -> list[dict[str, Any]]:
         metric = (
             fq.get("metric") or bq.get("metric") or (recipe.get("evaluate") or {}).get("metric")
         )
-        gain = None
-        if base and final and base["id"] != final["id"] and metric:
+        gain, confirmed = None, run.get("confirmation") or {}
+        if confirmed.get("gate"):  # the headline: fresh seeds, unseen rows
+            g = confirmed["gate"]
+            gain = {"mean": g["gain"], "low": g["low"], "high": g["high"], "n": g["n"]}
+            gain["p"], gain["confirmed"], gain["held"] = g["p_value"], True, confirmed["held"]
+        elif base and final and base["id"] != final["id"] and metric:
             gain = paired_gain(
                 bq.get("per_seed"), fq.get("per_seed"), metric, fq.get("correction") or 0.0
             )
@@ -113,7 +117,8 @@ def overview(store: Any) -> list[dict[str, Any]]:
                 "metric": metric,
                 "baseline": bq.get("mean"),
                 "final": fq.get("mean"),
-                "gain": gain,
+                "gain": gain,  # confirmed (fresh seeds, holdout) when the run has one
+                "confirmation": confirmed.get("summary") or confirmed.get("skipped"),
                 "incumbent": run["incumbent_id"],
                 "recipe": recipe,
             }
@@ -123,7 +128,7 @@ def overview(store: Any) -> list[dict[str, Any]]:
 
 def run_task(store: Any, run_id: str) -> Any:
     """The task run ``run_id`` was made on, loaded here from its recipe."""
-    return validate_recipe(store.run(run_id)["recipe"]).load_task()
+    return stored_recipe(store.run(run_id)["recipe"]).load_task()
 
 
 def candidate_artifact(

@@ -5,6 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from tidian import ConfigError, confidence_interval, paired_compare, summarize
+from tidian.metrics import bounds
 
 
 def test_t_interval_on_known_data():
@@ -66,3 +67,16 @@ def test_paired_comparison_edge_cases():
     assert not same.superior()
     with pytest.raises(ConfigError, match="same length"):
         paired_compare([1, 2], [1, 2, 3])
+
+
+def test_an_accuracy_interval_stays_within_0_and_1():
+    scores = [0.6, 1.0, 1.0]  # a t-interval of these reaches past 1
+    assert summarize(scores).high > 1 and summarize([0.0, 0.0, 0.4]).low < 0
+    kept = summarize(scores, bounds=bounds("accuracy"))
+    assert (
+        kept.high == 1.0
+        and kept.low == summarize(scores).low
+        and kept.mean == pytest.approx(2.6 / 3)
+    )
+    assert summarize([0.0, 0.0, 0.4], bounds=bounds("accuracy")).low == 0.0
+    assert bounds("rmse") is None  # unbounded metrics keep their interval

@@ -6,6 +6,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from html import escape
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from tidian import DataError
 from tidian.cli import main
 from tidian.evaluation.stats import paired_compare
+from tidian.recipe import CONFIRM_STAGE
 from tidian.report import collect, render, to_json, write_report
 from tidian.report.serve import make_server
 
@@ -55,7 +57,10 @@ def test_collect_numbers_equal_the_store(tiny_run, data):
         if w["accepted"]:
             assert w["candidate"] == s["incumbent_after"]
     # the Pareto points are the finished candidates; the front is the run's
-    assert {p["id"] for p in data["pareto"]} == set(rows)
+    # (the confirmation's re-runs are not candidates: scored on the holdout, not the test split)
+    assert {p["id"] for p in data["pareto"]} == {
+        i for i, r in rows.items() if r["stage"] != CONFIRM_STAGE
+    }
     assert {p["id"] for p in data["pareto"] if p["front"]} == set(run["pareto"])
     assert [p["id"] for p in data["pareto"] if p["incumbent"]] == [final["id"]]
     # lineage edges are the parent links
@@ -125,6 +130,17 @@ def test_render_is_self_contained_and_shows_the_headline(data):
     assert "local, 1 job(s) at a time, " in page  # where the jobs ran (a cluster: its nodes)
     final = data["headline"]["final"]["quality"]
     assert f"{final['mean']:.4f} [{final['low']:.4f}, {final['high']:.4f}]" in page
+    # the headline's first number is the confirmation's (iris is too small for a holdout:
+    # fresh seeds on the test split, and the page says so), then the selection-time gain
+    c = data["headline"]["confirmation"]
+    big = re.findall(r'<span class="big" data-field="([^"]+)">([^<]+)</span>', page)
+    g = c["gate"]
+    assert big == [("confirmed-gain", f"{g['gain']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]")]
+    assert (
+        c["scored_on"] == "test" and escape("(no holdout: 15% of the task's 150 rows is 22") in page
+    )
+    assert f'data-field="optimism">{c["optimism"]:+.4f}<' in page
+    assert "at selection: " in page
     plots = re.findall(r'data-plot="([^"]+)"', page)
     for name in (
         "waterfall",

@@ -19,7 +19,7 @@ import numpy as np
 from tidian.evaluation.evaluate import model_factory, own_executor, train_jobs
 from tidian.evaluation.stats import summarize
 from tidian.exceptions import ConfigError, bad_value
-from tidian.metrics import check_metrics, softmax
+from tidian.metrics import bounds, check_metrics, softmax
 from tidian.training.config import TrainConfig
 
 
@@ -202,7 +202,7 @@ def learning_curve(
         runs = [results[(fraction, seed)] for seed in seed_list]
         per_seed = [r.scores["test"][metric] for r, _ in runs]
         val = [r.scores["val"][metric] for r, _ in runs if "val" in r.scores]
-        s = summarize(per_seed)
+        s = summarize(per_seed, bounds=bounds(metric))
         points.append(
             {
                 "fraction": fraction,

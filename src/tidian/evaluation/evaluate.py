@@ -25,6 +25,7 @@ from tidian.exceptions import ConfigError, bad_value
 from tidian.executors import Executor, Job, LocalExecutor, job_handler, worker_info
 from tidian.metrics import (
     DEFAULT_METRICS,
+    bounds,
     check_metrics,
     compute_metrics,
     greater_is_better,
@@ -325,7 +326,9 @@ def evaluate(
     for split in ("val", "test"):
         if all(split in r.scores for r in runs):
             evaluation.summary[split] = {
-                m: summarize([r.scores[split][m] for r in runs], confidence, ci, correction)
+                m: summarize(
+                    [r.scores[split][m] for r in runs], confidence, ci, correction, bounds(m)
+                )
                 for m in names
             }
     return evaluation

@@ -120,12 +120,21 @@ def confidence_interval(
 
 
 def summarize(
-    values: Sequence[float], confidence: float = 0.95, method: str = "t", correction: float = 0.0
+    values: Sequence[float],
+    confidence: float = 0.95,
+    method: str = "t",
+    correction: float = 0.0,
+    bounds: tuple[float, float] | None = None,
 ) -> Summary:
+    """Mean, spread and interval of ``values``. ``bounds``: the range the values lie in (an
+    accuracy's [0, 1], ``metrics.bounds``); the interval is cut to it — the mean lies inside,
+    so the cut interval covers it exactly as often, and never reads "accuracy 1.16"."""
     x = np.asarray(values, dtype=np.float64)
     if len(x) == 0:
         raise bad_value("values", "at least one score", list(values))
     low, high = confidence_interval(x, confidence, method, correction=correction)
+    if bounds is not None and math.isfinite(low):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
     std = float(x.std(ddof=1)) if len(x) > 1 else math.nan
     return Summary(
         tuple(float(v) for v in x), float(x.mean()), std, low, high, float(confidence), method

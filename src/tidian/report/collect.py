@@ -23,7 +23,7 @@ from tidian.exceptions import TidianError, bad_value
 from tidian.export import OnnxModel
 from tidian.metrics import greater_is_better, predict
 from tidian.models.io import WEIGHTS, load_model, seed_folder
-from tidian.recipe import validate_recipe
+from tidian.recipe import CONFIRM_STAGE, stored_recipe
 from tidian.runs import paired_gain
 from tidian.stages import STAGES
 from tidian.store.artifacts import committed, exists, join, local
@@ -510,7 +510,8 @@ def collect(
 
     progress = progress or (lambda what, done, total: None)
     run = store.run(run_id)
-    rows = store.candidates(run_id)
+    # the confirmation's re-runs are the headline's, not candidates of a stage
+    rows = [r for r in store.candidates(run_id) if r["stage"] != CONFIRM_STAGE]
     stages = store.stages(run_id)
     by_id = {r["id"]: r for r in rows}
     base_row = next((r for r in rows if r["stage"] == "baseline"), None)
@@ -535,7 +536,7 @@ def collect(
         },
         "metric": metric,
         "greater_is_better": greater_is_better(metric) if metric else True,
-        "headline": _headline(base, final, metric),
+        "headline": {**_headline(base, final, metric), "confirmation": run.get("confirmation")},
         "stages": stage_data,
         "waterfall": waterfall,
         "pareto": _pareto(rows, run["pareto"] or [], run["incumbent_id"]),
@@ -551,7 +552,7 @@ def collect(
     if run.get("environment") is None:
         data["skipped"]["environment"] = "this run was made before runs recorded their environment"
     try:
-        recipe = validate_recipe(run["recipe"])
+        recipe = stored_recipe(run["recipe"])
         task = recipe.load_task()
         data["task"] = task.summary()
     except TidianError as err:

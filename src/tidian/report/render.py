@@ -95,7 +95,8 @@ def _headline(d: dict[str, Any]) -> str:
         rows,
         "headline",
     )
-    lines = []
+    confirmation = h.get("confirmation") or {}
+    lines = _confirmed(confirmation, d["metric"])
     if h.get("gain"):
         g = h["gain"]
         units = (
@@ -104,10 +105,18 @@ def _headline(d: dict[str, Any]) -> str:
             if final["quality"].get("folds")
             else "seeds"
         )
+        confirmed = "gate" in confirmation
+        at = "at selection: " if confirmed else ""
+        big = "" if confirmed else ' class="big"'
         lines.append(
-            f'<span class="big" data-field="gain">{gain_text(g)}</span> {escape(d["metric"])}, '
-            f"final − baseline paired over {g['n']} {units}"
+            f'{at}<span{big} data-field="gain">{gain_text(g)}</span> {escape(d["metric"])}, '
+            f"final − baseline paired over {g['n']} {units} of the stages"
         )
+        if confirmed:
+            lines[-1] += (
+                f"; the optimism of selection (selection-time gain − confirmed gain): "
+                f'<span data-field="optimism">{confirmation["optimism"]:+.4f}</span>'
+            )
     if h.get("speedup"):
         note = "" if h.get("same_runtime") else " (measured on different runtimes)"
         speed, size = h["speedup"], h["size_ratio"]
@@ -119,6 +128,29 @@ def _headline(d: dict[str, Any]) -> str:
             f"{'smaller' if size >= 1 else 'larger'} on disk{note}"
         )
     return out + "".join(f"<p>{line}</p>" for line in lines)
+
+
+def _confirmed(c: dict[str, Any] | None, metric: str) -> list[str]:
+    """The headline's first line: the confirmation's paired gain (fresh seeds, the holdout),
+    or why the run has none."""
+    if not c:
+        return []
+    if "skipped" in c:
+        return [f"not confirmed on fresh seeds: {escape(c['skipped'])}"]
+    g = c["gate"]
+    gain = {"mean": g["gain"], "low": g["low"], "high": g["high"]}
+    where = (
+        f"{c['rows']} unseen rows (the holdout, read by no stage)"
+        if c["scored_on"] == "holdout"
+        else f"{c['rows']} test rows (no holdout: {escape(str(c.get('no_holdout')))})"
+    )
+    verdict = "confirmed" if c["held"] else "did not hold up"
+    return [
+        f'<span class="big" data-field="confirmed-gain">{gain_text(gain)}</span> '
+        f"{escape(metric)}, final − baseline re-run on {len(c['seeds'])} fresh seeds and "
+        f'scored on {where}: <b data-field="confirmed">{verdict}</b>',
+        escape(c["summary"]),
+    ]
 
 
 def _stages(d: dict[str, Any]) -> str:

@@ -35,6 +35,9 @@ class RunRow(Base):
     # every store.HEARTBEAT_SECONDS while it runs; None for runs of older versions
     driver: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # the headline: the final path and the baseline on fresh seeds, scored on the holdout
+    # (pipeline._Run.confirm); None before it ran and for runs of older versions
+    confirmation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class StageRow(Base):
