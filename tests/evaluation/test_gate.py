@@ -69,3 +69,30 @@ def test_holm_with_several_candidates():
 def test_pareto_front():
     points = {"a": (1, 1), "b": (2, 0.5), "c": (2, 2), "d": (0.5, 3)}
     assert sorted(pareto_front(points)) == ["a", "b", "d"]
+
+
+def test_a_gain_whose_seeds_agree_exactly_is_not_proven_with_p_0():
+    # the same one extra test row (of 67) right on every seed: no spread, no t statistic
+    row = 1 / 67
+    d = gate(
+        INCUMBENT[:3],
+        {"c": [s + row for s in INCUMBENT[:3]]},
+        metric="accuracy",
+        greater_is_better=True,
+    )["c"]
+    assert d.p_value == 0.125 and not d.accepted  # the exact sign test: 0.5^3
+    assert "p=0.125 (the seeds agree exactly: sign test)" in d.reason
+    assert "p=0 " not in d.reason
+    # accuracies on the same 67 rows: their differences agree up to rounding only
+    base = [k / 67 for k in (50, 53, 55)]
+    d = gate(
+        base, {"c": [(k + 1) / 67 for k in (50, 53, 55)]}, metric="accuracy", greater_is_better=True
+    )["c"]
+    assert d.p_value == 0.125 and d.low == d.high == pytest.approx(row)
+    # six seeds all the same way is evidence at α = 0.025 (0.5^6 = 0.016)
+    six = [0.8, 0.82, 0.79, 0.85, 0.81, 0.83]
+    d6 = gate(six, {"c": [s + row for s in six]}, metric="accuracy", greater_is_better=True)
+    assert d6["c"].p_value == 0.5**6 and d6["c"].accepted
+    # an exactly equal candidate shows nothing
+    same = decide({"c": list(INCUMBENT)})["c"]
+    assert same.p_value == 1.0 and not same.accepted

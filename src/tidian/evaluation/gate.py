@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
-from tidian.evaluation.stats import paired_compare, variance_factor
+from tidian.evaluation.stats import no_spread, paired_compare, sign_test_p, variance_factor
 from tidian.exceptions import bad_value
 
 TESTS = ("superiority", "non_inferiority")
@@ -53,8 +53,8 @@ def _one_sided_p(gains: np.ndarray, threshold: float, correction: float = 0.0) -
     d = gains - threshold
     if len(d) < 2:
         return 1.0
-    if np.ptp(d) == 0:  # no spread: the sign decides
-        return 0.0 if d[0] > 0 else 1.0
+    if no_spread(d):  # no spread, no t: the exact sign test (every seed above: 0.5^n)
+        return sign_test_p(len(d)) if d[0] > 0 else 1.0
     t = d.mean() / (d.std(ddof=1) * math.sqrt(variance_factor(len(d), correction)))
     return float(sps.t.sf(t, len(d) - 1))
 
@@ -112,6 +112,8 @@ def gate(
         what = "gain" if test == "superiority" else "change"
         bound = f"{what} {gain:+.4g} [{low:+.4g}, {high:+.4g}] {metric}"
         holm_note = f"Holm p={p_adj:.3g}" if len(names) > 1 else f"p={p:.3g}"
+        if comparisons[name].n > 1 and no_spread(comparisons[name].differences):
+            holm_note += " (the seeds agree exactly: sign test)"
         if test == "superiority":
             verdict = (
                 "better beyond noise"
