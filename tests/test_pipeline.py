@@ -521,3 +521,39 @@ def test_a_stage_that_chooses_on_validation_needs_validation_rows(store, stage):
     with pytest.raises(ConfigError, match=r"stages\[0\]\.\w+: chooses on the validation split"):
         pipeline.run(recipe, store=store)
     assert store.runs() == []  # refused before the baseline trained
+
+
+@pytest.mark.slow  # a whole pipeline run
+def test_of_candidates_equal_in_quality_the_cheaper_is_chosen_and_it_is_said(store):
+    """Two architectures both clearly better than a barely trained baseline and alike on
+    validation: the one 370 times smaller and faster on ONNX Runtime becomes the incumbent,
+    even listed second (the best validation mean alone would pick the first)."""
+    recipe = {
+        "task": "iris",
+        "model": {"name": "linear"},
+        "train": {"epochs": 1, "lr": 0.00001},
+        "evaluate": {"seeds": 4, "confidence": 0.9},
+        "deploy": {"runtime": "onnxruntime"},
+        "stages": [
+            {
+                "architecture": {
+                    "candidates": [
+                        {"name": "mlp", "hidden": [256, 256]},
+                        {"name": "mlp", "hidden": [8]},
+                    ],
+                    "train": {"epochs": 60, "lr": 0.01},
+                }
+            }
+        ],
+    }
+    result = pipeline.run(recipe, store=store)
+    big, small = (c for c in result.candidates if c["stage"] == "architecture")
+    assert big["decision"] == small["decision"] == "accepted"
+    assert big["quality"]["val_mean"] >= small["quality"]["val_mean"]  # first on validation
+    assert result.incumbent["id"] == small["id"]
+    assert (
+        f"; not chosen: #{small['id']} has the same accuracy on validation as #{big['id']}"
+        in (big["reason"])
+    )
+    assert "; chosen: the same accuracy on validation" in small["reason"]
+    assert "× smaller on onnxruntime" in small["reason"]

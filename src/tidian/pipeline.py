@@ -729,7 +729,73 @@ class _Run:
             val = row["quality"]["summary"].get("val", {}).get(judged, {}).get("mean")
             return sign * (val if val is not None else _per_seed_mean(row, judged))
 
-        return max(accepted, key=validation)
+        return self._cheaper_of_equals(max(accepted, key=validation), accepted, judged)
+
+    def _cheaper_of_equals(
+        self, best: dict[str, Any], accepted: list[dict[str, Any]], metric: str
+    ) -> dict[str, Any]:
+        """Among accepted candidates whose validation scores cannot be told from the best's
+        (the paired interval of their difference holds 0), the cheaper on the deployment
+        runtime: at least 10% faster timed side by side with the best, else smaller and not
+        10% slower. The choice is said in both reasons."""
+        spec = self.recipe.evaluate
+
+        def scores(row: dict[str, Any]) -> list[float]:
+            val = row["quality"]["summary"].get("val", {}).get(metric)
+            return list(val["values"]) if val else _per_seed(row, metric)
+
+        equals = {}
+        for row in accepted:
+            if row["id"] == best["id"]:
+                continue
+            cmp = paired_compare(
+                scores(best),
+                scores(row),
+                metric=metric,
+                greater_is_better=greater_is_better(metric),
+                confidence=spec.confidence,
+                correction=self.correction,
+            )
+            if cmp.low <= 0 <= cmp.high:
+                equals[row["id"]] = (row, cmp)
+        if not equals:
+            return best
+        threads = self.recipe.deploy.threads
+        reference = deployed_runner(best["artifact"], self.task, threads)
+        cheaper = []
+        for row, cmp in equals.values():
+            ratio = interleaved_latency(
+                reference, deployed_runner(row["artifact"], self.task, threads), threads=threads
+            )
+            smaller = row["cost"]["size_bytes"] < best["cost"]["size_bytes"]
+            if ratio <= FASTER or (smaller and ratio < 1 / FASTER):
+                cheaper.append((ratio, row["cost"]["size_bytes"], row, cmp))
+        if not cheaper:
+            return best
+        ratio, size, chosen, cmp = min(cheaper, key=lambda c: (c[0], c[1]))
+        gain = cmp.improvement
+        what = ", ".join(
+            part
+            for part, shown in (
+                (f"{1 / ratio:.2f}× faster", ratio <= FASTER),
+                (
+                    f"{best['cost']['size_bytes'] / size:.2f}× smaller",
+                    size < best["cost"]["size_bytes"],
+                ),
+            )
+            if shown
+        )
+        same = (
+            f"the same {metric} on validation as #{best['id']} "
+            f"({gain[0]:+.4g} [{gain[1]:+.4g}, {gain[2]:+.4g}]) and {what} on "
+            f"{chosen['cost'].get('runtime', 'torch')}"
+        )
+        said = {r: self.store.get_candidate(r)["reason"] for r in (chosen["id"], best["id"])}
+        self.store.update_candidate(chosen["id"], reason=f"{said[chosen['id']]}; chosen: {same}")
+        self.store.update_candidate(
+            best["id"], reason=f"{said[best['id']]}; not chosen: #{chosen['id']} has {same}"
+        )
+        return self.store.get_candidate(chosen["id"])
 
     def _pareto(self) -> list[int]:
         """Candidates on the front of (quality, latency, parameters) that meet the constraints."""
