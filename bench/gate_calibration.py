@@ -18,25 +18,17 @@ Rates come with Wilson 95% intervals.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
 
 import tidian
-from common import print_table
+from common import print_table, wilson
 from tidian.evaluation.gate import gate
 
 MODEL = {"name": "mlp", "hidden": [16]}
 INCUMBENT = {"epochs": 8, "lr": 0.003}
 IMPROVED = {"epochs": 15, "lr": 0.003}
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def scores(task, config, seeds, jobs):

@@ -232,3 +232,21 @@ def test_fit_is_deterministic_for_a_seed(vector_task):
 
     np.testing.assert_array_equal(run(5), run(5))
     assert not np.array_equal(run(5), run(6))
+
+
+def test_a_seed_stream_redraws_a_seed_s_randomness_and_nothing_else():
+    from tidian.tasks import load_task
+    from tidian.training.build import SEED_STREAM_STEP, train_new
+
+    task = load_task("iris")
+
+    def weights(config, seed=0):
+        model, _ = train_new({"name": "linear"}, task, {"epochs": 1, **config}, seed)
+        return [p.detach() for p in model.parameters()]
+
+    same, stream, moved = weights({}), weights({"seed_stream": 1}), weights({}, SEED_STREAM_STEP)
+    assert not all(torch.equal(a, b) for a, b in zip(same, stream))  # another draw...
+    assert all(torch.equal(a, b) for a, b in zip(stream, moved))  # ...from seed + k × step
+    assert all(torch.equal(a, b) for a, b in zip(same, weights({"seed_stream": 0})))
+    with pytest.raises(ConfigError, match="train.seed_stream"):
+        TrainConfig.from_dict({"seed_stream": -1})

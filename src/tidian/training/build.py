@@ -18,6 +18,10 @@ from tidian.models import create_model
 from tidian.training.config import TrainConfig
 from tidian.training.loop import History, Step, fit
 
+# train.seed_stream k moves every seed this far: past any seed a run uses (seeds, CV units,
+# the confirmation's from 10,000, an ensemble's seed × 1000 + i for seeds below 1,000)
+SEED_STREAM_STEP = 1_000_003
+
 # A model recipe: a zoo spec {name: ..., **options}, or a factory task -> nn.Module.
 ModelMaker = Mapping[str, Any] | Callable[[Any], nn.Module]
 
@@ -46,7 +50,12 @@ def train_new(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[nn.Module, History]:
     """:func:`seeded_model`, then :func:`fit` with the same seed on ``data`` (the task, or a
-    variant of it with other training rows). Returns the trained model and its history."""
+    variant of it with other training rows). Returns the trained model and its history.
+    ``config.seed_stream`` k draws seed ``s``'s randomness from seed ``s + k × 1,000,003``."""
+    stream = (
+        config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    ).seed_stream
+    seed = seed + SEED_STREAM_STEP * stream
     built = seeded_model(model, task, seed)
     history = fit(
         built, task if data is None else data, config, seed=seed, step=step, on_epoch=on_epoch

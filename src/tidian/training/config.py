@@ -43,6 +43,9 @@ class TrainConfig:
     distributed    {workers: N, backend: auto | gloo | nccl}: one model trained by N processes
                    (torch DDP): each takes its share of every batch of ``batch_size × N``
                    (batch_size is per process), gradients are averaged; None: one process
+    seed_stream    another stream of randomness for the same seeds (initial weights, data
+                   order): 0 is the run's; k re-draws them — the same candidate again, for an
+                   A/A check of the gate (bench/pipeline_aa.py)
     """
 
     optimizer: str = "adam"
@@ -72,6 +75,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     augment: dict[str, float] | None = None
     distributed: dict[str, Any] | None = None
+    seed_stream: int = 0
 
     def __post_init__(self) -> None:
         def choice(name: str, options: tuple[str, ...]) -> None:
@@ -127,6 +131,7 @@ class TrainConfig:
         number("min_delta", 0)
         number("clip_grad_norm", 0, open_low=True, optional=True)
         number("eval_batch_size", 1, integer=True)
+        number("seed_stream", 0, 1_000_000, integer=True)
         if self.augment is not None:
             known = {o for ops in OPERATIONS.values() for o in ops}
             if not isinstance(self.augment, dict) or set(self.augment) - known:
