@@ -120,7 +120,7 @@ def test_the_headline_is_the_paired_gain_on_fresh_seeds(confirmed):
     assert result.incumbent["stage"] != "baseline", "the stage's learning rate was accepted"
     stage_seeds = {s for row in result.candidates for s in row["quality"]["units"]}
     assert stage_seeds == {0, 1, 2}
-    assert c["seeds"] == [10_000, 10_001, 10_002]
+    assert c["seeds"] == [10_000 + i for i in range(5)]  # 3 seeds, so the default's 5
     # the trials of tuning used none of them either
     copies = {r["id"] for r in result.confirmations}
     assert all(j.seed not in c["seeds"] for j in jobs if _candidate(j) not in copies)
@@ -130,7 +130,7 @@ def test_the_headline_is_the_paired_gain_on_fresh_seeds(confirmed):
     assert base["quality"]["units"] == final["quality"]["units"] == c["seeds"]
     gains = np.subtract(final["quality"]["per_seed"], base["quality"]["per_seed"])
     assert c["gate"]["gain"] == pytest.approx(gains.mean())
-    assert c["gate"]["n"] == 3 and c["test"] == "superiority"
+    assert c["gate"]["n"] == 5 and c["test"] == "superiority"
     assert c["held"] == c["gate"]["accepted"]
     assert c["summary"].startswith("the lift held up" if c["held"] else "the lift did not")
     # beside it, the selection-time gain and the optimism of selection
@@ -168,10 +168,11 @@ def test_a_run_killed_during_confirmation_resumes_without_redoing_its_seeds(tmp_
             again.append((data["candidate"]["id"], data["seed"]))
 
     result = pipeline.run(store=store, resume=run["id"], events=count)
-    assert result.status == "finished" and result.confirmation["seeds"] == [10_000, 10_001, 10_002]
-    assert len(again) == 4 and not set(again) & set(confirming)  # 6 seeds in all, none twice
+    fresh = [10_000 + i for i in range(5)]
+    assert result.status == "finished" and result.confirmation["seeds"] == fresh
+    assert len(again) == 8 and not set(again) & set(confirming)  # 10 seeds in all, none twice
     for row in result.confirmations:
-        assert sorted(store.seed_results(row["id"])) == [10_000, 10_001, 10_002]
+        assert sorted(store.seed_results(row["id"])) == fresh
 
 
 def test_a_task_too_small_for_a_holdout_runs_without_one_and_says_why():
@@ -247,6 +248,7 @@ def test_confirm_and_holdout_settings_are_checked_by_name():
     # fresh seeds lie above every seed the stages use, explicit ones included
     recipe = load_recipe({**base, "evaluate": {"seeds": [3, 20_000]}, "confirm": {"seeds": 2}})
     assert recipe.confirm_seeds() == [20_001, 20_002]
-    assert load_recipe({**base, "evaluate": {"seeds": 4}}).confirm_seeds() == [
-        10_000 + i for i in range(4)
-    ]
+    seven = load_recipe({**base, "evaluate": {"seeds": 7}}).confirm_seeds()
+    assert seven == [10_000 + i for i in range(7)]  # as many as the stages' seeds...
+    three = load_recipe({**base, "evaluate": {"seeds": 3}}).confirm_seeds()
+    assert three == [10_000 + i for i in range(5)]  # ...and at least 5

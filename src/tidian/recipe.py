@@ -110,7 +110,8 @@ class ConfirmSpec(_Spec):
         ge=0,
         le=1000,
         description="Fresh seeds (none of them used by a stage); default: as many as "
-        "evaluate.seeds; 0: no confirmation (the headline is then the selection-time one).",
+        "evaluate.seeds, at least 5 (with 3 a t-interval has 2 degrees of freedom and the "
+        "confirmation misses most real gains: bench/pipeline_aa.py); 0: no confirmation.",
     )
 
 
@@ -196,7 +197,7 @@ class Recipe(_Spec):
         """The confirmation's fresh seeds: above every seed (and cross-validation unit) that
         the stages use, from CONFIRM_SEED up."""
         count = self.confirm.seeds
-        count = len(self.seed_list()) if count is None else count
+        count = max(len(self.seed_list()), MIN_CONFIRM_SEEDS) if count is None else count
         start = max([CONFIRM_SEED - 1, *self.seed_list(), *self.units()]) + 1
         return list(range(start, start + count))
 
@@ -279,6 +280,7 @@ MAX_SEEDS = 1000
 DEFAULT_HOLDOUT = 0.15  # evaluate.holdout when the task can spare it
 CONFIRM_STAGE = "confirm"  # the ledger's stage name of the confirmation's candidates
 CONFIRM_SEED = 10_000  # the confirmation's first fresh seed
+MIN_CONFIRM_SEEDS = 5  # its default number of seeds, at least (bench/pipeline_aa.py --power)
 
 
 def _stage_config(name: str, raw: Any, index: int) -> Any:
