@@ -146,6 +146,7 @@ class _Run:
         self.recipe, self.store, self.run_id, self.task = recipe, store, run_id, task
         # the holdout's rows: read by the confirmation alone (never part of a stage's task)
         self.holdout, self.no_holdout = holdout, no_holdout
+        self.confirm_split = "holdout" if holdout is not None else "test"  # what it scores on
         self.proposals: dict[int, tuple[Proposal, int | None]] = {}  # id -> (proposal, parent)
         self.executor = executor
         self.emit = events or (lambda kind, data: None)
@@ -334,9 +335,7 @@ class _Run:
             "units": list(seeds),
             "folds": self.cv.folds if self.cv and not confirming else None,
             "correction": correction,
-            "scored_on": ("holdout" if self.holdout is not None else "test")
-            if confirming
-            else "test",
+            "scored_on": self.confirm_split if confirming else "test",
         }
 
     # -- the whole run ---------------------------------------------------------------------------
@@ -431,14 +430,13 @@ class _Run:
         self.store.update_run(self.run_id, status="finished")
 
     # -- the confirmation: the headline ---------------------------------------------------------
-    def _needs(self, cid: int) -> list[int]:
+    def _needs(self, cid: int, folders: dict[str, int]) -> list[int]:
         """The candidates whose models candidate ``cid``'s jobs read: its parent when it is
         made from the parent's weights, and those named by folder in its transform (an
-        ensemble's members, an ensemble teacher)."""
+        ensemble's members, an ensemble teacher); ``folders``: candidate folder -> id."""
         proposal, parent = self.proposals[cid]
         if proposal.transform is None:
             return []
-        folders = {str(self._candidate_dir(c)): c for c in self.proposals}
         named = [folders[text] for text in _strings(proposal.transform) if text in folders]
         return list(dict.fromkeys([*([parent] if parent is not None else []), *named]))
 
@@ -450,7 +448,8 @@ class _Run:
         run: its headline. Ledger rows ``#<id> <label>`` at ``position``, stage ``confirm``:
         a resumed run keeps their finished seeds."""
         seeds = self.recipe.confirm_seeds()
-        base = next(c for c in self.store.candidates(self.run_id) if c["stage"] == "baseline")
+        ledger = self.store.candidates(self.run_id)
+        base = next(c for c in ledger if c["stage"] == "baseline")
         if not seeds or final["id"] == base["id"]:
             why = (
                 "confirm.seeds is 0"
@@ -464,11 +463,14 @@ class _Run:
         path = [final["id"]]
         while path[-1] != base["id"]:
             path.append(self.proposals[path[-1]][1])
+        folders = {str(self._candidate_dir(c)): c for c in self.proposals}
+        needs = {}  # candidate id -> the candidates whose models its jobs read
         needed: list[int] = []  # every model the final's jobs read, those it needs first
 
         def visit(cid: int) -> None:
             if cid not in needed:
-                for need in self._needs(cid):
+                needs[cid] = self._needs(cid, folders)
+                for need in needs[cid]:
                     visit(need)
                 needed.append(cid)
 
@@ -476,14 +478,14 @@ class _Run:
             visit(cid)
         task = self.task if self.holdout is None else self.task.replace(test=self.holdout)
         copies: dict[int, int] = {}  # candidate id -> its confirmation copy's id
-        positions = {c["id"]: c["stage_position"] for c in self.store.candidates(self.run_id)}
+        positions = {c["id"]: c["stage_position"] for c in ledger}
         pending = list(needed)
         self.emit(
             "stage_started",
             {"position": position, "name": CONFIRM_STAGE, "candidates": len(needed)},
         )
         while pending:  # in waves: a candidate whose inputs are confirmed, with its peers
-            wave = [c for c in pending if all(n in copies for n in self._needs(c))]
+            wave = [c for c in pending if all(n in copies for n in needs[c])]
             proposals = [self._confirming(c, copies) for c in wave]
             parents = [copies.get(self.proposals[c][1]) for c in wave]
             rows = self.evaluate(
@@ -502,10 +504,11 @@ class _Run:
                     row["id"], decision="confirmation", reason=f"#{cid} on fresh seeds"
                 )
             pending = [c for c in pending if c not in copies]
-        self.store.update_run(
-            self.run_id, confirmation=self._headline(base, final, path, copies, seeds)
-        )
-        self.emit("confirmed", {"confirmation": self.store.run(self.run_id)["confirmation"]})
+        tests = {(c["gate"] or {}).get("test") for c in ledger if c["id"] in path[:-1]}
+        headline = self._headline(base, final, copies, seeds, "superiority" in tests)
+        headline["path"] = list(reversed(path))
+        self.store.update_run(self.run_id, confirmation=headline)
+        self.emit("confirmed", {"confirmation": headline})
 
     def _confirming(self, cid: int, copies: dict[int, int]) -> Proposal:
         """Candidate ``cid``'s proposal for the confirmation: its transform reading the
@@ -525,20 +528,15 @@ class _Run:
         self,
         base: dict[str, Any],
         final: dict[str, Any],
-        path: list[int],
         copies: dict[int, int],
         seeds: list[int],
+        lifted: bool,
     ) -> dict[str, Any]:
         """The confirmation's record: the final's copy gated against the baseline's on the
-        fresh seeds — superiority when a quality stage's change is on the path, else
-        non-inferiority within the margin — beside the selection-time gain."""
+        fresh seeds — superiority when a quality stage's change is on the path (``lifted``),
+        else non-inferiority within the margin — beside the selection-time gain."""
         spec = self.recipe.evaluate
-        tests = {
-            (c["gate"] or {}).get("test")
-            for c in self.store.candidates(self.run_id)
-            if c["id"] in path and c["id"] != base["id"]
-        }
-        test = "superiority" if "superiority" in tests else "non_inferiority"
+        test = "superiority" if lifted else "non_inferiority"
         b, f = (self.store.get_candidate(copies[c]) for c in (base["id"], final["id"]))
         reference = _per_seed_mean(b, self.metric)
         decision = gate(
@@ -548,15 +546,8 @@ class _Run:
             greater_is_better=self.greater,
             test=test,
             confidence=spec.confidence,
-            min_effect=quality_amount(
-                spec.min_effect, self.metric, reference, "evaluate.min_effect"
-            ),
-            margin=quality_amount(
-                default_amount(self.metric, 1) if spec.margin is None else spec.margin,
-                self.metric,
-                reference,
-                "evaluate.margin",
-            ),
+            min_effect=self._min_effect(reference),
+            margin=self._margin(self.metric, reference),
         )["final"]
         selection = paired_compare(
             _per_seed(base, self.metric),
@@ -590,13 +581,12 @@ class _Run:
             "summary": verdict,
             "test": test,
             "seeds": seeds,
-            "scored_on": "holdout" if self.holdout is not None else "test",
+            "scored_on": self.confirm_split,
             "rows": len(scored),
             "no_holdout": self.no_holdout,
             "baseline": copies[base["id"]],
             "final": copies[final["id"]],
             "of": {"baseline": base["id"], "final": final["id"]},
-            "path": list(reversed(path)),
             "copies": {str(k): v for k, v in copies.items()},
             "gate": decision.to_dict(),
             "baseline_mean": _per_seed_mean(b, self.metric),
@@ -621,6 +611,20 @@ class _Run:
                 out.append(f"{key} {cost[key]:.4g}{unit} > {limit} {bound}")
         return out
 
+    def _margin(self, metric: str, reference: float, margin: float | str | None = None) -> float:
+        """The loss a non-inferiority gate allows, in ``metric``'s units (``'1%'`` of
+        ``reference``, the incumbent's mean): a stage's tolerance ``margin`` as written (guarded,
+        see metrics) or the recipe's ``evaluate.margin`` (default 1 point, else 1%)."""
+        written = self.recipe.evaluate.margin if margin is None else margin
+        amount = default_amount(metric, 1) if written is None else written
+        where = "evaluate.margin" if margin is None else "the stage's tolerance"
+        return quality_amount(amount, metric, reference, where, guard=margin is not None)
+
+    def _min_effect(self, reference: float) -> float:
+        """The gain a superiority gate requires on the recipe's metric, in its units."""
+        spec = self.recipe.evaluate
+        return quality_amount(spec.min_effect, self.metric, reference, "evaluate.min_effect")
+
     def _decide(
         self,
         kind: str,
@@ -631,17 +635,9 @@ class _Run:
     ) -> dict[str, Any] | None:
         spec = self.recipe.evaluate
         judged = metric or self.metric
-        written = spec.margin if margin is None else margin
-        where = "evaluate.margin" if margin is None else "the stage's tolerance"
 
-        def units(amount: Any, metric: str, what: str, guard: bool = False) -> float:
-            """An amount as written (``'1%'`` of the incumbent's mean score), in units."""
-            reference = _per_seed_mean(incumbent, metric)
-            return quality_amount(amount, metric, reference, what, guard=guard)
-
-        def margin_on(metric: str) -> float:  # a stage's tolerance is guarded, see metrics
-            amount = default_amount(metric, 1) if written is None else written
-            return units(amount, metric, where, guard=margin is not None)
+        def margin_on(metric: str) -> float:
+            return self._margin(metric, _per_seed_mean(incumbent, metric), margin)
 
         decisions = gate(
             _per_seed(incumbent, judged),
@@ -650,7 +646,7 @@ class _Run:
             greater_is_better=greater_is_better(judged),
             test="superiority" if kind == "quality" else "non_inferiority",
             confidence=spec.confidence,
-            min_effect=units(spec.min_effect, judged, "evaluate.min_effect")
+            min_effect=self._min_effect(_per_seed_mean(incumbent, judged))
             if judged == self.metric
             else 0.0,
             margin=margin_on(judged),

@@ -190,7 +190,7 @@ class Recipe(_Spec):
                     f"evaluate.holdout {share:g}: {err}. Lower it, give the task more rows, or "
                     "set holdout: 0 (the headline is then scored on the test split)."
                 ) from None
-            return task, None, str(err).removeprefix("no holdout: ")
+            return task, None, str(err)
         return staged, holdout, None
 
     def confirm_seeds(self) -> list[int]:

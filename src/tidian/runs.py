@@ -62,6 +62,23 @@ def paired_gain(
     return {"mean": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n, "p": cmp.p_ttest}
 
 
+def confirmed_gain(confirmation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run's confirmed gain shaped as :func:`paired_gain`'s, with ``confirmed`` and whether
+    it ``held``; None when the run has no confirmation's gate."""
+    g = (confirmation or {}).get("gate")
+    if not g:
+        return None
+    return {
+        "mean": g["gain"],
+        "low": g["low"],
+        "high": g["high"],
+        "n": g["n"],
+        "p": g["p_value"],
+        "confirmed": True,
+        "held": confirmation["held"],
+    }
+
+
 def gain_text(gain: dict[str, Any] | None) -> str:
     """A paired gain as tables show it: ``+0.3493 [+0.2990, +0.3997]`` (— when none)."""
     if not gain:
@@ -93,12 +110,9 @@ def overview(store: Any) -> list[dict[str, Any]]:
         metric = (
             fq.get("metric") or bq.get("metric") or (recipe.get("evaluate") or {}).get("metric")
         )
-        gain, confirmed = None, run.get("confirmation") or {}
-        if confirmed.get("gate"):  # the headline: fresh seeds, unseen rows
-            g = confirmed["gate"]
-            gain = {"mean": g["gain"], "low": g["low"], "high": g["high"], "n": g["n"]}
-            gain["p"], gain["confirmed"], gain["held"] = g["p_value"], True, confirmed["held"]
-        elif base and final and base["id"] != final["id"] and metric:
+        confirmed = run.get("confirmation") or {}
+        gain = confirmed_gain(confirmed)  # the headline: fresh seeds, unseen rows
+        if gain is None and base and final and base["id"] != final["id"] and metric:
             gain = paired_gain(
                 bq.get("per_seed"), fq.get("per_seed"), metric, fq.get("correction") or 0.0
             )

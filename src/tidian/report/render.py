@@ -12,7 +12,7 @@ import numpy as np
 
 from tidian.report import svg
 from tidian.report.svg import fmt
-from tidian.runs import gain_text, short_text
+from tidian.runs import confirmed_gain, gain_text, short_text
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222;margin:0;
@@ -137,8 +137,6 @@ def _confirmed(c: dict[str, Any] | None, metric: str) -> list[str]:
         return []
     if "skipped" in c:
         return [f"not confirmed on fresh seeds: {escape(c['skipped'])}"]
-    g = c["gate"]
-    gain = {"mean": g["gain"], "low": g["low"], "high": g["high"]}
     where = (
         f"{c['rows']} unseen rows (the holdout, read by no stage)"
         if c["scored_on"] == "holdout"
@@ -146,7 +144,7 @@ def _confirmed(c: dict[str, Any] | None, metric: str) -> list[str]:
     )
     verdict = "confirmed" if c["held"] else "did not hold up"
     return [
-        f'<span class="big" data-field="confirmed-gain">{gain_text(gain)}</span> '
+        f'<span class="big" data-field="confirmed-gain">{gain_text(confirmed_gain(c))}</span> '
         f"{escape(metric)}, final − baseline re-run on {len(c['seeds'])} fresh seeds and "
         f'scored on {where}: <b data-field="confirmed">{verdict}</b>',
         escape(c["summary"]),

@@ -348,8 +348,9 @@ def carve_holdout(task: Task, fraction: float, *, seed: int = 0) -> tuple[Task, 
     """``task`` without its holdout, and the holdout: ``fraction`` of all rows, drawn
     (stratified by class) from the validation and test rows only, so the training rows — and
     everything fitted on them, such as the preprocessing — stay exactly as loaded; the rows
-    left go back to the split they came from. Raises DataError, with the numbers, when the
-    task cannot spare :data:`MIN_HOLDOUT_ROWS` rows and still keep as many test rows."""
+    left go back to the split they came from. Raises DataError saying why, with the numbers,
+    when the task cannot spare :data:`MIN_HOLDOUT_ROWS` rows and still keep as many
+    validation and test rows."""
     from sklearn.model_selection import train_test_split
 
     total = len(task.train) + len(task.val) + len(task.test)
@@ -357,7 +358,7 @@ def carve_holdout(task: Task, fraction: float, *, seed: int = 0) -> tuple[Task, 
     pool = Split.concat([p for p in (task.val, task.test) if len(p)] or [task.test])
     if want < MIN_HOLDOUT_ROWS or len(pool) - want < MIN_HOLDOUT_ROWS:
         raise DataError(
-            f"no holdout: {fraction:.0%} of the task's {total} rows is {want}, and a holdout "
+            f"{fraction:.0%} of the task's {total} rows is {want}, and a holdout "
             f"needs at least {MIN_HOLDOUT_ROWS} rows drawn from the {len(pool)} validation "
             f"and test rows while leaving at least {MIN_HOLDOUT_ROWS} of them"
         )

@@ -52,10 +52,8 @@ def train_new(
     """:func:`seeded_model`, then :func:`fit` with the same seed on ``data`` (the task, or a
     variant of it with other training rows). Returns the trained model and its history.
     ``config.seed_stream`` k draws seed ``s``'s randomness from seed ``s + k × 1,000,003``."""
-    stream = (
-        config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    ).seed_stream
-    seed = seed + SEED_STREAM_STEP * stream
+    config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    seed = seed + SEED_STREAM_STEP * config.seed_stream
     built = seeded_model(model, task, seed)
     history = fit(
         built, task if data is None else data, config, seed=seed, step=step, on_epoch=on_epoch
