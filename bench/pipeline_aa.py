@@ -2,7 +2,8 @@
 time and after confirmation — and, with --power, how often a real small gain is confirmed.
 
 Each run is a whole `tidian run` of a small recipe on breast_cancer (an MLP [8], 4 epochs,
-3 seeds, costs on torch): three candidates in two stages that are the baseline itself with its
+3 seeds, costs on torch): three candidates in two stages (--candidates sets the first stage's
+count, default 2) that are the baseline itself with its
 randomness re-drawn (`train.seed_stream`: the same model and training, another stream of
 initial weights and data orders — a true gain of zero). A run claims a lift at selection time
 when a stage accepted a candidate (the final model is not the baseline); its confirmed
@@ -11,8 +12,11 @@ scored on the 85-row holdout no stage saw) holds up. Runs share no seed: run r u
 from 20,000 + 23r, and its confirmation the next ones (--confirm-seeds, default 3, at most
 20). With --power, the first stage's first candidate trains 8 epochs instead of 4 (a real
 gain: the table's note gives its size, measured on every run's first candidate, unselected).
+--select sets `evaluate.select`: validation (a stage chooses one candidate on validation and
+gates it alone; the default) or holm (every candidate gated, Holm-corrected).
 
     python bench/pipeline_aa.py [--runs 200] [--workers 2] [--power] [--confirm-seeds 3]
+        [--select validation|holm] [--candidates 2]
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from common import print_table, wilson
 SEEDS = 3
 
 
-def recipe(run: int, power: bool, confirm: int) -> dict:
-    first = [{"seed_stream": 1}, {"seed_stream": 2}]
+def recipe(run: int, power: bool, confirm: int, select: str, candidates: int) -> dict:
+    first = [{"seed_stream": 1 + k} for k in range(candidates)]
     if power:
         first[0] = {"epochs": 8}
     return {
@@ -38,30 +42,34 @@ def recipe(run: int, power: bool, confirm: int) -> dict:
         "model": {"name": "mlp", "hidden": [8]},
         "train": {"epochs": 4, "batch_size": 32, "lr": 0.003},
         # run r's seeds, then room for its confirmation's (at most 20 per run)
-        "evaluate": {"seeds": [20_000 + (SEEDS + 20) * run + i for i in range(SEEDS)]},
+        "evaluate": {
+            "seeds": [20_000 + (SEEDS + 20) * run + i for i in range(SEEDS)],
+            "select": select,
+        },
         "deploy": {"runtime": "torch"},
         "confirm": {"seeds": confirm},
         "stages": [
             {"train_variants": {"candidates": first}},
-            {"train_variants": {"candidates": [{"seed_stream": 3}]}},
+            {"train_variants": {"candidates": [{"seed_stream": candidates + 1}]}},
         ],
     }
 
 
-def one_run(args: tuple[int, bool, int, str]) -> dict:
+def one_run(args: tuple[int, bool, int, str, str, int]) -> dict:
     """One whole run in its own ledger: did it claim a lift, was it confirmed, by how much."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
 
-    run, power, confirm, folder = args
+    run, power, confirm, folder, select, candidates = args
     store = Store(f"sqlite:///{folder}/run-{run}.db", artifacts=f"{folder}/runs-{run}")
-    result = pipeline.run(recipe(run, power, confirm), store=store, threads=1)
+    result = pipeline.run(recipe(run, power, confirm, select, candidates), store=store, threads=1)
     c = result.confirmation or {}
     # the first stage's first candidate against the baseline, seed by seed, unselected: an
     # unbiased estimate of its true gain (with --power, the real one; A/A: zero)
     first = next(r for r in result.candidates if r["stage_position"] == 1)
     gains = np.subtract(first["quality"]["per_seed"], result.baseline["quality"]["per_seed"])
     return {
+        "run": run,
         "first_gain": float(gains.mean()),
         "claimed": result.incumbent["id"] != result.baseline["id"],
         "confirmed": bool(c.get("held")),
@@ -77,12 +85,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--power", action="store_true", help="one candidate holds a real gain")
     parser.add_argument("--confirm-seeds", type=int, default=SEEDS, help="at most 20")
+    parser.add_argument("--select", choices=("validation", "holm"), default="validation")
+    parser.add_argument("--candidates", type=int, default=2, help="in the first stage")
     args = parser.parse_args()
     if not 0 < args.confirm_seeds <= 20:
         parser.error("--confirm-seeds: 1 to 20 (runs keep 20 seeds apart)")
+    if not 1 <= args.candidates <= 20:
+        parser.error("--candidates: 1 to 20")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.workers) as pool:
-        work = [(r, args.power, args.confirm_seeds, folder) for r in range(args.runs)]
+        work = [
+            (r, args.power, args.confirm_seeds, folder, args.select, args.candidates)
+            for r in range(args.runs)
+        ]
         results = list(pool.map(one_run, work))
     seconds = time.perf_counter() - start
     n = len(results)
@@ -100,17 +115,19 @@ def main() -> None:
     if claimed:
         sel = np.mean([r["selection"] for r in claimed])
         conf = np.mean([r["confirmed_gain"] for r in claimed])
+        which = ", ".join(str(r["run"]) for r in claimed[:12]) + (" …" if len(claimed) > 12 else "")
         note = (
-            f"runs that claimed a lift at selection: mean selection-time gain {sel:+.4f}, the "
+            f"runs that claimed a lift at selection (run {which}): mean selection-time gain "
+            f"{sel:+.4f}, the "
             f"same paths confirmed {conf:+.4f} (optimism of selection {sel - conf:+.4f}). "
         )
     true = np.mean([r["first_gain"] for r in results])
     note += f"The first candidate's mean gain over the baseline, unselected: {true:+.4f}. "
     kind = "power: a real gain (8 epochs against 4)" if args.power else "A/A: no real gain"
     print_table(
-        f"Whole-pipeline {kind}; {n} independent runs of 3 candidates in 2 stages, "
-        f"{SEEDS} seeds each, confirmed on {args.confirm_seeds} fresh seeds and the holdout "
-        f"({seconds:.0f} s)",
+        f"Whole-pipeline {kind}; {n} independent runs of {args.candidates} + 1 candidates in "
+        f"2 stages, {SEEDS} seeds each, select: {args.select}, confirmed on "
+        f"{args.confirm_seeds} fresh seeds and the holdout ({seconds:.0f} s)",
         ["headline", "runs", "rate", "Wilson 95% CI"],
         rows,
         note=note + "Target (A/A): confirmed <= 5%.",

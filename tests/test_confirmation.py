@@ -128,6 +128,9 @@ def test_the_headline_is_the_paired_gain_on_fresh_seeds(confirmed):
     assert base["label"] == f"#{result.baseline['id']} baseline"
     assert final["label"].startswith(f"#{result.incumbent['id']} ")
     assert base["quality"]["units"] == final["quality"]["units"] == c["seeds"]
+    # a final trained anew holds every change before it: the baseline and it, nothing else
+    assert result.incumbent["transform"] is None
+    assert sorted(r["id"] for r in result.confirmations) == sorted([base["id"], final["id"]])
     gains = np.subtract(final["quality"]["per_seed"], base["quality"]["per_seed"])
     assert c["gate"]["gain"] == pytest.approx(gains.mean())
     assert c["gate"]["n"] == 5 and c["test"] == "superiority"
@@ -252,3 +255,35 @@ def test_confirm_and_holdout_settings_are_checked_by_name():
     assert seven == [10_000 + i for i in range(7)]  # as many as the stages' seeds...
     three = load_recipe({**base, "evaluate": {"seeds": 3}}).confirm_seeds()
     assert three == [10_000 + i for i in range(5)]  # ...and at least 5
+
+
+def _a_a(run: int) -> dict:
+    """bench/pipeline_aa.py's A/A recipe for run ``run`` (five candidates, then one): each
+    candidate is the baseline with its randomness re-drawn (``train.seed_stream``), a true
+    gain of zero; runs share no seed."""
+    return {
+        "task": "breast_cancer",
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 4, "batch_size": 32, "lr": 0.003},
+        "evaluate": {"seeds": [20_000 + 23 * run + i for i in range(3)]},
+        "deploy": {"runtime": "torch"},
+        "confirm": {"seeds": 5},
+        "stages": [
+            {"train_variants": {"candidates": [{"seed_stream": 1 + k} for k in range(5)]}},
+            {"train_variants": {"candidates": [{"seed_stream": 6}]}},
+        ],
+    }
+
+
+@pytest.mark.slow  # three whole pipeline runs
+def test_an_a_a_miniature_claims_no_confirmed_lift(tmp_path):
+    """Three of the 200 A/A runs of the benchmark whose stages accepted a re-drawn baseline
+    (a lift that is not there) at selection time: the confirmation does not confirm it."""
+    for run in (17, 41, 140):
+        store = Store(f"sqlite:///{tmp_path / f'{run}.db'}", artifacts=tmp_path / str(run))
+        result = pipeline.run(_a_a(run), store=store, threads=1)
+        assert result.incumbent["id"] != result.baseline["id"], f"run {run} claimed no lift"
+        c = result.confirmation
+        assert c["selection_gain"]["low"] > 0  # claimed at selection, beyond noise
+        assert not c["held"] and c["summary"].startswith("the lift did not hold up")
+        assert c["optimism"] > 0

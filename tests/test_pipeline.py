@@ -557,3 +557,46 @@ def test_of_candidates_equal_in_quality_the_cheaper_is_chosen_and_it_is_said(sto
     )
     assert "; chosen: the same accuracy on validation" in small["reason"]
     assert "× smaller on onnxruntime" in small["reason"]
+
+
+@pytest.mark.slow  # two whole pipeline runs
+def test_a_stage_chooses_on_validation_and_gates_its_choice_alone(tmp_path):
+    """Three candidates: by default the one with the best validation mean is the only one
+    gated, alone at the full level, and the others say which was chosen instead; with
+    ``select: holm`` every one is gated on test with Holm's correction, the adjusted
+    interval beside the plain one."""
+    stage = {"train_variants": {"candidates": [{"epochs": 60}, {"epochs": 30}, {"lr": 0.0001}]}}
+    base = {**TINY, "stages": [stage]}
+    runs = {
+        select: pipeline.run(
+            {**base, "evaluate": {"seeds": 3, "select": select}},
+            store=Store(f"sqlite:///{tmp_path / select}.db", artifacts=tmp_path / select),
+        )
+        for select in ("validation", "holm")
+    }
+    rows = [c for c in runs["validation"].candidates if c["stage"] == "train_variants"]
+    best = max(rows, key=lambda r: r["quality"]["val_mean"])
+    assert best["quality"]["val_mean"] > runs["validation"].baseline["quality"]["val_mean"]
+    assert "; chosen on validation from 3 candidates and gated alone" in best["reason"]
+    assert best["gate"]["p_adjusted"] == best["gate"]["p_value"]  # no correction
+    assert best["gate"]["adjusted_low"] is None and "Holm" not in best["reason"]
+    for row in rows:
+        if row is not best:
+            assert row["decision"] == "rejected"
+            assert row["reason"].startswith(
+                f"rejected: not chosen: #{best['id']} has the better validation accuracy "
+                f"({best['quality']['val_mean']:.4g} against {row['quality']['val_mean']:.4g}); "
+                "alone on test: gain "
+            )
+    # 60 epochs gain +33 points [+8, +58] at p = 0.014 alone; Holm over three puts it at 0.043
+    assert best["decision"] == "accepted" and runs["validation"].incumbent["id"] == best["id"]
+    assert runs["holm"].incumbent["id"] == runs["holm"].baseline["id"]
+    # the same seeds under Holm: the same scores, every candidate gated and corrected
+    holm = [c for c in runs["holm"].candidates if c["stage"] == "train_variants"]
+    assert [r["quality"]["per_seed"] for r in holm] == [r["quality"]["per_seed"] for r in rows]
+    p = [r["gate"]["p_value"] for r in holm]
+    assert min(r["gate"]["p_adjusted"] for r in holm) == pytest.approx(min(1, 3 * min(p)))
+    for row in holm:
+        assert "Holm p=" in row["reason"] and "adjusted for 3)" in row["reason"]
+        assert "chosen" not in row["reason"]
+        assert row["gate"]["adjusted_low"] <= row["gate"]["low"]

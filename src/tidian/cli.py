@@ -409,6 +409,25 @@ def recipe_schema_cmd() -> None:
     _print_json(recipe_schema())
 
 
+@recipe_app.command("of")
+def recipe_of_cmd(run_id: RunIdArg, store: StoreOpt = None) -> None:
+    """Print a finished run's final model as a standalone recipe: its baseline, then one
+    `apply` stage per candidate the final model is made of. `tidian run` of it rebuilds the
+    same model per seed, without the search."""
+    import tidian.pipeline as pipeline
+    from tidian.store import Store
+
+    ledger = Store(store)
+    recipe = pipeline.path_recipe(ledger, run_id)
+    final = ledger.run(run_id)["incumbent_id"]
+    header = (
+        f"# The final model (#{final}) of run {run_id}, written by `tidian recipe of {run_id}`:\n"
+        "# its baseline, then each candidate it is made of, gated as its stage gated it.\n"
+    )
+    # plain text: a recipe goes to a file as it is printed, never wrapped or marked up
+    sys.stdout.write(header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+
+
 class _Progress:
     """Rich progress bars: one for the stage's candidates, one for the current one's seeds."""
 
@@ -518,6 +537,8 @@ class _Log:
             for line in _headline_lines(data["confirmation"]):
                 self.line(line)
         elif kind == "stage_done":
+            if data.get("skipped"):
+                self.line(f"  skipped: {data['skipped']}")
             for row in data["candidates"]:
                 if row["stage"] != "baseline":
                     self.line(f"  #{row['id']} {_verdict(row)}")
@@ -545,15 +566,19 @@ def _label(row: dict[str, Any] | None) -> str:
 
 def _verdict(row: dict[str, Any]) -> str:
     """A candidate's decision with the gate's numbers: 'accepted: gain +0.0149 [+0.0031,
-    +0.0267], Holm p=0.012' (and the cost reason when it was accepted on quality alone)."""
+    +0.0267], Holm p=0.012' (and why it was turned down when it passed the gate alone: its
+    cost, or another candidate chosen on validation)."""
     gate = row.get("gate")
     verdict = row["decision"] or row["status"]
     if gate:
+        # Holm's p when several candidates were gated together (records before the adjusted
+        # interval was kept were always said so), else the candidate's own
+        holm = "adjusted_low" not in gate or gate["adjusted_low"] is not None
         verdict += (
             f": gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}],"
-            f" Holm p={gate['p_adjusted']:.2g}"
+            f" {'Holm p' if holm else 'p'}={gate['p_adjusted']:.2g}"
         )
-        if gate["accepted"] and row["decision"] == "rejected":  # rejected on cost
+        if gate["accepted"] and row["decision"] == "rejected":  # on cost, or not chosen
             verdict += "; " + row["reason"].split(": ", 1)[-1].split(" (", 1)[0]
     return verdict
 

@@ -190,7 +190,15 @@ class _Run:
         origins = [position] * len(proposals) if origins is None else origins
         rows = [
             self.store.candidate(
-                self.run_id, position, stage, p.label, above, p.model, p.train, p.changes
+                self.run_id,
+                position,
+                stage,
+                p.label,
+                above,
+                p.model,
+                p.train,
+                p.changes,
+                p.transform,
             )
             for p, above in zip(proposals, parents)
         ]
@@ -392,6 +400,7 @@ class _Run:
                     "stage_progress",
                     {"position": at, "what": what, "done": done, "total": total},
                 ),
+                incumbent=next((h for h in history if h["id"] == incumbent["id"]), None),
             )
             proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):
@@ -404,12 +413,17 @@ class _Run:
                 "stage_started", {"position": position, "name": name, "candidates": len(proposals)}
             )
             rows = self.evaluate(position, name, proposals, incumbent["id"])
-            winner = self._decide(
-                stage.gate_kind() or entry.meta.get("kind", "quality"),
-                incumbent,
-                rows,
-                stage.margin(self.metric),
-                stage.gate_metric(),
+            winner = (
+                self._decide(
+                    stage.gate_kind() or entry.meta.get("kind", "quality"),
+                    incumbent,
+                    rows,
+                    stage.margin(self.metric),
+                    stage.gate_metric(),
+                    choose=not stage.fits_on_validation,
+                )
+                if rows
+                else None  # skipped (ctx.notes says why)
             )
             if winner is not None:
                 incumbent = winner
@@ -423,6 +437,7 @@ class _Run:
                     "name": name,
                     "incumbent": incumbent,
                     "candidates": [self.store.get_candidate(r["id"]) for r in rows],
+                    "skipped": ctx.notes.get("skipped"),
                 },
             )
         self.store.update_run(self.run_id, pareto=self._pareto())
@@ -441,8 +456,9 @@ class _Run:
         return list(dict.fromkeys([*([parent] if parent is not None else []), *named]))
 
     def confirm(self, final: dict[str, Any], position: int) -> None:
-        """Re-run the baseline and the final model's path (every accepted change, and the
-        models its transforms read) on fresh seeds that no stage used, trained on the task's
+        """Re-run the baseline and the final model's path (from the last candidate on it that
+        was trained anew, every change after it, and the models its transforms read) on fresh
+        seeds that no stage used, trained on the task's
         training rows and scored on the holdout (the test split when the task has none);
         gate the final against the baseline, paired by seed, and record the result on the
         run: its headline. Ledger rows ``#<id> <label>`` at ``position``, stage ``confirm``:
@@ -474,8 +490,10 @@ class _Run:
                     visit(need)
                 needed.append(cid)
 
-        for cid in reversed(path):
-            visit(cid)
+        # the baseline, then the final and the models its jobs read: a candidate trained anew
+        # on the path holds every change before it, so those before it need no copy
+        visit(base["id"])
+        visit(final["id"])
         task = self.task if self.holdout is None else self.task.replace(test=self.holdout)
         copies: dict[int, int] = {}  # candidate id -> its confirmation copy's id
         positions = {c["id"]: c["stage_position"] for c in ledger}
@@ -632,42 +650,57 @@ class _Run:
         rows: list[dict[str, Any]],
         margin: float | str | None = None,
         metric: str | None = None,
+        *,
+        choose: bool = True,
     ) -> dict[str, Any] | None:
+        """Gate a stage's candidates against the incumbent and return the new incumbent (None:
+        it stays). A quality stage with validation scores chooses first and gates only its
+        choice (``evaluate.select: validation``; ``choose`` False: the stage's candidates were
+        fitted on validation); otherwise every candidate is gated on test with Holm's
+        correction and the best accepted on validation is chosen."""
         spec = self.recipe.evaluate
         judged = metric or self.metric
 
         def margin_on(metric: str) -> float:
             return self._margin(metric, _per_seed_mean(incumbent, metric), margin)
 
-        decisions = gate(
-            _per_seed(incumbent, judged),
-            {str(r["id"]): _per_seed(r, judged) for r in rows},
-            metric=judged,
-            greater_is_better=greater_is_better(judged),
-            test="superiority" if kind == "quality" else "non_inferiority",
-            confidence=spec.confidence,
-            min_effect=self._min_effect(_per_seed_mean(incumbent, judged))
-            if judged == self.metric
-            else 0.0,
-            margin=margin_on(judged),
-            correction=self.correction,
-        )
-        # Judged on another metric (calibration error): the recipe's metric must hold too.
-        kept = (
-            gate(
-                _per_seed(incumbent, self.metric),
-                {str(r["id"]): _per_seed(r, self.metric) for r in rows},
-                metric=self.metric,
-                greater_is_better=self.greater,
-                test="non_inferiority",
+        def judge(group: list[dict[str, Any]], on: str, test: str) -> dict[str, Any]:
+            return gate(
+                _per_seed(incumbent, on),
+                {str(r["id"]): _per_seed(r, on) for r in group},
+                metric=on,
+                greater_is_better=greater_is_better(on),
+                test=test,
                 confidence=spec.confidence,
-                margin=margin_on(self.metric),
+                min_effect=self._min_effect(_per_seed_mean(incumbent, on))
+                if on == self.metric
+                else 0.0,
+                margin=margin_on(on),
                 correction=self.correction,
             )
-            if judged != self.metric
-            else {}
+
+        test = "superiority" if kind == "quality" else "non_inferiority"
+        choosing = (
+            choose
+            and kind == "quality"
+            and spec.select == "validation"
+            and len(rows) > 1
+            and all(_validation(r, judged) is not None for r in rows)
         )
-        accepted, ratios = [], {}
+
+        def decide(on: str, test: str) -> dict[str, Any]:
+            """Choosing: each candidate alone (only the chosen ones count); else all of them,
+            Holm-corrected."""
+            if choosing:
+                return {k: v for r in rows for k, v in judge([r], on, test).items()}
+            return judge(rows, on, test)
+
+        decisions = decide(judged, test)
+        # Judged on another metric (calibration error): the recipe's metric must hold too.
+        kept = decide(self.metric, "non_inferiority") if judged != self.metric else {}
+        sequence = self._chosen(rows, judged) if choosing else []
+        ratios: dict[int, float] = {}
+        said: dict[int, tuple[bool, str, dict]] = {}  # id -> (accepted, reason, gate record)
         threads = self.recipe.deploy.threads
         # The incumbent is loaded once; each candidate is timed against it side by side.
         reference = (
@@ -707,33 +740,91 @@ class _Run:
                     f"rejected: violates constraints ({'; '.join(broken)}); "
                     f"{decision.reason.split(': ', 1)[1]}",
                 )
+            said[row["id"]] = (ok, reason, {**decision.to_dict(), **extra})
+        chosen = None
+        if choosing:
+            chosen = self._gate_in_sequence(sequence, rows, said, judged)
+        elif kind == "quality":
+            passed = [row for row in rows if said[row["id"]][0]]
+            if passed:
+                chosen = max(passed, key=lambda r: _validation(r, judged, fallback=True))
+                tie = self._cheaper_equal(chosen, passed, judged)
+                if tie:
+                    self._say_tie(chosen, tie, said)
+                    chosen = tie[0]
+        for row in rows:
+            ok, reason, record = said[row["id"]]
             self.store.update_candidate(
-                row["id"],
-                decision="accepted" if ok else "rejected",
-                reason=reason,
-                gate={**decision.to_dict(), **extra},
+                row["id"], decision="accepted" if ok else "rejected", reason=reason, gate=record
             )
-            if ok:
-                accepted.append(row)
-        if not accepted:
-            return None
         if kind == "cost":  # the fastest model that kept its quality, then the smallest
-            return min(accepted, key=lambda r: (ratios[r["id"]], r["cost"]["size_bytes"]))
-        sign = 1 if greater_is_better(judged) else -1
+            passed = [row for row in rows if said[row["id"]][0]]
+            if not passed:
+                return None
+            chosen = min(passed, key=lambda r: (ratios[r["id"]], r["cost"]["size_bytes"]))
+        return None if chosen is None else self.store.get_candidate(chosen["id"])
 
-        def validation(row: dict[str, Any]) -> float:
-            val = row["quality"]["summary"].get("val", {}).get(judged, {}).get("mean")
-            return sign * (val if val is not None else _per_seed_mean(row, judged))
+    def _chosen(self, rows: list[dict[str, Any]], metric: str) -> list[tuple[dict, Any]]:
+        """What a choosing stage gates, in order: the candidate with the best validation mean
+        among those within the constraints, then (if any) the cheaper one it cannot be told
+        from on validation — each with the tie's numbers (None for the first)."""
+        eligible = [r for r in rows if not self._violations(r)]
+        if not eligible:
+            return []
+        best = max(eligible, key=lambda r: _validation(r, metric))
+        tie = self._cheaper_equal(best, eligible, metric)
+        return [(best, None)] + ([(tie[0], tie)] if tie else [])
 
-        return self._cheaper_of_equals(max(accepted, key=validation), accepted, judged)
+    def _gate_in_sequence(
+        self,
+        sequence: list[tuple[dict, Any]],
+        rows: list[dict[str, Any]],
+        said: dict[int, tuple[bool, str, dict]],
+        metric: str,
+    ) -> dict[str, Any] | None:
+        """Gate a choosing stage's choice alone at the full level, then the cheaper equal one
+        only if the first held (a fixed sequence: the chance of accepting anything that is no
+        better stays α); every other candidate is turned down as not chosen. Returns the
+        chosen candidate, or None."""
+        gated = {r["id"] for r, _ in sequence}
+        best = sequence[0][0] if sequence else None
+        count = f"chosen on validation from {len(rows)} candidates and gated alone"
+        for row in rows:
+            ok, reason, record = said[row["id"]]
+            if row["id"] in gated or self._violations(row):
+                continue
+            said[row["id"]] = (
+                False,
+                f"rejected: not chosen: #{best['id']} has the better validation {metric} "
+                f"({_validation(best, metric, sign=False):.4g} against "
+                f"{_validation(row, metric, sign=False):.4g}); alone on test: {_numbers(reason)}",
+                record,
+            )
+        chosen = None
+        for step, (row, tie) in enumerate(sequence):
+            ok, reason, record = said[row["id"]]
+            if step and chosen is None:  # the first was not shown better: this is not gated
+                said[row["id"]] = (
+                    False,
+                    f"rejected: not gated: as good on validation as #{best['id']}, which was "
+                    f"not shown to be better; alone on test: {_numbers(reason)}",
+                    record,
+                )
+                continue
+            said[row["id"]] = (ok, f"{reason}; {count}", record)
+            if ok:
+                if tie is not None:
+                    self._say_tie(chosen, tie, said)
+                chosen = row
+        return chosen
 
-    def _cheaper_of_equals(
-        self, best: dict[str, Any], accepted: list[dict[str, Any]], metric: str
-    ) -> dict[str, Any]:
-        """Among accepted candidates whose validation scores cannot be told from the best's
-        (the paired interval of their difference holds 0), the cheaper on the deployment
-        runtime: at least 10% faster timed side by side with the best, else smaller and not
-        10% slower. The choice is said in both reasons."""
+    def _cheaper_equal(
+        self, best: dict[str, Any], pool: list[dict[str, Any]], metric: str
+    ) -> tuple[dict[str, Any], Any, float, int] | None:
+        """Among ``pool``'s candidates whose validation scores cannot be told from ``best``'s
+        (the paired interval of their difference holds 0), the cheapest on the deployment
+        runtime if it is at least 10% faster timed side by side with ``best``, or smaller and
+        not 10% slower: (row, comparison, latency ratio, size); None if none is."""
         spec = self.recipe.evaluate
 
         def scores(row: dict[str, Any]) -> list[float]:
@@ -741,7 +832,7 @@ class _Run:
             return list(val["values"]) if val else _per_seed(row, metric)
 
         equals = {}
-        for row in accepted:
+        for row in pool:
             if row["id"] == best["id"]:
                 continue
             cmp = paired_compare(
@@ -755,7 +846,7 @@ class _Run:
             if cmp.low <= 0 <= cmp.high:
                 equals[row["id"]] = (row, cmp)
         if not equals:
-            return best
+            return None
         threads = self.recipe.deploy.threads
         reference = deployed_runner(best["artifact"], self.task, threads)
         cheaper = []
@@ -765,10 +856,17 @@ class _Run:
             )
             smaller = row["cost"]["size_bytes"] < best["cost"]["size_bytes"]
             if ratio <= FASTER or (smaller and ratio < 1 / FASTER):
-                cheaper.append((ratio, row["cost"]["size_bytes"], row, cmp))
-        if not cheaper:
-            return best
-        ratio, size, chosen, cmp = min(cheaper, key=lambda c: (c[0], c[1]))
+                cheaper.append((row, cmp, ratio, row["cost"]["size_bytes"]))
+        return min(cheaper, key=lambda c: (c[2], c[3])) if cheaper else None
+
+    def _say_tie(
+        self,
+        best: dict[str, Any],
+        tie: tuple[dict[str, Any], Any, float, int],
+        said: dict[int, tuple[bool, str, dict]],
+    ) -> None:
+        """Write into both reasons that the cheaper equal candidate was chosen over ``best``."""
+        chosen, cmp, ratio, size = tie
         gain = cmp.improvement
         what = ", ".join(
             part
@@ -781,17 +879,18 @@ class _Run:
             )
             if shown
         )
+        metric = cmp.metric
         same = (
             f"the same {metric} on validation as #{best['id']} "
             f"({gain[0]:+.4g} [{gain[1]:+.4g}, {gain[2]:+.4g}]) and {what} on "
             f"{chosen['cost'].get('runtime', 'torch')}"
         )
-        said = {r: self.store.get_candidate(r)["reason"] for r in (chosen["id"], best["id"])}
-        self.store.update_candidate(chosen["id"], reason=f"{said[chosen['id']]}; chosen: {same}")
-        self.store.update_candidate(
-            best["id"], reason=f"{said[best['id']]}; not chosen: #{chosen['id']} has {same}"
-        )
-        return self.store.get_candidate(chosen["id"])
+        for row, text in (
+            (chosen, f"chosen: {same}"),
+            (best, f"not chosen: #{chosen['id']} has {same}"),
+        ):
+            ok, reason, record = said[row["id"]]
+            said[row["id"]] = (ok, f"{reason}; {text}", record)
 
     def _pareto(self) -> list[int]:
         """Candidates on the front of (quality, latency, parameters) that meet the constraints."""
@@ -855,6 +954,24 @@ def _replace_strings(value: Any, mapping: dict[str, str]) -> Any:
     if isinstance(value, list | tuple):
         return [_replace_strings(v, mapping) for v in value]
     return value
+
+
+def _numbers(reason: str) -> str:
+    """A gate reason without its verdict: 'gain +0.01 [-0.02, +0.04] accuracy, … p=0.2 vs α'."""
+    return reason.split(": ", 1)[-1].split("; ", 1)[-1]
+
+
+def _validation(
+    row: dict[str, Any], metric: str, *, fallback: bool = False, sign: bool = True
+) -> float | None:
+    """A candidate's validation mean of ``metric``, signed so that larger is better (``sign``);
+    None without validation scores, or with ``fallback`` its test mean."""
+    val = row["quality"]["summary"].get("val", {}).get(metric, {}).get("mean")
+    if val is None and fallback:
+        val = _per_seed_mean(row, metric)
+    if val is None:
+        return None
+    return val if not sign or greater_is_better(metric) else -val
 
 
 def _per_seed(row: dict[str, Any], metric: str) -> list[float]:
@@ -1051,3 +1168,59 @@ def result(store: Store, run_id: str) -> RunResult:
         row.get("confirmation"),
         [c for c in every if c["stage"] == CONFIRM_STAGE],
     )
+
+
+def path_recipe(store: Store, run_id: str) -> dict[str, Any]:
+    """The final model of finished run ``run_id`` as a standalone recipe (``tidian recipe of``):
+    the run's task, baseline and settings, and an ``apply`` stage for each candidate the
+    final model is made of — the last one trained anew, then each transform of the one before
+    — gated as its stage gated it. Running it on the same seeds rebuilds the same model per
+    seed, without the search. Raises ConfigError for a run that cannot be written so."""
+    run = store.run(run_id)
+    if run["status"] != "finished":
+        raise ConfigError(
+            f"run {run_id} is {run['status']}; only a finished run has a final model."
+        )
+    written = run["recipe"]
+    if "select" not in (written.get("evaluate") or {}):
+        raise ConfigError(
+            f"run {run_id} was recorded before candidates kept their transforms in the ledger; "
+            "its final path cannot be read back. Run its recipe again with this tidian."
+        )
+    rows = {c["id"]: c for c in store.candidates(run_id) if c["stage"] != CONFIRM_STAGE}
+    folders = {join(run["directory"], f"candidate-{cid}"): cid for cid in rows}
+    path = [rows[run["incumbent_id"]]]  # the final, back to the last one trained anew
+    while path[-1]["transform"] is not None:
+        row = path[-1]
+        named = sorted({folders[t] for t in _strings(row["transform"]) if t in folders})
+        if named:
+            raise ConfigError(
+                f"#{row['id']} ({row['label']}) is made from the models of other candidates "
+                f"({', '.join(f'#{n}' for n in named)}); a recipe cannot name them yet. "
+                f"`tidian export {run_id}` writes the final model itself."
+            )
+        path.append(rows[row["parent_id"]])
+    if path[-1]["stage"] != "baseline":
+        path.append(next(r for r in rows.values() if r["stage"] == "baseline"))
+    parsed = stored_recipe(written)
+    built = [STAGES.entry(name).obj(config) for name, config in parsed.stage_entries()]
+    metric = path[-1]["quality"]["metric"]  # the run's (the baseline's summary names it)
+    entries = []
+    for row in reversed(path[:-1]):  # the baseline is the recipe's own
+        judged = row["gate"] or {}
+        entry: dict[str, Any] = {
+            "label": row["label"],
+            "model": row["model"],
+            "train": row["train"],
+            "changes": row["changes"],
+            "gate": judged.get("test", "superiority"),
+        }
+        if row["transform"] is not None:
+            entry["transform"] = row["transform"]
+        if judged.get("metric", metric) != metric:
+            entry["metric"] = judged["metric"]
+        margin = built[row["stage_position"] - 1].margin(metric)
+        if margin is not None:
+            entry["margin"] = margin
+        entries.append({"apply": entry})
+    return {**written, "stages": entries}

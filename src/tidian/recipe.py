@@ -89,6 +89,15 @@ class EvaluateSpec(_Spec):
     repeated: bool = Field(
         False, description="With folds: reshuffle the folds per seed (repeated k-fold)."
     )
+    select: str = Field(
+        "validation",
+        pattern="^(validation|holm)$",
+        description="How a quality stage with several candidates decides. validation: it "
+        "chooses one on the validation split (the best mean; among those equal to it, the "
+        "cheaper) and gates that one alone on test at the full level. holm: every candidate is "
+        "gated on test with Holm's correction, the best accepted on validation is chosen. "
+        "Without validation scores (folds, val_size 0) a stage uses holm.",
+    )
     holdout: float | None = Field(
         None,
         ge=0,
@@ -424,13 +433,19 @@ def _check_space_names(space: dict[str, Any], where: str) -> None:
 
 
 def stored_recipe(data: dict[str, Any]) -> Recipe:
-    """The recipe a run recorded in the ledger. A run recorded before runs had a holdout and a
-    confirmation (its recipe has no ``confirm`` key) is read with neither, so its task's test
-    split is the one it was scored on."""
-    if isinstance(data, dict) and "confirm" not in data:
-        evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
-        data = {**data, "evaluate": {**evaluate, "holdout": 0}, "confirm": {"seeds": 0}}
-    return validate_recipe(data)
+    """The recipe a run recorded in the ledger, read as it ran. A run recorded before runs had
+    a holdout and a confirmation (its recipe has no ``confirm`` key) is read with neither, so
+    its task's test split is the one it was scored on; one recorded before stages chose on
+    validation first (no ``evaluate.select``) resumes with Holm's rule, as it started."""
+    if not isinstance(data, dict):
+        return validate_recipe(data)
+    evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+    if "confirm" not in data:
+        evaluate = {**evaluate, "holdout": 0}
+        data = {**data, "confirm": {"seeds": 0}}
+    if "select" not in evaluate:
+        evaluate = {**evaluate, "select": "holm"}
+    return validate_recipe({**data, "evaluate": evaluate})
 
 
 def validate_recipe(data: Any) -> Recipe:

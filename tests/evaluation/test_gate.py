@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tidian.evaluation.gate import gate, holm, pareto_front
+from tidian.evaluation.stats import paired_compare
 
 INCUMBENT = [0.80, 0.82, 0.79, 0.85, 0.81]
 
@@ -64,6 +65,17 @@ def test_holm_with_several_candidates():
     assert crowded.p_adjusted == pytest.approx(min(1, 5 * crowded.p_value))
     assert alone.accepted and not crowded.accepted
     assert "Holm p=" in crowded.reason
+    # the reason shows why: the interval alone clears zero, adjusted for five it does not
+    assert alone.low > 0 and alone.adjusted_low is None and "adjusted" not in alone.reason
+    assert crowded.adjusted_low < 0 < crowded.low
+    assert (crowded.low, crowded.high) == pytest.approx((alone.low, alone.high))
+    wide = paired_compare(
+        INCUMBENT, borderline["b"], metric="accuracy", greater_is_better=True, confidence=0.99
+    )
+    assert (crowded.adjusted_low, crowded.adjusted_high) == pytest.approx((wide.low, wide.high))
+    assert f"([{crowded.adjusted_low:+.4g}, {crowded.adjusted_high:+.4g}] adjusted for 5)" in (
+        crowded.reason
+    )
 
 
 def test_pareto_front():

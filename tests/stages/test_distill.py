@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 import tidian
 from conftest import make_task
 from tidian import Split, Task
+from tidian.cli import main
 from tidian.exceptions import ConfigError
 from tidian.metrics import predict, score
 from tidian.models import count_parameters, create_model
+from tidian.report.collect import collect
 from tidian.stages.distill import DistillConfig, auto_student, distill_
 from tidian.training.distill import (
     Capture,
@@ -328,6 +331,52 @@ def test_distill_stage_in_a_run(tmp_path, vector_task):
     (step,) = history["transform"]["steps"]
     assert step["distill"]["teacher"] == "ensemble"
     assert step["distill"]["teacher_scores"]["test"]["accuracy"] > 0.8
+
+
+@pytest.mark.slow  # a whole pipeline run
+def test_a_teacher_that_is_still_the_baseline_does_not_teach_a_copy_of_itself(tmp_path, capsys):
+    """The stage meant to give a better teacher was rejected (an architecture that barely
+    trains), so the incumbent is still the baseline — the student's own model: the distill
+    stage says so and trains nothing, in the ledger and in the run's log."""
+    recipe = {
+        "task": "iris",
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 20, "lr": 0.01},
+        "evaluate": {"seeds": 2},
+        "deploy": {"runtime": "torch"},
+        "stages": [
+            {
+                "architecture": {
+                    "candidates": [{"name": "mlp", "hidden": [32]}],
+                    "train": {"lr": 1e-7},
+                }
+            },
+            {"distill": {"student": {"name": "mlp", "hidden": [8]}, "teacher": "incumbent"}},
+        ],
+    }
+    path, url = tmp_path / "r.yaml", f"sqlite:///{tmp_path / 'l.db'}"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(path), "--store", url])
+    said = capsys.readouterr()
+    assert exit_.value.code == 0
+    store = tidian.Store(url)
+    (run,) = store.runs()
+    rows = store.candidates(run["id"])
+    assert [(c["stage"], c["decision"]) for c in rows] == [
+        ("baseline", "baseline"),
+        ("architecture", "rejected"),
+    ]
+    stages = store.stages(run["id"])
+    skipped = stages[2]["report"]["skipped"]
+    assert "still the run's baseline (#1), the same model as the student (mlp(hidden=[8]))" in (
+        skipped
+    )
+    assert stages[2]["incumbent_after"] == rows[0]["id"]
+    assert f"skipped: {skipped}" in " ".join((said.out + said.err).split())
+    step = collect(store, run["id"], analyses=False)["waterfall"][1]
+    assert step["stage"] == "distill" and step["reason"] == f"skipped: {skipped}"
+    assert not step["accepted"] and step["candidate"] is None
 
 
 def test_with_augment_the_alone_candidate_sees_the_same_augmented_set():

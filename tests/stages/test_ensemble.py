@@ -189,6 +189,10 @@ def test_ensemble_stage_end_to_end_then_distilled(tmp_path):
         assert len(row["quality"]["per_seed"]) == 3 and row["gate"]["n"] == 3
         assert row["cost"]["runtime"] == "onnxruntime"  # one ONNX graph, measured as such
         assert row["cost"]["export_check"]["passed"]
+        # fitted on validation (greedy): no choosing on it first, every one gated with Holm
+        assert "adjusted for 3)" in row["reason"] and "chosen on validation" not in row["reason"]
+    architecture = [r for r in result.candidates if r["stage"] == "architecture"]
+    assert any("chosen on validation from 2 candidates" in r["reason"] for r in architecture)
     average = next(r for r in rows if r["label"].endswith("average"))
     assert average["cost"]["params"] == sum(
         r["cost"]["params"] for r in result.candidates if r["stage"] in ("baseline", "architecture")

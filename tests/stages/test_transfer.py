@@ -282,7 +282,7 @@ def test_minilm_probe_then_distilled_into_a_tiny_text_model(reviews, tmp_path):
         },
         "model": {"name": "embedding_bag", "embed_dim": 8},
         "train": {"epochs": 5, "lr": 1e-2, "batch_size": 8},
-        "evaluate": {"seeds": 2},
+        "evaluate": {"seeds": 3},
         "deploy": {"runtime": "torch"},
         "stages": [
             {"transfer": {"pretrained": "all-MiniLM-L6-v2", "train": {"epochs": 10}}},
@@ -294,6 +294,9 @@ def test_minilm_probe_then_distilled_into_a_tiny_text_model(reviews, tmp_path):
     for c in result.candidates:
         by_stage.setdefault(c["stage"], []).append(c)
     (probe,) = by_stage["transfer"]
+    # the teacher the distillation needs (with 2 seeds the probe was not shown better, and the
+    # stage then has no teacher but the baseline: it skips, see test_distill)
+    assert probe["decision"] == "accepted"
     assert probe["model"] == {
         "name": "hf_encoder",
         "path": "all-MiniLM-L6-v2",

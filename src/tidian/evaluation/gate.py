@@ -10,7 +10,10 @@ metrics) is tested one-sided with a paired t-test:
 at level α = (1 − confidence) / 2, so that with a single candidate "accepted" is exactly "the
 lower end of the two-sided CI of the gain lies above the threshold". With several candidates
 in one stage the p-values get Holm's step-down correction, which keeps the chance of accepting
-any candidate that is really no better at α.
+any candidate that is really no better at α; each such reason shows the Bonferroni interval (at
+α / m per side) beside the plain one, so a gain whose interval clears zero alone but not after
+the correction says why it was turned down. (The pipeline by default gates only the candidate a
+stage chooses on validation, alone: ``evaluate.select``.)
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class Decision:
     alpha: float
     n: int
     reason: str
+    # with several candidates: the interval adjusted for them (Bonferroni, α / m per side)
+    adjusted_low: float | None = None
+    adjusted_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,15 +98,19 @@ def gate(
     threshold = min_effect if test == "superiority" else -margin
     sign = 1.0 if greater_is_better else -1.0
     names = list(candidates)
-    comparisons, p_values = {}, []
+    comparisons, adjusted_intervals, p_values = {}, {}, []
+    bonferroni = 1 - (1 - confidence) / max(len(names), 1)  # two-sided level, α / m per side
     for name in names:
-        cmp = paired_compare(
-            incumbent,
-            candidates[name],
-            metric=metric,
-            greater_is_better=greater_is_better,
-            confidence=confidence,
-            correction=correction,
+        cmp, adjusted_intervals[name] = (
+            paired_compare(
+                incumbent,
+                candidates[name],
+                metric=metric,
+                greater_is_better=greater_is_better,
+                confidence=level,
+                correction=correction,
+            )
+            for level in (confidence, bonferroni)
         )
         comparisons[name] = cmp
         p_values.append(_one_sided_p(sign * np.asarray(cmp.differences), threshold, correction))
@@ -111,6 +121,9 @@ def gate(
         accepted = p_adj < alpha
         what = "gain" if test == "superiority" else "change"
         bound = f"{what} {gain:+.4g} [{low:+.4g}, {high:+.4g}] {metric}"
+        adjusted = adjusted_intervals[name].improvement
+        if len(names) > 1:
+            bound += f" ([{adjusted[1]:+.4g}, {adjusted[2]:+.4g}] adjusted for {len(names)})"
         holm_note = f"Holm p={p_adj:.3g}" if len(names) > 1 else f"p={p:.3g}"
         if comparisons[name].n > 1 and no_spread(comparisons[name].differences):
             holm_note += " (the seeds agree exactly: sign test)"
@@ -143,6 +156,8 @@ def gate(
             alpha,
             comparisons[name].n,
             reason,
+            adjusted[1] if len(names) > 1 else None,
+            adjusted[2] if len(names) > 1 else None,
         )
     return decisions
 

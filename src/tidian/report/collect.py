@@ -138,7 +138,12 @@ def _stages(stages: list[dict], rows: list[dict], metric: str) -> tuple[list, li
                 "label": shown["label"] if shown else None,
                 "accepted": changed,
                 "gain": step,
-                "reason": (shown or {}).get("reason") or "no candidate finished",
+                "reason": (shown or {}).get("reason")
+                or (
+                    (st.get("report") or {}).get("skipped")
+                    and f"skipped: {st['report']['skipped']}"
+                )
+                or "no candidate finished",
                 "latency_ratio": (
                     after["cost"]["latency_ms"] / before["cost"]["latency_ms"]
                     if changed and after.get("cost") and before.get("cost")

@@ -58,8 +58,10 @@ class Context:
     """What a stage may read: the task, the recipe's evaluation settings, the run so far.
 
     ``history`` lists the proposals already evaluated in this run with their test means, so a
-    stage can pick members or avoid repeats. Everything is read-only except ``notes``, where a
-    stage may leave a report (a study's size, importances…) that the pipeline stores.
+    stage can pick members or avoid repeats; ``incumbent`` is the incumbent's entry in it.
+    Everything is read-only except ``notes``, where a stage may leave a report (a study's
+    size, importances…) that the pipeline stores. A stage whose premise does not hold in this
+    run returns :meth:`skip` instead of proposals: the stage is recorded with its reason.
     """
 
     task: Any
@@ -75,6 +77,13 @@ class Context:
     baseline_train: dict[str, Any] = field(default_factory=dict)  # the recipe's training config
     progress: Any = None  # progress(what, done, total) for long work inside a stage
     resources: dict[str, Any] | None = None  # what one of this stage's jobs needs (a cluster)
+    incumbent: dict[str, Any] | None = None  # the incumbent's entry in ``history``
+
+    def skip(self, why: str) -> list:
+        """No proposals, and why (a sentence): the run records and shows the stage as
+        skipped and goes on with the same incumbent."""
+        self.notes["skipped"] = why
+        return []
 
 
 class Stage:
@@ -97,6 +106,10 @@ class Stage:
       can be checked against the recipe's model before anything trains (:meth:`check_model`).
     * ``selects_on_validation``: it chooses (trials, a fitted scaling) on the validation
       split, so a task without validation rows is refused before the run starts.
+    * ``fits_on_validation``: its candidates are fitted on the validation split (ensemble
+      weights, a scaling), so their validation scores are in-sample and no fair basis for
+      choosing among them: the pipeline gates every one of them on test with Holm's
+      correction instead of choosing one on validation first (``evaluate.select``).
     * ``sections``: the report sections its results feed (keys of ``report.collect``'s data).
     * ``example``: a small config that runs on a tiny task, for the documentation and the
       stage conformance tests (``tests/stages/test_conformance.py``);
@@ -109,6 +122,7 @@ class Stage:
     edits_model: ClassVar[bool] = False
     keeps_model_class: ClassVar[bool] = False
     selects_on_validation: ClassVar[bool] = False
+    fits_on_validation: ClassVar[bool] = False
     sections: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[dict[str, Any] | None] = None
 

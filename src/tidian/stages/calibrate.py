@@ -42,6 +42,7 @@ class Calibrate(Stage):
     """Temperature or vector scaling on the validation split, gated on ECE (accuracy kept)."""
 
     edits_model = True
+    fits_on_validation = True
     selects_on_validation = True
 
     example: ClassVar[dict[str, Any]] = {"method": ["temperature", "vector"]}

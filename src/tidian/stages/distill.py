@@ -187,6 +187,12 @@ def _scaled(options: dict[str, Any], factor: float, heads: int | None) -> dict[s
     return out
 
 
+def _spec(model: dict[str, Any]) -> str:
+    """'cnn1d(width=32, depth=3)'."""
+    options = ", ".join(f"{k}={v}" for k, v in model.items() if k != "name")
+    return f"{model['name']}({options})"
+
+
 def auto_student(teacher: dict[str, Any], task: Any, fraction: float) -> dict[str, Any]:
     """The teacher's family with its width options scaled so that the student has the
     parameter count closest to ``fraction`` of the teacher's (searched on a grid of scales)."""
@@ -246,6 +252,18 @@ class Distill(Stage):
             student = dict(c.student)
 
         create_model(student["name"], ctx.task, **{k: v for k, v in student.items() if k != "name"})
+        if c.teacher == "incumbent" and student == incumbent.model:
+            held = ctx.incumbent or {}
+            if held.get("stage") == "baseline":
+                # e.g. a transfer stage before this one was rejected: the teacher it was meant
+                # to give is not there, and the baseline would teach a copy of itself
+                return ctx.skip(
+                    f"the teacher would be the incumbent, which is still the run's baseline "
+                    f"(#{held['id']}), the same model as the student ({_spec(student)}): no "
+                    "earlier stage gave a better teacher, and a model has nothing to teach a "
+                    "copy of itself. Name a smaller student, or put a stage that improves the "
+                    "model first."
+                )
         # A named student starts from the recipe's training set-up (the incumbent's may be a
         # pretrained teacher's fine-tuning one); a scaled-down teacher from the incumbent's.
         start = (
@@ -277,8 +295,8 @@ class Distill(Stage):
             "lightgbm": dict(c.lightgbm),
             "unlabeled": str(Path(c.unlabeled).resolve()) if c.unlabeled else None,
         }
-        name = ", ".join(f"{k}={v}" for k, v in student.items() if k != "name")
-        label = f"{student['name']}({name}) distilled from {c.teacher}"
+        name = _spec(student)
+        label = f"{name} distilled from {c.teacher}"
         if c.teacher == "ensemble":
             label += f" of {len(members)}"
         label += f", T={c.temperature:g}, alpha={c.alpha:g}"
@@ -303,7 +321,7 @@ class Distill(Stage):
             alone = {**step, "alpha": 0.0, "features": [], "attentions": [], "unlabeled": None}
             proposals.append(
                 Proposal(
-                    f"{student['name']}({name}) alone, augment {c.augment}",
+                    f"{name} alone, augment {c.augment}",
                     student,
                     train,
                     {"student": student, "distill": None, "augment": dict(c.augment)},
@@ -313,7 +331,7 @@ class Distill(Stage):
         elif c.compare_alone:
             proposals.append(
                 Proposal(
-                    f"{student['name']}({name}) alone",
+                    f"{name} alone",
                     student,
                     train,
                     {"student": student, "distill": None},

@@ -109,6 +109,7 @@ class EnsembleStage(Stage):
     """Several models combined into one candidate, gated like any other."""
 
     edits_model = True
+    fits_on_validation = True
 
     def requirements(self) -> list[tuple[str, str]]:
         if self.config.members != "boosting":

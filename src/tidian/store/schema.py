@@ -66,6 +66,8 @@ class CandidateRow(Base):
     model: Mapped[dict[str, Any]] = mapped_column(JSON)
     train: Mapped[dict[str, Any]] = mapped_column(JSON)
     changes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # steps applied to the parent's trained weights; None: trained from scratch
+    transform: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     status: Mapped[str] = mapped_column(String(16))  # running | done
     quality: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

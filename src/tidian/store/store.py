@@ -402,9 +402,11 @@ class Store:
         model: dict[str, Any],
         train: dict[str, Any],
         changes: dict[str, Any],
+        transform: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The candidate row for (run, stage position, label), created if new with status
-        ``running`` (resume finds the existing one): writes at most one ``candidates`` row."""
+        ``running`` (resume finds the existing one): writes at most one ``candidates`` row.
+        ``transform``: the steps applied to the parent's weights (None: trained anew)."""
         with self._session() as s:
             row = s.scalar(
                 select(CandidateRow).where(
@@ -423,6 +425,7 @@ class Store:
                     model=model,
                     train=train,
                     changes=changes,
+                    transform=transform,
                     status="running",
                     created=_now(),
                 )
