@@ -222,7 +222,14 @@ def test_ctrl_c_while_the_command_starts_ends_it_quietly(tmp_path):
 
     command = shutil.which("tidian") or str(Path(sys.executable).with_name("tidian"))
     proc = subprocess.Popen(
-        [command, "run"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [command, "run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a suite started in the background (`make test &`) ignores SIGINT, and so would the
+        # child (Python keeps an ignored SIGINT ignored): give it the default a terminal gives
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     maps = Path(f"/proc/{proc.pid}/maps")
     # torch's library is mapped while tidian's imports run (more follow it: scikit-learn…);
