@@ -16,7 +16,7 @@ import yaml
 import tidian.pipeline as pipeline
 from conftest import iris_recipe, running
 from tidian import ConfigError, DataError
-from tidian.cli import main
+from tidian.cli import _verdict, main
 from tidian.store import Store, stale
 
 TINY = {
@@ -588,6 +588,7 @@ def test_a_stage_chooses_on_validation_and_gates_its_choice_alone(tmp_path):
                 f"({best['quality']['val_mean']:.4g} against {row['quality']['val_mean']:.4g}); "
                 "alone on test: gain "
             )
+            assert "not chosen" in _verdict(row) and f"#{best['id']}" in _verdict(row)
     # 60 epochs gain +33 points [+8, +58] at p = 0.014 alone; Holm over three puts it at 0.043
     assert best["decision"] == "accepted" and runs["validation"].incumbent["id"] == best["id"]
     assert runs["holm"].incumbent["id"] == runs["holm"].baseline["id"]

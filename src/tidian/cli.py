@@ -580,6 +580,8 @@ def _verdict(row: dict[str, Any]) -> str:
         )
         if gate["accepted"] and row["decision"] == "rejected":  # on cost, or not chosen
             verdict += "; " + row["reason"].split(": ", 1)[-1].split(" (", 1)[0]
+        elif (row["reason"] or "").startswith("rejected: not chosen: "):
+            verdict += "; not chosen (" + row["reason"].split(": ")[2].split(" has ")[0] + ")"
     return verdict
 
 
