@@ -38,12 +38,11 @@ from tidian.metrics import (
     quality_amount,
 )
 from tidian.metrics import bounds as metric_bounds
-from tidian.models.io import seed_folder
+from tidian.models.io import candidate_folder, seed_folder
 from tidian.recipe import CONFIRM_STAGE, DEFAULT_RECIPE, Recipe, load_recipe, stored_recipe
 from tidian.stages import STAGES, Context, Proposal, Stage
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
-from tidian.store.artifacts import join
 from tidian.tasks.task import require_scorable
 from tidian.training.augment import check_policy
 from tidian.training.build import seeded_model
@@ -295,7 +294,7 @@ class _Run:
         return seed_folder(self._candidate_dir(cid), seed)
 
     def _candidate_dir(self, cid: int) -> str | Path:
-        return join(self.directory, f"candidate-{cid}")
+        return candidate_folder(self.directory, cid)
 
     def _finish(self, cid: int, seeds: list[int], confirming: bool = False) -> dict[str, Any]:
         """Summarise a candidate's seeds and measure its cost; mark it done (one transaction).
@@ -790,7 +789,7 @@ class _Run:
         best = sequence[0][0] if sequence else None
         count = f"chosen on validation from {len(rows)} candidates and gated alone"
         for row in rows:
-            ok, reason, record = said[row["id"]]
+            _, reason, record = said[row["id"]]
             if row["id"] in gated or self._violations(row):
                 continue
             said[row["id"]] = (
@@ -1188,7 +1187,7 @@ def path_recipe(store: Store, run_id: str) -> dict[str, Any]:
             "its final path cannot be read back. Run its recipe again with this tidian."
         )
     rows = {c["id"]: c for c in store.candidates(run_id) if c["stage"] != CONFIRM_STAGE}
-    folders = {join(run["directory"], f"candidate-{cid}"): cid for cid in rows}
+    folders = {candidate_folder(run["directory"], cid): cid for cid in rows}
     path = [rows[run["incumbent_id"]]]  # the final, back to the last one trained anew
     while path[-1]["transform"] is not None:
         row = path[-1]

@@ -21,6 +21,7 @@ quantised model is within ``tolerance`` of the float one (a mixed-precision mode
 from __future__ import annotations
 
 import fnmatch
+import functools
 import platform
 import shutil
 import tempfile
@@ -196,6 +197,8 @@ def saturates(machine: str | None = None, cpuinfo: str | None = None) -> bool:
     EPYC, AVX2 only): a per-channel static int8 mnist1d CNN lost 2–4 accuracy points on some
     seeds with 8-bit weights and nothing with 7-bit ones (``reduce_range``). ``machine``
     and ``cpuinfo`` default to this machine's (``platform.machine()``, ``/proc/cpuinfo``)."""
+    if machine is None and cpuinfo is None:
+        return _this_cpu_saturates()
     machine = platform.machine() if machine is None else machine
     if machine.lower() not in ("x86_64", "amd64", "i386", "i686"):
         return False
@@ -206,6 +209,13 @@ def saturates(machine: str | None = None, cpuinfo: str | None = None) -> bool:
             return True
     flags = set(cpuinfo.split())
     return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+@functools.cache
+def _this_cpu_saturates() -> bool:
+    """:func:`saturates` for this machine, read once (the sensitivity analysis quantises once
+    per node)."""
+    return saturates(platform.machine(), None)
 
 
 def quantize_onnx(

@@ -34,6 +34,11 @@ FORMAT = "tidian-model/1"
 WEIGHTS, SPEC = "model.safetensors", "tidian.json"
 
 
+def candidate_folder(run_directory: str | Path, candidate_id: int) -> str | Path:
+    """Where a run keeps a candidate's models (its seeds' folders): a path or a URL."""
+    return join(run_directory, f"candidate-{candidate_id}")
+
+
 def seed_folder(candidate: str | Path, seed: int) -> str | Path:
     """Where a run keeps one seed's model of a candidate (every seed is kept): a path, or a
     URL when the run's artifacts are remote (``store.artifacts``)."""

@@ -22,7 +22,7 @@ from tidian.evaluation.calibration import reliability
 from tidian.exceptions import TidianError, bad_value
 from tidian.export import OnnxModel
 from tidian.metrics import greater_is_better, predict
-from tidian.models.io import WEIGHTS, load_model, seed_folder
+from tidian.models.io import WEIGHTS, candidate_folder, load_model, seed_folder
 from tidian.recipe import CONFIRM_STAGE, stored_recipe
 from tidian.runs import paired_gain
 from tidian.stages import STAGES
@@ -238,7 +238,7 @@ def _outputs(folder: Path, task: Any) -> np.ndarray:
 def _seed_models(run: dict[str, Any], cid: int, seeds: list[int]) -> dict[int, Path]:
     """The saved model folders of candidate ``cid`` for ``seeds`` that exist."""
 
-    folder = join(run["directory"], f"candidate-{cid}")
+    folder = candidate_folder(run["directory"], cid)
     found = {s: seed_folder(folder, s) for s in seeds}
     return {s: local(f) for s, f in found.items() if committed(f) and exists(join(f, WEIGHTS))}
 
