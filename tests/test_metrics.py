@@ -7,7 +7,15 @@ from sklearn import metrics as skm
 
 import tidian
 from tidian import ConfigError, UnknownNameError
-from tidian.metrics import METRICS, check_metrics, ece, softmax
+from tidian.metrics import (
+    METRICS,
+    accuracy,
+    check_metrics,
+    ece,
+    row_groups,
+    row_pseudo_values,
+    softmax,
+)
 
 rng = np.random.default_rng(0)
 Y = rng.integers(0, 4, size=200)
@@ -113,3 +121,33 @@ def test_an_amount_that_cannot_be_read_is_refused(amount, metric, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         quality_amount(amount, metric, 1.0, "tolerance", guard=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "names"),
+    [
+        ("classes", ["accuracy", "log_loss", "f1_macro", "ece"]),
+        ("values", ["rmse", "mae", "r2"]),
+    ],
+)
+def test_row_pseudo_values_are_the_delete_a_group_jackknife(kind, names):
+    rng = np.random.default_rng(0)
+    n = 123  # not a multiple of the 50 groups
+    y = rng.integers(0, 3, n) if kind == "classes" else rng.normal(size=n)
+    out = rng.normal(size=(n, 3 if kind == "classes" else 1))
+    pseudo = row_pseudo_values(y, out, names)
+    groups = row_groups(n)
+    assert len(groups) == 50 and sorted(np.concatenate(groups)) == list(range(n))
+    for name in names:
+        metric = METRICS.get(name)
+        theta = metric(y, out)
+        expected = [
+            50 * theta - 49 * metric(np.delete(y, g), np.delete(out, g, axis=0)) for g in groups
+        ]
+        assert pseudo[name] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    # for a mean over rows, each pseudo-value is near its group's own mean (exact for equal
+    # groups) and they average to the score
+    if kind == "classes":
+        assert np.mean(pseudo["accuracy"]) == pytest.approx(accuracy(y, out), abs=2e-3)
+    # too few rows for any spread: nothing
+    assert row_pseudo_values(y[:1], out[:1], names) == {}

@@ -15,7 +15,7 @@ import yaml
 
 import tidian.pipeline as pipeline
 from conftest import iris_recipe, running
-from tidian import ConfigError, DataError
+from tidian import ConfigError, DataError, paired_compare
 from tidian.cli import _verdict, main
 from tidian.store import Store, stale
 
@@ -68,10 +68,40 @@ def test_tiny_run_gates_records_and_saves(store):
     )
     assert rows["name=mlp, hidden=[16]"]["parent_id"] == stage1_winner
     assert result.pareto and set(result.pareto) <= {r["id"] for r in result.candidates}
+
+    # every seed keeps its 30 test rows' pseudo-values, and the gate counts them
+    def row_table(row):
+        results = store.seed_results(row["id"])
+        assert all(len(results[s]["rows"]["accuracy"]) == 30 for s in results)
+        return [results[s]["rows"]["accuracy"] for s in row["quality"]["units"]]
+
+    cand = rows["epochs=60"]
+    crossed = paired_compare(
+        rows["baseline"]["quality"]["per_seed"],
+        cand["quality"]["per_seed"],
+        rows=(row_table(rows["baseline"]), row_table(cand)),
+    )
+    assert crossed.row_groups == 30 and cand["gate"]["low"] == pytest.approx(crossed.low)
+    assert "test rows" in cand["reason"] and "of the variance" in cand["reason"]
     doc = result.to_dict()
     assert doc["incumbent"] == result.incumbent["id"]
     with pytest.raises(DataError, match="already finished"):
         pipeline.run(store=store, resume=result.run_id)
+
+
+def test_a_fixed_test_set_is_gated_on_its_seeds_alone(store):
+    """``evaluate.test_rows: fixed``: the test rows are all that is claimed about, so no seed
+    keeps their pseudo-values and the gate's interval is the seeds' t-interval."""
+    recipe = {
+        **TINY,
+        "evaluate": {"seeds": 3, "test_rows": "fixed"},
+        "stages": [{"train_variants": {"candidates": [{"epochs": 60}]}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    base, cand = result.candidates
+    assert all(r["rows"] is None for r in store.seed_results(cand["id"]).values())
+    plain = paired_compare(base["quality"]["per_seed"], cand["quality"]["per_seed"])
+    assert cand["gate"]["low"] == pytest.approx(plain.low) and "test rows" not in cand["reason"]
 
 
 @pytest.mark.slow  # a whole pipeline run
@@ -589,14 +619,21 @@ def test_a_stage_chooses_on_validation_and_gates_its_choice_alone(tmp_path):
                 "alone on test: gain "
             )
             assert "not chosen" in _verdict(row) and f"#{best['id']}" in _verdict(row)
-    # 60 epochs gain +33 points [+8, +58] at p = 0.014 alone; Holm over three puts it at 0.043
+    # 60 epochs gain about +33 points, accepted alone at the full α
     assert best["decision"] == "accepted" and runs["validation"].incumbent["id"] == best["id"]
-    assert runs["holm"].incumbent["id"] == runs["holm"].baseline["id"]
     # the same seeds under Holm: the same scores, every candidate gated and corrected
     holm = [c for c in runs["holm"].candidates if c["stage"] == "train_variants"]
     assert [r["quality"]["per_seed"] for r in holm] == [r["quality"]["per_seed"] for r in rows]
     p = [r["gate"]["p_value"] for r in holm]
     assert min(r["gate"]["p_adjusted"] for r in holm) == pytest.approx(min(1, 3 * min(p)))
+    # the chosen one's p alone is the one Holm would have tripled
+    same = next(r for r in holm if r["label"] == best["label"])
+    assert same["gate"]["p_value"] == pytest.approx(best["gate"]["p_value"])
+    assert same["gate"]["p_adjusted"] == pytest.approx(min(1, 3 * best["gate"]["p_value"]))
+    accepted_under_holm = [r for r in holm if r["gate"]["p_adjusted"] < r["gate"]["alpha"]]
+    assert (runs["holm"].incumbent["id"] == runs["holm"].baseline["id"]) == (
+        not accepted_under_holm
+    )
     for row in holm:
         assert "Holm p=" in row["reason"] and "adjusted for 3)" in row["reason"]
         assert "chosen" not in row["reason"]

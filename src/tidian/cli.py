@@ -828,6 +828,7 @@ def compare_cmd(
     """Paired difference (B − A) with its CI, from two candidates of the same run."""
     from tidian.evaluation.stats import paired_compare
     from tidian.metrics import greater_is_better
+    from tidian.runs import candidate_rows
     from tidian.store import Store
 
     ledger = Store(store)
@@ -841,10 +842,17 @@ def compare_cmd(
         metric=metric,
         greater_is_better=greater_is_better(metric),
         correction=a["quality"].get("correction") or 0.0,
+        rows=candidate_rows(ledger, (a, b), metric),
+    )
+    over = (
+        f"n={cmp.n} seeds × {cmp.row_groups} test-row groups, "
+        f"rows {cmp.row_share:.0%} of the variance"
+        if cmp.row_groups
+        else f"n={cmp.n}"
     )
     console.print(
         f"{metric}: {b['label']} − {a['label']} = {cmp.mean:+.4f} "
-        f"[{cmp.low:+.4f}, {cmp.high:+.4f}] (95% CI, n={cmp.n}); paired t "
+        f"[{cmp.low:+.4f}, {cmp.high:+.4f}] (95% CI, {over}); paired t "
         f"p={cmp.p_ttest:.3g}, Wilcoxon p={cmp.p_wilcoxon:.3g}",
         markup=False,
     )

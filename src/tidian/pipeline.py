@@ -151,6 +151,22 @@ class _Run:
         self.emit = events or (lambda kind, data: None)
         self.metric = recipe.evaluate.metric or self.task.metric
         self.metrics = list(dict.fromkeys([self.metric, *DEFAULT_METRICS[self.task.target_kind]]))
+        # the metrics a gate judges, whose test-row pseudo-values every seed keeps (none when
+        # the recipe says its test rows are all it claims about: evaluate.test_rows: fixed)
+        self.row_metrics = (
+            list(
+                dict.fromkeys(
+                    [self.metric]
+                    + [
+                        m
+                        for name, config in recipe.stage_entries()
+                        if (m := STAGES.entry(name).obj(config).gate_metric()) is not None
+                    ]
+                )
+            )
+            if recipe.evaluate.test_rows == "sample"
+            else []
+        )
         self.greater = greater_is_better(self.metric)
         self.seeds = recipe.units()  # seeds, or cross-validation units (evaluation/cv.py)
         self.cv = recipe.cv()
@@ -225,7 +241,7 @@ class _Run:
                 history["transform"] = result.info
             history["worker"] = result.worker  # where the seed ran (host, node, attempt)
             self.store.add_seed_result(
-                job.key["id"], result.seed, result.scores, history, result.seconds
+                job.key["id"], result.seed, result.scores, history, result.seconds, result.rows
             )
             self.emit(
                 "seed_done",
@@ -268,6 +284,8 @@ class _Run:
             "train": TrainConfig.from_dict(proposal.train).to_dict(),
             "metrics": list(self.metrics),
             "metadata": {"run": self.run_id, "candidate": row["id"], "seed": seed},
+            # every seed is scored on the same test rows, but a cross-validation unit on its own
+            "rows": self.row_metrics if self.cv is None or task is not None else [],
         }
         if proposal.transform is not None:
             config["metadata"]["transform"] = proposal.transform
@@ -559,6 +577,8 @@ class _Run:
         decision = gate(
             _per_seed(b, self.metric),
             {"final": _per_seed(f, self.metric)},
+            incumbent_rows=self._row_table(b, self.metric),
+            rows={"final": self._row_table(f, self.metric)},
             metric=self.metric,
             greater_is_better=self.greater,
             test=test,
@@ -573,6 +593,7 @@ class _Run:
             greater_is_better=self.greater,
             confidence=spec.confidence,
             correction=self.correction,
+            rows=(self._row_table(base, self.metric), self._row_table(final, self.metric)),
         ).improvement
         scored = self.holdout if self.holdout is not None else self.task.test
         where = f"{len(seeds)} fresh seeds and {len(scored)} " + (
@@ -612,6 +633,12 @@ class _Run:
             # how much the selection-time gain overstated the confirmed one
             "optimism": selection[0] - decision.gain,
         }
+
+    def _row_table(self, row: dict[str, Any], metric: str) -> list[list[float]] | None:
+        """A candidate's seeds × test-row groups pseudo-values of ``metric``, in its seeds'
+        order; None when a seed has none (cross-validation units, runs recorded before they
+        were kept): the gate then uses the seeds' variance alone."""
+        return self.store.row_table(row["id"], metric, row["quality"].get("units") or self.seeds)
 
     def _violations(self, row: dict[str, Any]) -> list[str]:
         limits = self.recipe.constraints
@@ -667,6 +694,8 @@ class _Run:
             return gate(
                 _per_seed(incumbent, on),
                 {str(r["id"]): _per_seed(r, on) for r in group},
+                incumbent_rows=self._row_table(incumbent, on),
+                rows={str(r["id"]): self._row_table(r, on) for r in group},
                 metric=on,
                 greater_is_better=greater_is_better(on),
                 test=test,

@@ -98,6 +98,15 @@ class EvaluateSpec(_Spec):
         "gated on test with Holm's correction, the best accepted on validation is chosen. "
         "Without validation scores (folds, val_size 0) a stage uses holm.",
     )
+    test_rows: str = Field(
+        "sample",
+        pattern="^(sample|fixed)$",
+        description="sample: the test rows are a sample of the rows the model will meet, and "
+        "a gate counts their sampling as well as the seeds' (a candidate that gets other rows "
+        "right than the incumbent may look better on every seed by which rows were drawn). "
+        "fixed: the test set is all that is claimed about (a fixed benchmark split); the gate "
+        "counts the seeds alone. Cross-validation units always count the seeds alone.",
+    )
     holdout: float | None = Field(
         None,
         ge=0,

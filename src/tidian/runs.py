@@ -50,16 +50,34 @@ def short_text(value: Any) -> str:
 
 
 def paired_gain(
-    a: list[float] | None, b: list[float] | None, metric: str, correction: float = 0.0
+    a: list[float] | None,
+    b: list[float] | None,
+    metric: str,
+    correction: float = 0.0,
+    rows: tuple[Any, Any] | None = None,
 ) -> dict[str, Any] | None:
     """b − a over the same seeds (or CV units, with their ``correction``), with its 95% CI
-    (None when either is missing or unpaired)."""
+    (None when either is missing or unpaired); ``rows``: both sides' test-row pseudo-values
+    (``Store.row_table``), so that the interval is the gate's."""
     if not a or not b or len(a) != len(b) or len(a) < 2:
         return None
     cmp = paired_compare(
-        a, b, metric=metric, greater_is_better=greater_is_better(metric), correction=correction
+        a,
+        b,
+        metric=metric,
+        greater_is_better=greater_is_better(metric),
+        correction=correction,
+        rows=rows,
     )
     return {"mean": cmp.mean, "low": cmp.low, "high": cmp.high, "n": cmp.n, "p": cmp.p_ttest}
+
+
+def candidate_rows(store: Any, pair: tuple[Any, Any], metric: str) -> tuple[Any, Any]:
+    """Both candidates' test-row pseudo-values of ``metric`` for :func:`paired_gain`."""
+    return tuple(
+        store.row_table(row["id"], metric, (row.get("quality") or {}).get("units") or [])
+        for row in pair
+    )
 
 
 def confirmed_gain(confirmation: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -114,7 +132,11 @@ def overview(store: Any) -> list[dict[str, Any]]:
         gain = confirmed_gain(confirmed)  # the headline: fresh seeds, unseen rows
         if gain is None and base and final and base["id"] != final["id"] and metric:
             gain = paired_gain(
-                bq.get("per_seed"), fq.get("per_seed"), metric, fq.get("correction") or 0.0
+                bq.get("per_seed"),
+                fq.get("per_seed"),
+                metric,
+                fq.get("correction") or 0.0,
+                candidate_rows(store, (base, final), metric),
             )
         out.append(
             {

@@ -103,6 +103,9 @@ def test_pipeline_gates_on_cv_units(tmp_path):
         correction=cand["quality"]["correction"],
     )
     assert cand["gate"]["low"] == pytest.approx(cmp.low)
+    # each unit is tested on its own fold: no crossed rows to count
+    assert all(r["rows"] is None for r in store.seed_results(cand["id"]).values())
+    assert "test rows" not in cand["reason"]
     # each unit was tested on its own fold: 150 rows / 4 folds
     sizes = {round(len(tidian.load_task("iris").cv_unit(u, 4).test)) for u in range(4)}
     assert sizes <= {37, 38}

@@ -40,6 +40,17 @@ def test_compare_pairs_by_seed_and_detects_a_real_gain(vector_task):
     result = compare(weak, strong)
     assert result.metric == "accuracy" and result.n == 4
     assert result.superior() and result.p_ttest < 0.05
+    # on the test split the comparison counts its rows too: every seed kept their pseudo-values
+    rows = len(vector_task.test)
+    assert [len(r) for r in strong.row_table()] == [min(50, rows)] * 4
+    assert result.row_groups == min(50, rows) and result.row_share <= 1
+    crossed = tidian.paired_compare(
+        weak.scores(), strong.scores(), rows=(weak.row_table(), strong.row_table())
+    )
+    assert (result.low, result.high) == (crossed.low, crossed.high)
+    seeds_alone = tidian.paired_compare(weak.scores(), strong.scores())
+    assert result.row_share > 0 and result.low != seeds_alone.low
+    assert compare(weak, strong, split="val").row_groups == 0  # kept for test rows only
     with pytest.raises(ConfigError, match="same seeds"):
         compare(weak, evaluate("linear", vector_task, config, seeds=[7, 8, 9, 10]))
 

@@ -5,6 +5,7 @@ import pytest
 
 from tidian.evaluation.gate import gate, holm, pareto_front
 from tidian.evaluation.stats import paired_compare
+from tidian.metrics import row_pseudo_values
 
 INCUMBENT = [0.80, 0.82, 0.79, 0.85, 0.81]
 
@@ -108,3 +109,37 @@ def test_a_gain_whose_seeds_agree_exactly_is_not_proven_with_p_0():
     # an exactly equal candidate shows nothing
     same = decide({"c": list(INCUMBENT)})["c"]
     assert same.p_value == 1.0 and not same.accepted
+
+
+def test_the_same_extra_row_on_every_seed_is_not_a_proven_gain_when_rows_are_counted():
+    """The issue's penguins case with the test rows' pseudo-values: the candidate gets one more
+    of 67 rows right on each of 3 seeds. The rows say that is one row's luck, not a lift."""
+    y = np.zeros(67, dtype=int)
+
+    def pseudo(right: int) -> list[float]:
+        out = np.zeros((67, 2))
+        out[np.arange(67), (np.arange(67) >= right).astype(int)] = 1.0
+        return row_pseudo_values(y, out, ["accuracy"])["accuracy"]
+
+    base = [60 / 67] * 3
+    d = gate(
+        base,
+        {"c": [61 / 67] * 3},
+        metric="accuracy",
+        greater_is_better=True,
+        incumbent_rows=[pseudo(60)] * 3,
+        rows={"c": [pseudo(61)] * 3},
+    )["c"]
+    assert not d.accepted and d.low < 0 < d.high and d.gain == pytest.approx(1 / 67)
+    assert 0.1 < d.p_value < 0.25
+    assert "(test rows 100% of the variance)" in d.reason and "sign test" not in d.reason
+    # six more rows right on every seed (and none wrong) is a lift the rows cannot explain
+    many = gate(
+        base,
+        {"c": [66 / 67] * 3},
+        metric="accuracy",
+        greater_is_better=True,
+        incumbent_rows=[pseudo(60)] * 3,
+        rows={"c": [pseudo(66)] * 3},
+    )["c"]
+    assert many.accepted and many.p_value < 0.01 and many.low > 0

@@ -5,6 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from tidian import ConfigError, confidence_interval, paired_compare, summarize
+from tidian.evaluation.stats import mean_variance
 from tidian.metrics import bounds
 
 
@@ -80,3 +81,71 @@ def test_an_accuracy_interval_stays_within_0_and_1():
     )
     assert summarize([0.0, 0.0, 0.4], bounds=bounds("accuracy")).low == 0.0
     assert bounds("rmse") is None  # unbounded metrics keep their interval
+
+
+def _crossed(rng, seeds, groups, sa, sb, se, mu=0.0):
+    """Scores of a crossed design: μ + seed effect + row-group effect + interaction."""
+    return (
+        mu
+        + rng.normal(0, sa, (seeds, 1))
+        + rng.normal(0, sb, (1, groups))
+        + rng.normal(0, se, (seeds, groups))
+    )
+
+
+def test_the_crossed_variance_estimates_seeds_and_rows_and_its_interval_covers():
+    rng = np.random.default_rng(0)
+    seeds, groups, sa, sb, se = 5, 50, 0.01, 0.05, 0.03
+    truth = sa**2 / seeds + sb**2 / groups + se**2 / (seeds * groups)
+    estimates, seed_only, hits, hits_seed_only = [], [], 0, 0
+    for _ in range(2000):
+        table = _crossed(rng, seeds, groups, sa, sb, se)
+        per_seed = table.mean(axis=1)
+        v = mean_variance(per_seed, rows=table)
+        estimates.append(v.variance)
+        seed_only.append(mean_variance(per_seed).variance)
+        low, high = confidence_interval(per_seed, 0.95, rows=table)
+        hits += low <= 0 <= high
+        s_low, s_high = confidence_interval(per_seed, 0.95)
+        hits_seed_only += s_low <= 0 <= s_high
+    assert np.mean(estimates) == pytest.approx(truth, rel=0.05)
+    # the seeds alone miss the rows' part: most of the variance here
+    assert np.mean(seed_only) == pytest.approx(sa**2 / seeds + se**2 / (seeds * groups), rel=0.05)
+    assert 0.93 <= hits / 2000 <= 0.97
+    assert hits_seed_only / 2000 < 0.88  # 81% here: it claims 95%
+
+
+def test_rows_never_shrink_the_seeds_variance_and_add_nothing_when_they_agree():
+    rng = np.random.default_rng(1)
+    per_seed = np.array([0.01, 0.03, -0.02])
+    plain = mean_variance(per_seed)
+    assert (
+        plain.df == 2
+        and plain.rows == 0
+        and plain.variance == pytest.approx(per_seed.var(ddof=1) / 3)
+    )
+    # rows whose differences are noise around the seed means: no row part, the seeds' df
+    noise = per_seed[:, None] + rng.normal(0, 0.01, (3, 40))
+    v = mean_variance(per_seed, rows=noise)
+    assert v.variance >= plain.variance
+    # the same one extra row right on every seed: all the variance is the rows'
+    one_row = np.zeros((3, 40))
+    one_row[:, 7] = 1.0
+    v = mean_variance(np.full(3, 1 / 40), rows=one_row)
+    assert v.rows == v.variance == pytest.approx(np.var(one_row[0], ddof=1) / 40)
+    assert v.row_share == 1.0 and v.df == pytest.approx(39)
+    with pytest.raises(ConfigError, match="seeds × at least 2 row groups"):
+        mean_variance(per_seed, rows=np.zeros((2, 40)))
+
+
+def test_a_paired_comparison_counts_the_rows_when_both_sides_have_them():
+    rng = np.random.default_rng(2)
+    base = _crossed(rng, 4, 30, 0.01, 0.0, 0.02, mu=0.8)
+    cand = base + _crossed(rng, 4, 30, 0.005, 0.06, 0.01, mu=0.02)
+    plain = paired_compare(base.mean(1), cand.mean(1))
+    crossed = paired_compare(base.mean(1), cand.mean(1), rows=(base, cand))
+    assert crossed.mean == plain.mean and crossed.row_groups == 30
+    assert crossed.high - crossed.low > plain.high - plain.low
+    assert crossed.p_ttest > plain.p_ttest and crossed.row_share > 0.5
+    # one side without rows: the seeds alone
+    assert paired_compare(base.mean(1), cand.mean(1), rows=(None, cand)) == plain

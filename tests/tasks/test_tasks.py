@@ -75,6 +75,17 @@ def test_unknown_task_name_and_bad_option():
         load_task("iris", sed=1)
 
 
+def test_a_task_written_as_a_recipe_writes_it():
+    spec = {"name": "synthetic", "n_samples": 200, "n_features": 6}
+    task = load_task(spec)
+    assert task.input_shape == (6,) and len(task.train) + len(task.val) + len(task.test) == 200
+    assert spec == {"name": "synthetic", "n_samples": 200, "n_features": 6}  # not consumed
+    with pytest.raises(ConfigError, match="a mapping with a 'name' or 'path'"):
+        load_task({"n_samples": 200})
+    with pytest.raises(ConfigError, match="'seed'"):
+        load_task({"name": "iris", "sed": 1})
+
+
 def test_split_indices_are_disjoint_stratified_and_seeded():
     y = np.repeat(np.arange(4), 50)
     tr, va, te = split_indices(y, classes=True, val_size=0.2, test_size=0.2, seed=3)

@@ -30,6 +30,7 @@ from tidian.metrics import (
     compute_metrics,
     greater_is_better,
     predict,
+    row_pseudo_values,
 )
 from tidian.models import model_spec, save_model
 from tidian.store.artifacts import writing
@@ -53,6 +54,8 @@ class SeedRun:
     state: dict[str, torch.Tensor] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # what a transform reports
     worker: dict[str, Any] = field(default_factory=dict)  # where it ran (executors.worker_info)
+    # {metric: test-row-group pseudo-values} (metrics.row_pseudo_values), when asked for
+    rows: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +77,13 @@ class Evaluation:
     def scores(self, metric: str | None = None, split: str = "test") -> list[float]:
         metric = metric or self.metric
         return [run.scores[split][metric] for run in self.runs]
+
+    def row_table(self, metric: str | None = None) -> list[list[float]] | None:
+        """Seeds × test-row-group pseudo-values of ``metric`` (None when a seed lacks them)."""
+        metric = metric or self.metric
+        if not all(metric in run.rows for run in self.runs):
+            return None
+        return [run.rows[metric] for run in self.runs]
 
     def __getitem__(self, metric: str) -> Summary:
         """``evaluation["accuracy"]`` → the test-split Summary of that metric."""
@@ -148,10 +158,14 @@ def score_splits(
     """``{split: {metric: value}}`` on the validation and test splits that have rows;
     ``outputs(x)`` gives a model's outputs (torch or any runtime)."""
     return {
-        split: compute_metrics(getattr(task, split).y, outputs(getattr(task, split).x), metrics)
-        for split in ("val", "test")
-        if len(getattr(task, split))
+        split: compute_metrics(part.y, outputs(part.x), metrics)
+        for split, part in scorable_splits(task)
     }
+
+
+def scorable_splits(task: Any) -> list[tuple[str, Any]]:
+    """The validation and test splits of ``task`` that have rows, by name."""
+    return [(s, getattr(task, s)) for s in ("val", "test") if len(getattr(task, s))]
 
 
 def seed_result(
@@ -168,13 +182,30 @@ def seed_result(
     on) on validation and test, then save the model (with ``files`` beside it) into
     ``folder`` — a job's temporary artifact folder that the caller renames into place — or,
     without one, to ``job.out`` when the job keeps a model. ``config.metrics`` names the
-    metrics; with ``config.keep_state`` the weights come back too, and ``config.outputs``
-    lists splits whose raw outputs do."""
+    metrics; with ``config.keep_state`` the weights come back too, ``config.outputs``
+    lists splits whose raw outputs do, and ``config.rows`` metrics whose test-row pseudo-values
+    do (what a gate needs to count the test set's sampling)."""
     config = job.config
-    scores = score_splits(job.task, outputs, config["metrics"])
+    raw: dict[str, Any] = {}
+
+    def outputs_of(x: Any, split: str) -> Any:
+        raw[split] = outputs(x)
+        return raw[split]
+
+    scores = {
+        split: compute_metrics(part.y, outputs_of(part.x, split), config["metrics"])
+        for split, part in scorable_splits(job.task)
+    }
     info = dict(info or {})
     for split in config.get("outputs", ()):
-        info.setdefault("outputs", {})[split] = outputs(getattr(job.task, split).x)
+        info.setdefault("outputs", {})[split] = (
+            raw[split] if split in raw else outputs(getattr(job.task, split).x)
+        )
+    rows = (
+        row_pseudo_values(job.task.test.y, raw["test"], config["rows"])
+        if config.get("rows") and "test" in raw
+        else {}
+    )
     seconds = time.perf_counter() - start
     state = (
         {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -188,7 +219,7 @@ def seed_result(
     elif job.out is not None:
         with writing(job.out) as tmp:
             save_artifact(model, tmp, config.get("metadata"), files)
-    return SeedRun(job.seed, scores, history, seconds, state, info, worker_info())
+    return SeedRun(job.seed, scores, history, seconds, state, info, worker_info(), rows)
 
 
 def save_artifact(
@@ -303,6 +334,9 @@ def evaluate(
         config,
         names,
         keep_state=keep_models,
+        # the judged metric's test-row pseudo-values, for compare(): with folds every unit has
+        # its own test rows, and the corrected variance already counts them
+        rows=[] if cv else [metric],
     )
     done: dict[int, SeedRun] = {}
     with own_executor(executor, min(n_jobs, len(seed_list))) as runner:
@@ -337,7 +371,9 @@ def evaluate(
 def compare(
     baseline: Evaluation, candidate: Evaluation, *, metric: str | None = None, split: str = "test"
 ) -> PairedComparison:
-    """Paired comparison of two evaluations made on the same task and seeds."""
+    """Paired comparison of two evaluations made on the same task and seeds; on the test split
+    the interval counts the sampling of its rows as well as the seeds' (``stats.mean_variance``)
+    when both kept the metric's row pseudo-values (the judged metric, without folds)."""
     metric = metric or baseline.metric
     if baseline.seeds != candidate.seeds:
         raise ConfigError(
@@ -356,6 +392,7 @@ def compare(
         confidence=baseline.confidence,
         method=baseline.ci,
         correction=max(baseline.correction, candidate.correction),
+        rows=(baseline.row_table(metric), candidate.row_table(metric)) if split == "test" else None,
     )
 
 

@@ -2,7 +2,9 @@
 
 Scores are paired by seed (same seed → same split and data order for both). For each
 candidate the gain d_i = candidate_i − incumbent_i (sign-flipped for lower-is-better
-metrics) is tested one-sided with a paired t-test:
+metrics) is tested one-sided with a paired t-test — over seeds, and, when every seed was scored
+on the same test rows, over those rows too (the test set is a sample: a candidate that gets the
+same one extra row right on every seed has not shown that it is better; ``stats.mean_variance``):
 
 * superiority (quality stages):  H0: mean gain ≤ min_effect
 * non-inferiority (cost stages): H0: mean gain ≤ −margin
@@ -18,14 +20,13 @@ stage chooses on validation, alone: ``evaluate.select``.)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-from tidian.evaluation.stats import no_spread, paired_compare, sign_test_p, variance_factor
+from tidian.evaluation.stats import no_spread, one_sided_p, paired_compare, row_differences
 from tidian.exceptions import bad_value
 
 TESTS = ("superiority", "non_inferiority")
@@ -55,16 +56,6 @@ class Decision:
         return asdict(self)
 
 
-def _one_sided_p(gains: np.ndarray, threshold: float, correction: float = 0.0) -> float:
-    d = gains - threshold
-    if len(d) < 2:
-        return 1.0
-    if no_spread(d):  # no spread, no t: the exact sign test (every seed above: 0.5^n)
-        return sign_test_p(len(d)) if d[0] > 0 else 1.0
-    t = d.mean() / (d.std(ddof=1) * math.sqrt(variance_factor(len(d), correction)))
-    return float(sps.t.sf(t, len(d) - 1))
-
-
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm step-down adjusted p-values (monotone, capped at 1)."""
     m = len(p_values)
@@ -88,10 +79,16 @@ def gate(
     min_effect: float = 0.0,
     margin: float = 0.01,
     correction: float = 0.0,
+    incumbent_rows: Any = None,
+    rows: Mapping[str, Any] | None = None,
 ) -> dict[str, Decision]:
     """Decide every candidate of one stage against the incumbent (per-seed, same seeds).
     ``correction`` (ρ = n_test / n_train) when the seeds are cross-validation units: the
-    t statistic then uses Nadeau & Bengio's corrected variance."""
+    t statistic then uses Nadeau & Bengio's corrected variance. ``incumbent_rows`` and
+    ``rows[name]``: seeds × row-groups pseudo-values of the metric when every seed was scored
+    on the same test rows (``metrics.row_pseudo_values``): the test set is a sample too, and
+    its rows' part of the variance is added to the seeds' (``stats.mean_variance``); a
+    candidate without them is judged on its seeds alone."""
     if test not in TESTS:
         raise bad_value("test", f"one of {TESTS}", test)
     alpha = (1 - confidence) / 2
@@ -101,6 +98,7 @@ def gate(
     comparisons, adjusted_intervals, p_values = {}, {}, []
     bonferroni = 1 - (1 - confidence) / max(len(names), 1)  # two-sided level, α / m per side
     for name in names:
+        pair = (incumbent_rows, (rows or {}).get(name))
         cmp, adjusted_intervals[name] = (
             paired_compare(
                 incumbent,
@@ -109,11 +107,20 @@ def gate(
                 greater_is_better=greater_is_better,
                 confidence=level,
                 correction=correction,
+                rows=pair,
             )
             for level in (confidence, bonferroni)
         )
         comparisons[name] = cmp
-        p_values.append(_one_sided_p(sign * np.asarray(cmp.differences), threshold, correction))
+        table = row_differences(pair, cmp.n)
+        p_values.append(
+            one_sided_p(
+                sign * np.asarray(cmp.differences),
+                threshold,
+                correction,
+                None if table is None else sign * table,
+            )
+        )
     adjusted = holm(p_values) if names else []
     decisions = {}
     for name, p, p_adj in zip(names, p_values, adjusted):
@@ -125,7 +132,11 @@ def gate(
         if len(names) > 1:
             bound += f" ([{adjusted[1]:+.4g}, {adjusted[2]:+.4g}] adjusted for {len(names)})"
         holm_note = f"Holm p={p_adj:.3g}" if len(names) > 1 else f"p={p:.3g}"
-        if comparisons[name].n > 1 and no_spread(comparisons[name].differences):
+        cmp = comparisons[name]
+        exact = cmp.n > 1 and no_spread(cmp.differences)
+        if cmp.row_groups and (cmp.row_share > 0 or not exact):
+            holm_note += f" (test rows {cmp.row_share:.0%} of the variance)"
+        elif exact:
             holm_note += " (the seeds agree exactly: sign test)"
         if test == "superiority":
             verdict = (

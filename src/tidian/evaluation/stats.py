@@ -73,6 +73,59 @@ def variance_factor(n: int, correction: float = 0.0) -> float:
     return 1.0 / n + correction
 
 
+@dataclass(frozen=True)
+class MeanVariance:
+    """The variance of a mean over seeds (and, when the seeds share their test rows, over
+    those rows too), its degrees of freedom, and the part that the rows contribute."""
+
+    variance: float
+    df: float
+    rows: float = 0.0  # the test rows' part of ``variance``
+    groups: int = 0  # row groups it was estimated from (0: seeds alone)
+
+    @property
+    def row_share(self) -> float:
+        return self.rows / self.variance if self.variance > 0 else 0.0
+
+
+def mean_variance(
+    values: Sequence[float], correction: float = 0.0, rows: Any = None
+) -> MeanVariance:
+    """The variance of the mean of per-seed ``values`` (σ²/n, or Nadeau & Bengio's corrected
+    factor with ``correction``) plus, with ``rows`` — an (n seeds × G row groups) table of
+    jackknife pseudo-values (``metrics.row_pseudo_values``) of the same quantity, every seed
+    scored on the same test rows — the part that comes from which rows the test set holds.
+
+    Seeds and rows are crossed: the score of seed s on group g is μ + a_s + b_g + e_sg, and the
+    mean's variance is σ_a²/S + σ_b²/G + σ_e²/(S·G). The per-seed variance estimates the first
+    and last terms; two-way ANOVA of the table gives the middle one, (MS_rows − MS_residual) /
+    (S·G), cut at zero so that counting rows never shrinks the seeds' variance. Degrees of
+    freedom: Welch–Satterthwaite (seeds' n − 1 when the rows add nothing). Written here because
+    SciPy and statsmodels have two-way ANOVA tables but not this variance component of a mean.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    seeds = float(x.var(ddof=1) * variance_factor(n, correction)) if n > 1 else math.nan
+    if rows is None or n < 2:
+        return MeanVariance(seeds, max(n - 1, 1))
+    table = np.asarray(rows, dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] != n or table.shape[1] < 2:
+        raise bad_value("rows", f"{n} seeds × at least 2 row groups", table.shape)
+    s, g = table.shape
+    grand = table.mean()
+    by_row = table.mean(axis=0)
+    residual = table - table.mean(axis=1, keepdims=True) - by_row + grand
+    ms_rows = s * float(((by_row - grand) ** 2).sum()) / (g - 1)
+    ms_res = float((residual**2).sum()) / ((s - 1) * (g - 1))
+    if not ms_rows > ms_res:
+        return MeanVariance(seeds, n - 1, 0.0, g)
+    part = (ms_rows - ms_res) / (s * g)
+    df_part = (ms_rows - ms_res) ** 2 / (ms_rows**2 / (g - 1) + ms_res**2 / ((s - 1) * (g - 1)))
+    total = seeds + part
+    df = total**2 / (seeds**2 / (n - 1) + part**2 / df_part)
+    return MeanVariance(total, float(df), part, g)
+
+
 def confidence_interval(
     values: Sequence[float],
     confidence: float = 0.95,
@@ -80,21 +133,27 @@ def confidence_interval(
     *,
     seed: int = 0,
     correction: float = 0.0,
+    rows: Any = None,
 ) -> tuple[float, float]:
     """Interval for the mean of ``values``. A single value gives (nan, nan): no spread is known.
-    ``correction``: ρ of :func:`variance_factor` when the values are cross-validation units."""
+    ``correction``: ρ of :func:`variance_factor` when the values are cross-validation units;
+    ``rows``: the values' pseudo-values over test-row groups (:func:`mean_variance`)."""
     _check(confidence, method)
-    if correction and method != "t":
-        raise bad_value("ci", "'t' with cross-validation (the corrected t-interval)", method)
+    if (correction or rows is not None) and method != "t":
+        raise bad_value(
+            "ci",
+            "'t' with cross-validation or test rows (their variance's t-interval)",
+            method,
+        )
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2 or not np.isfinite(x).all():
         return math.nan, math.nan
     mean = float(x.mean())
-    if no_spread(x):
+    spread = mean_variance(x, correction, rows)
+    if no_spread(x) and not spread.rows:
         return mean, mean
     if method == "t":
-        spread = x.std(ddof=1) * math.sqrt(variance_factor(len(x), correction))
-        half = sps.t.ppf((1 + confidence) / 2, len(x) - 1) * spread
+        half = sps.t.ppf((1 + confidence) / 2, spread.df) * math.sqrt(spread.variance)
         return mean - float(half), mean + float(half)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # BCa warns on degenerate resamples; fall back below
@@ -158,6 +217,10 @@ class PairedComparison:
     confidence: float
     p_ttest: float
     p_wilcoxon: float
+    # the test rows' share of the variance of ``mean`` and the row groups it came from (0: the
+    # seeds' variance alone, as without rows or with cross-validation units)
+    row_share: float = 0.0
+    row_groups: int = 0
 
     @property
     def n(self) -> int:
@@ -189,6 +252,8 @@ class PairedComparison:
             "confidence": self.confidence,
             "p_ttest": self.p_ttest,
             "p_wilcoxon": self.p_wilcoxon,
+            "row_share": self.row_share,
+            "row_groups": self.row_groups,
         }
 
 
@@ -201,9 +266,12 @@ def paired_compare(
     confidence: float = 0.95,
     method: str = "t",
     correction: float = 0.0,
+    rows: tuple[Any, Any] | None = None,
 ) -> PairedComparison:
     """Compare two candidates scored on the same seeds (position i of each = seed i);
-    ``correction``: ρ = n_test / n_train when the seeds are cross-validation units."""
+    ``correction``: ρ = n_test / n_train when the seeds are cross-validation units; ``rows``:
+    (baseline's, candidate's) seeds × row-groups pseudo-values when every seed of both was
+    scored on the same test rows, so that the interval counts the rows' sampling too."""
     a = np.asarray(baseline, dtype=np.float64)
     b = np.asarray(candidate, dtype=np.float64)
     if len(a) != len(b):
@@ -213,7 +281,11 @@ def paired_compare(
             f"{len(a)} and {len(b)} values",
         )
     d = b - a
-    low, high = confidence_interval(d, confidence, method, correction=correction)
+    table = row_differences(rows, len(d))
+    if table is not None:
+        method = "t"  # the variance of seeds and rows together has a t-interval only
+    low, high = confidence_interval(d, confidence, method, correction=correction, rows=table)
+    spread = mean_variance(d, correction, table) if len(d) > 1 else MeanVariance(math.nan, 1)
     return PairedComparison(
         metric,
         greater_is_better,
@@ -222,9 +294,36 @@ def paired_compare(
         low,
         high,
         float(confidence),
-        _p_ttest(d, correction),
+        _p_ttest(d, correction, table),
         _p_wilcoxon(d),
+        spread.row_share,
+        spread.groups,
     )
+
+
+def row_differences(rows: tuple[Any, Any] | None, n: int) -> np.ndarray | None:
+    """Candidate minus baseline row-group pseudo-values (an n × G table), or None when either
+    side has none or their shapes differ (then the seeds' variance is used alone)."""
+    if rows is None or rows[0] is None or rows[1] is None:
+        return None
+    a, b = (np.asarray(r, dtype=np.float64) for r in rows)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] != n or a.shape[1] < 2:
+        return None
+    return b - a
+
+
+def one_sided_p(
+    d: Sequence[float], threshold: float = 0.0, correction: float = 0.0, rows: Any = None
+) -> float:
+    """p of H0: mean(d) ≤ ``threshold`` with the t of :func:`mean_variance`. No spread at all
+    (seeds agree exactly and no rows say otherwise): the exact sign test, 0.5^n, never 0."""
+    x = np.asarray(d, dtype=np.float64) - threshold
+    if len(x) < 2:
+        return 1.0
+    spread = mean_variance(x, correction, rows)
+    if no_spread(x) and not spread.rows:
+        return sign_test_p(len(x)) if x[0] > 0 else 1.0
+    return float(sps.t.sf(x.mean() / math.sqrt(spread.variance), spread.df))
 
 
 def no_spread(x: Any) -> bool:
@@ -243,15 +342,19 @@ def sign_test_p(n: int) -> float:
     return 0.5**n
 
 
-def _p_ttest(d: np.ndarray, correction: float = 0.0) -> float:
+def _p_ttest(d: np.ndarray, correction: float = 0.0, rows: Any = None) -> float:
+    """Two-sided p of the (corrected, row-counting) paired t-test; SciPy's own without either."""
     if len(d) < 2:
         return math.nan
-    if no_spread(d):  # zero variance: no t statistic; the two-sided exact sign test
+    if no_spread(d) and (rows is None or not mean_variance(d, correction, rows).rows):
+        # zero variance: no t statistic; the two-sided exact sign test
         return 1.0 if d[0] == 0 else min(1.0, 2 * sign_test_p(len(d)))
-    if not correction:
+    if not correction and rows is None:
         return float(sps.ttest_1samp(d, 0.0).pvalue)
-    t = d.mean() / (d.std(ddof=1) * math.sqrt(variance_factor(len(d), correction)))
-    return float(2 * sps.t.sf(abs(t), len(d) - 1))
+    side = 1.0 if d.mean() >= 0 else -1.0
+    return min(
+        1.0, 2 * one_sided_p(side * d, 0.0, correction, None if rows is None else side * rows)
+    )
 
 
 def _p_wilcoxon(d: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from tidian.export import OnnxModel
 from tidian.metrics import greater_is_better, predict
 from tidian.models.io import WEIGHTS, candidate_folder, load_model, seed_folder
 from tidian.recipe import CONFIRM_STAGE, stored_recipe
-from tidian.runs import paired_gain
+from tidian.runs import candidate_rows, paired_gain
 from tidian.stages import STAGES
 from tidian.store.artifacts import committed, exists, join, local
 
@@ -53,6 +53,7 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
             "low": q.get("ci_low"),
             "high": q.get("ci_high"),
             "per_seed": q.get("per_seed"),
+            "units": q.get("units"),
             "val_mean": q.get("val_mean"),
             "folds": q.get("folds"),
             "correction": q.get("correction") or 0.0,
@@ -71,7 +72,7 @@ def _brief(row: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _headline(base: dict | None, final: dict | None, metric: str) -> dict[str, Any]:
+def _headline(store: Any, base: dict | None, final: dict | None, metric: str) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline": base, "final": final, "metric": metric}
     if base and final:
         out["gain"] = paired_gain(
@@ -79,6 +80,7 @@ def _headline(base: dict | None, final: dict | None, metric: str) -> dict[str, A
             final["quality"]["per_seed"],
             metric,
             final["quality"]["correction"],
+            candidate_rows(store, (base, final), metric),
         )
         bl, fl = base["cost"]["latency_ms"], final["cost"]["latency_ms"]
         bb, fb = base["cost"]["bytes"], final["cost"]["bytes"]
@@ -88,7 +90,7 @@ def _headline(base: dict | None, final: dict | None, metric: str) -> dict[str, A
     return out
 
 
-def _stages(stages: list[dict], rows: list[dict], metric: str) -> tuple[list, list]:
+def _stages(store: Any, stages: list[dict], rows: list[dict], metric: str) -> tuple[list, list]:
     """Per stage: its candidates; and the waterfall: each stage's step for the incumbent.
 
     A stage that changed the incumbent contributes the paired gain of the new incumbent over
@@ -126,6 +128,7 @@ def _stages(stages: list[dict], rows: list[dict], metric: str) -> tuple[list, li
                 (shown or {}).get("quality", {}).get("per_seed"),
                 metric,
                 (shown or {}).get("quality", {}).get("correction") or 0.0,
+                candidate_rows(store, (before, shown), metric),
             )
             if shown and before and (shown.get("quality") or {}).get("metric") == metric
             else None
@@ -525,7 +528,7 @@ def collect(
         run["recipe"].get("evaluate") or {}
     ).get("metric")
     base, final = _brief(base_row), _brief(final_row)
-    stage_data, waterfall = _stages(stages, rows, metric) if metric else ([], [])
+    stage_data, waterfall = _stages(store, stages, rows, metric) if metric else ([], [])
     shown = [r for r in (base_row, final_row) if r and r["status"] == "done"]
     data: dict[str, Any] = {
         "format": FORMAT,
@@ -541,7 +544,10 @@ def collect(
         },
         "metric": metric,
         "greater_is_better": greater_is_better(metric) if metric else True,
-        "headline": {**_headline(base, final, metric), "confirmation": run.get("confirmation")},
+        "headline": {
+            **_headline(store, base, final, metric),
+            "confirmation": run.get("confirmation"),
+        },
         "stages": stage_data,
         "waterfall": waterfall,
         "pareto": _pareto(rows, run["pareto"] or [], run["incumbent_id"]),

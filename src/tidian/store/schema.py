@@ -89,3 +89,5 @@ class SeedResultRow(Base):
     scores: Mapped[dict[str, Any]] = mapped_column(JSON)
     history: Mapped[dict[str, Any]] = mapped_column(JSON)
     seconds: Mapped[float] = mapped_column(Float)
+    # {metric: pseudo-values per test-row group} (metrics.row_pseudo_values); None: not kept
+    rows: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

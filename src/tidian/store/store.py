@@ -468,10 +468,12 @@ class Store:
         scores: dict[str, Any],
         history: dict[str, Any],
         seconds: float,
+        rows: dict[str, Any] | None = None,
     ) -> None:
         """Record seed ``seed`` of a candidate as done: its scores per split, its history and
-        training time (one ``seed_results`` row; the seed's model is already on disk). Raises
-        StoreError when the seed is already recorded (a seed is written exactly once)."""
+        training time (one ``seed_results`` row; the seed's model is already on disk), and
+        its test rows' pseudo-values when kept. Raises StoreError when the seed is already
+        recorded (a seed is written exactly once)."""
         with self._session() as s:
             s.add(
                 SeedResultRow(
@@ -480,8 +482,19 @@ class Store:
                     scores=scores,
                     history=history,
                     seconds=seconds,
+                    rows=rows or None,
                 )
             )
+
+    def row_table(
+        self, candidate_id: int, metric: str, seeds: list[int]
+    ) -> list[list[float]] | None:
+        """A candidate's test-row pseudo-values of ``metric``, one list per seed of ``seeds``
+        in that order (what a gate adds to the seeds' variance); None when a seed has none
+        (cross-validation units, metrics no gate judges, runs recorded before they were kept)."""
+        results = self.seed_results(candidate_id)
+        tables = [((results.get(s) or {}).get("rows") or {}).get(metric) for s in seeds]
+        return None if not tables or any(t is None for t in tables) else tables
 
     def seed_results(self, candidate_id: int) -> dict[int, dict[str, Any]]:
         """A candidate's finished seeds, ``{seed: row}``. Writes nothing."""

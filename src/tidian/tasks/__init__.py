@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tidian.exceptions import ConfigError, DataError
+from tidian.exceptions import ConfigError, DataError, bad_value
 from tidian.registry import check_options
 from tidian.tasks.builtin import TASKS
 from tidian.tasks.loaders import array_task, load_file, loader_for, read_idx
@@ -14,12 +15,19 @@ from tidian.tasks.task import Split, Task
 __all__ = ["TASKS", "Split", "Task", "array_task", "check_task", "load_task", "read_idx"]
 
 
-def load_task(name_or_path: str | Path | Task, **options: Any) -> Task:
-    """A built-in task by name (``tidian tasks`` lists them), or a task read from a file/folder.
+def load_task(name_or_path: str | Path | Task | Mapping[str, Any], **options: Any) -> Task:
+    """A built-in task by name (``tidian tasks`` lists them), or a task read from a file/folder
+    (also written as a recipe writes it: ``{"name" or "path": ..., **options}``).
 
     >>> load_task("iris", seed=1)                                # doctest: +SKIP
     >>> load_task("reviews.tsv", text="text", target="label")    # doctest: +SKIP
     """
+    if isinstance(name_or_path, Mapping):  # {"name" or "path": ..., **options}, as in a recipe
+        spec = dict(name_or_path)
+        where = spec.pop("name", None) or spec.pop("path", None)
+        if not isinstance(where, str):
+            raise bad_value("task", "a mapping with a 'name' or 'path' and options", spec)
+        return load_task(where, **spec, **options)
     if isinstance(name_or_path, Task):
         if options:
             raise ConfigError("options cannot be applied to an already built Task.")
