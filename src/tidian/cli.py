@@ -539,6 +539,8 @@ class _Log:
         elif kind == "stage_done":
             if data.get("skipped"):
                 self.line(f"  skipped: {data['skipped']}")
+            elif data.get("cut"):
+                self.line(f"  the time limit left untrained: {', '.join(data['cut'])}")
             for row in data["candidates"]:
                 if row["stage"] != "baseline":
                     self.line(f"  #{row['id']} {_verdict(row)}")
@@ -647,6 +649,26 @@ def _print_run(res) -> None:
             _verdict(row),
         )
     console.print(decisions)
+    for line in _stage_notes(res.stages):
+        console.print(line, markup=False, highlight=False)
+
+
+def _stage_notes(stages: list[dict[str, Any]]) -> list[str]:
+    """What a stage did not do, and why: skipped (its premise, the time limit) or candidates
+    the time limit left untrained."""
+    out = []
+    for st in stages:
+        note = st.get("report") or {}
+        where = f"stage {st['position']} {st['name']}"
+        if note.get("skipped"):
+            out.append(f"{where}: skipped: {note['skipped']}")
+        elif note.get("cut"):
+            cut = note["cut"]
+            out.append(
+                f"{where}: {cut['why']}; not trained: {', '.join(cut['candidates'])} "
+                "(`tidian run --resume` trains them)"
+            )
+    return out
 
 
 RUNTIMES = {"onnxruntime": "ORT"}  # short names of deployment runtimes in tables
@@ -701,6 +723,16 @@ def run_cmd(
             "$TIDIAN_ARTIFACTS, else tidian-runs/ beside a SQLite ledger.",
         ),
     ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            metavar="DURATION",
+            help="Wall-clock limit (90s, 15m, 1h30m): sets the recipe's budget.time; the run "
+            "keeps time for its confirmation, stops starting stages and candidates when it is "
+            "up and says what it cut.",
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
     import tidian.pipeline as pipeline
@@ -733,6 +765,7 @@ def run_cmd(
                 threads=threads,
                 executor=runner,
                 events=_Progress(progress) if live else _Log(console),
+                time_limit=time_limit,
             )
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
         how = f" ({stop})" if isinstance(stop, Interrupted) else ""

@@ -15,6 +15,8 @@ ledger row; finished candidates and finished seeds are read back, not redone.
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,15 @@ from tidian.metrics import (
 )
 from tidian.metrics import bounds as metric_bounds
 from tidian.models.io import candidate_folder, seed_folder
-from tidian.recipe import CONFIRM_STAGE, DEFAULT_RECIPE, Recipe, load_recipe, stored_recipe
+from tidian.recipe import (
+    CONFIRM_STAGE,
+    DEFAULT_RECIPE,
+    Recipe,
+    duration_text,
+    load_recipe,
+    parse_duration,
+    stored_recipe,
+)
 from tidian.stages import STAGES, Context, Proposal, Stage
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
@@ -141,6 +151,8 @@ class _Run:
         task: Any,
         holdout: Any = None,
         no_holdout: str | None = None,
+        limit: float | None = None,
+        started: float = 0.0,
     ) -> None:
         self.recipe, self.store, self.run_id, self.task = recipe, store, run_id, task
         # the holdout's rows: read by the confirmation alone (never part of a stage's task)
@@ -173,6 +185,11 @@ class _Run:
         self.correction = self.cv.correction(task) if self.cv else 0.0
         self._unit_tasks: dict[int, Any] = {}
         self.directory = store.run(run_id)["directory"]  # a folder, or a URL (store.artifacts)
+        # the time limit (budget.time, --time-limit): seconds and the clock time it ends
+        self.limit = limit
+        self.deadline = None if limit is None else started + limit
+        self.reserve = 0.0  # seconds kept for the confirmation (re-estimated at each stage)
+        self.cut: list[str] = []  # the last evaluate()'s proposals the limit left untrained
 
     def task_for(self, seed: int) -> Any:
         """The task seed ``seed`` trains and is scored on: the run's task, or with folds its
@@ -199,10 +216,59 @@ class _Run:
         """Train every missing seed of every proposal (all at once, so ``--jobs`` workers stay
         busy across candidates), then measure each finished candidate. Returns the rows.
         The confirmation gives each proposal its own parent, its fresh seeds, its task, and
-        the stage position it came from (``origins``: whose resources its jobs need)."""
+        the stage position it came from (``origins``: whose resources its jobs need).
+
+        Under a time limit a stage's proposals go in waves — whole candidates, enough jobs to
+        keep every worker busy — and a wave starts only while the time left (after the
+        confirmation's, re-estimated for every candidate that may become the final) is at
+        least what the wave before it took: the rows of the waves that ran come back (the
+        first proposals'), and ``self.cut`` names the others (never a candidate with some of
+        its seeds: every kept candidate stays paired)."""
         seeds = self.seeds if seeds is None else seeds
         parents = [parent] * len(proposals) if parents is None else parents
         origins = [position] * len(proposals) if origins is None else origins
+        self.cut = []
+        if self.deadline is None or task is not None or position == 0:
+            return self._evaluate(position, stage, proposals, parents, seeds, task, origins)
+        rows: list[dict[str, Any]] = []
+        start, last = 0, 0.0
+        incumbent = self.store.get_candidate(parent) if parent is not None else None
+        while start < len(proposals):
+            # the confirmation of whichever may become the final: the incumbent or a
+            # candidate of this stage; a wave is expected to take as long as the one before
+            if incumbent is not None:
+                self.reserve = max(self._confirmation_estimate(r) for r in [incumbent, *rows])
+            if self._time_left() <= last:
+                self.cut = [p.label for p in proposals[start:]]
+                break
+            stop, jobs = start, 0
+            while stop < len(proposals) and (jobs < self.executor.workers or stop == start):
+                jobs += len(seeds)
+                stop += 1
+            began = _clock()
+            rows += self._evaluate(
+                position,
+                stage,
+                proposals[start:stop],
+                parents[start:stop],
+                seeds,
+                task,
+                origins[start:stop],
+            )
+            start, last = stop, _clock() - began
+        return rows
+
+    def _evaluate(
+        self,
+        position: int,
+        stage: str,
+        proposals: list[Proposal],
+        parents: list[int | None],
+        seeds: list[int],
+        task: Any,
+        origins: list[int],
+    ) -> list[dict[str, Any]]:
+        """:meth:`evaluate` for one batch of proposals, trained together."""
         rows = [
             self.store.candidate(
                 self.run_id,
@@ -398,6 +464,7 @@ class _Run:
                 for c in self.store.candidates(self.run_id)
                 if c["status"] == "done" and c["stage"] != CONFIRM_STAGE
             )
+            left = self._stage_time(incumbent)  # None: no time limit
             ctx = Context(
                 # with folds, stages that search on one split (tune, compress) use unit 0's
                 self.task_for(self.seeds[0]),
@@ -418,8 +485,14 @@ class _Run:
                     {"position": at, "what": what, "done": done, "total": total},
                 ),
                 incumbent=next((h for h in history if h["id"] == incumbent["id"]), None),
+                # a search inside the stage (tune's trials) may use half of what is left: the
+                # other half trains its proposals on the run's seeds
+                time_left=None if left is None else max(left, 0.0) / 2,
             )
-            proposals = stage.run(proposal, ctx)
+            if left is not None and left <= 0:
+                proposals = ctx.skip(self._out_of_time())
+            else:
+                proposals = stage.run(proposal, ctx)
             if len({p.label for p in proposals}) != len(proposals):
                 raise ConfigError(
                     f"stages[{position - 1}].{name}: two candidates are the same; "
@@ -430,6 +503,10 @@ class _Run:
                 "stage_started", {"position": position, "name": name, "candidates": len(proposals)}
             )
             rows = self.evaluate(position, name, proposals, incumbent["id"])
+            if self.cut:
+                ctx.notes["cut"] = {"candidates": self.cut, "why": self._out_of_time()}
+                if not rows:
+                    ctx.skip(f"{self._out_of_time()}; no candidate trained")
             winner = (
                 self._decide(
                     stage.gate_kind() or entry.meta.get("kind", "quality"),
@@ -455,13 +532,73 @@ class _Run:
                     "incumbent": incumbent,
                     "candidates": [self.store.get_candidate(r["id"]) for r in rows],
                     "skipped": ctx.notes.get("skipped"),
+                    "cut": (ctx.notes.get("cut") or {}).get("candidates"),
                 },
             )
         self.store.update_run(self.run_id, pareto=self._pareto())
         self.confirm(self.store.get_candidate(incumbent["id"]), len(self.recipe.stages) + 1)
         self.store.update_run(self.run_id, status="finished")
 
+    # -- the time limit ---------------------------------------------------------------------------
+    def _stage_time(self, incumbent: dict[str, Any]) -> float | None:
+        """Seconds a stage may use (None: no limit): to the deadline, less what the
+        confirmation of ``incumbent`` would take (kept in ``self.reserve`` for the stage)."""
+        if self.deadline is None:
+            return None
+        self.reserve = self._confirmation_estimate(incumbent)
+        return self._time_left()
+
+    def _time_left(self) -> float:
+        return self.deadline - _clock() - self.reserve if self.deadline is not None else math.inf
+
+    def _out_of_time(self) -> str:
+        return (
+            f"{OUT_OF_TIME} ({duration_text(self.limit or 0)}) is reached, with "
+            f"{duration_text(self.reserve)} kept for the confirmation"
+        )
+
+    def _confirmation_estimate(self, final: dict[str, Any]) -> float:
+        """How long the confirmation of ``final`` would take: every model it re-runs (the
+        baseline, the final and what its jobs read; with no change kept yet, the baseline
+        twice, for the candidate a later stage may keep) × the fresh seeds × the measured
+        mean seconds of a seed of each, over the workers, plus a few seconds a candidate for
+        its cost measurement."""
+        seeds = len(self.recipe.confirm_seeds())
+        if not seeds:
+            return 0.0
+        base = next(c for c in self.store.candidates(self.run_id) if c["stage"] == "baseline")
+        plan = (
+            [base["id"], base["id"]]
+            if final["id"] == base["id"]
+            else self._confirmation_plan(base["id"], final["id"])[0]
+        )
+        per_seed = 0.0
+        for cid in plan:
+            done = self.store.seed_results(cid).values()
+            per_seed += sum(r["seconds"] for r in done) / max(len(done), 1)
+        workers = max(1, min(self.executor.workers, seeds))
+        return per_seed * -(-seeds // workers) + COST_SECONDS * len(plan)
+
     # -- the confirmation: the headline ---------------------------------------------------------
+    def _confirmation_plan(self, base: int, final: int) -> tuple[list[int], dict[int, list[int]]]:
+        """What the confirmation re-runs, in order: the baseline, then the final and the
+        models its jobs read, each after those it reads (a candidate trained anew on the path
+        holds every change before it, so those before it need no copy); and what each reads."""
+        folders = {str(self._candidate_dir(c)): c for c in self.proposals}
+        needs: dict[int, list[int]] = {}
+        needed: list[int] = []
+
+        def visit(cid: int) -> None:
+            if cid not in needed:
+                needs[cid] = self._needs(cid, folders)
+                for need in needs[cid]:
+                    visit(need)
+                needed.append(cid)
+
+        visit(base)
+        visit(final)
+        return needed, needs
+
     def _needs(self, cid: int, folders: dict[str, int]) -> list[int]:
         """The candidates whose models candidate ``cid``'s jobs read: its parent when it is
         made from the parent's weights, and those named by folder in its transform (an
@@ -496,21 +633,7 @@ class _Run:
         path = [final["id"]]
         while path[-1] != base["id"]:
             path.append(self.proposals[path[-1]][1])
-        folders = {str(self._candidate_dir(c)): c for c in self.proposals}
-        needs = {}  # candidate id -> the candidates whose models its jobs read
-        needed: list[int] = []  # every model the final's jobs read, those it needs first
-
-        def visit(cid: int) -> None:
-            if cid not in needed:
-                needs[cid] = self._needs(cid, folders)
-                for need in needs[cid]:
-                    visit(need)
-                needed.append(cid)
-
-        # the baseline, then the final and the models its jobs read: a candidate trained anew
-        # on the path holds every change before it, so those before it need no copy
-        visit(base["id"])
-        visit(final["id"])
+        needed, needs = self._confirmation_plan(base["id"], final["id"])
         task = self.task if self.holdout is None else self.task.replace(test=self.holdout)
         copies: dict[int, int] = {}  # candidate id -> its confirmation copy's id
         positions = {c["id"]: c["stage_position"] for c in ledger}
@@ -944,6 +1067,12 @@ class _Run:
 # 10.4 µs for one model, measured), so the costs recorded per candidate cannot decide this.
 FASTER = 0.9
 
+# Under a time limit: what a candidate's cost measurement (latency, throughput, size) takes,
+# counted per model in the confirmation's estimate; the clock the limit is read on.
+COST_SECONDS = 3.0
+_clock = time.monotonic
+OUT_OF_TIME = "the time limit"  # how what the limit cut is said (and found again on resume)
+
 
 def _cost_gains(before: dict[str, Any], after: dict[str, Any], ratio: float) -> list[str]:
     """What a compressed candidate gained on the deployment runtime (empty: nothing);
@@ -1093,6 +1222,7 @@ def run(
     threads: int | None = None,
     executor: Executor | None = None,
     events: Events | None = None,
+    time_limit: float | str | None = None,
 ) -> RunResult:
     """Run a recipe (or resume run ``resume``) and return what the ledger holds at the end.
 
@@ -1104,8 +1234,11 @@ def run(
     Jobs run on ``executor`` (the caller keeps and closes it); without one, ``jobs=N`` and
     ``threads=T`` are the shorthand for ``LocalExecutor(N, T)``, made and closed here
     (``threads``: torch threads per job; default every core in one process, 1 per worker).
-    """
 
+    ``time_limit`` (seconds, or text like ``15m``) sets the recipe's ``budget.time``; on a
+    resume it limits that session (without it, the recipe's limit does).
+    """
+    started = _clock()
     ledger = store if isinstance(store, Store) else Store(store)
     if resume is not None:
         if recipe is not None:
@@ -1114,7 +1247,7 @@ def run(
                 "uses the recipe it started with."
             )
         row = ledger.run(resume)
-        if row["status"] == "finished":
+        if row["status"] == "finished" and not cut_by_time(ledger, resume):
             raise DataError(f"run {resume!r} already finished; start a new run instead.")
         if row["status"] == "running" and row.get("driver") and stale(row) is None:
             who = row["driver"]
@@ -1130,6 +1263,15 @@ def run(
     else:
         parsed = load_recipe(DEFAULT_RECIPE if recipe is None else recipe)
         run_id = None
+        if time_limit is not None:  # recorded with the recipe
+            parsed = parsed.model_copy(
+                update={"budget": parsed.budget.model_copy(update={"time": time_limit})}
+            )
+    limit = (
+        parse_duration(time_limit, "time limit")
+        if time_limit is not None
+        else parsed.budget.seconds()
+    )
     # The task and its metric are checked before the ledger gets a row: a recipe whose data
     # cannot load leaves nothing behind.
     task, holdout, no_holdout = parsed.load_tasks()
@@ -1168,7 +1310,18 @@ def run(
             )
         try:
             with ledger.heartbeat(run_id):
-                _Run(parsed, ledger, run_id, runner, events, task, holdout, no_holdout).execute()
+                _Run(
+                    parsed,
+                    ledger,
+                    run_id,
+                    runner,
+                    events,
+                    task,
+                    holdout,
+                    no_holdout,
+                    limit,
+                    started,
+                ).execute()
         except KeyboardInterrupt:
             ledger.update_run(run_id, status="interrupted")
             raise
@@ -1176,6 +1329,16 @@ def run(
             ledger.update_run(run_id, status="failed", error=f"{type(err).__name__}: {err}")
             raise
     return result(ledger, run_id)
+
+
+def cut_by_time(store: Store, run_id: str) -> bool:
+    """Whether the time limit left some of run ``run_id`` undone (a stage skipped or
+    candidates not trained for it): such a finished run can be resumed to do the rest."""
+    for st in store.stages(run_id):
+        note = st.get("report") or {}
+        if note.get("cut") or str(note.get("skipped", "")).startswith(OUT_OF_TIME):
+            return True
+    return False
 
 
 def result(store: Store, run_id: str) -> RunResult:

@@ -118,6 +118,71 @@ class EvaluateSpec(_Spec):
     )
 
 
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(
+    rf"\s*(?:{_NUMBER}\s*h)?\s*(?:{_NUMBER}\s*m(?:in)?)?\s*(?:{_NUMBER}\s*s)?\s*"
+)
+MAX_DURATION = 30 * 24 * 3600.0  # a month: beyond it, a typo
+
+
+def parse_duration(value: Any, what: str = "budget.time") -> float:
+    """Seconds from a number of seconds or a text like ``90s``, ``15m``, ``1h30m``, ``2.5h``."""
+    seconds = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().lower()
+        match = _DURATION.fullmatch(text)
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif match and any(match.groups()):
+            h, m, sec = (float(g) if g else 0.0 for g in match.groups())
+            seconds = 3600 * h + 60 * m + sec
+    if seconds is None or not 0 < seconds <= MAX_DURATION:
+        raise ConfigError(
+            f"{what}: " * bool(what) + "a positive duration up to 30 days, in seconds or as "
+            f"text like 90s, 15m, 1h30m; got {value!r}."
+        )
+    return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """``14 min 5 s``, ``46 s``, ``1 h 2 min``: a duration as people read it."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+class BudgetSpec(_Spec):
+    """What the whole run may spend (``tidian run --time-limit`` sets ``time``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    time: float | str | None = Field(
+        None,
+        description="Wall-clock limit of a run (each session of it, a resume included): "
+        "seconds, or text like 90s, 15m, 1h30m. Time for the confirmation is kept aside; "
+        "stages run in order while time is left, a stage's candidates in waves (every seed "
+        "of a candidate, or of none; a wave starts while the time left is at least what the "
+        "one before it took), a search stage (tune) searches for at most half of what is "
+        "left; what the limit cut is recorded and shown. None: no limit.",
+    )
+
+    @field_validator("time")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if value is not None:
+            parse_duration(value, "")
+        return value
+
+    def seconds(self) -> float | None:
+        return None if self.time is None else parse_duration(self.time)
+
+
 class ConfirmSpec(_Spec):
     """The confirmation after the last stage: the baseline and the final model's path re-run
     on fresh seeds, paired seed by seed and scored on the holdout."""
@@ -177,6 +242,7 @@ class Recipe(_Spec):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig options.")
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     constraints: Constraints | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     resources: ResourcesSpec | None = Field(

@@ -418,3 +418,11 @@ def test_a_choice_of_lists_searches_layer_shapes():
     ).run(INCUMBENT, context)
     assert context.notes["complete"] == 4  # every trial trained its drawn shape
     assert all(p.model["hidden"] in ([8], [16, 8]) for p in proposals)
+
+
+def test_the_run_s_time_limit_stops_the_search():
+    """Under a time limit the pipeline gives the stage ``ctx.time_left`` (half of what is
+    left); the search stops starting trials then, whatever ``trials`` says (at least one)."""
+    context = ctx(time_left=0.0)  # no time: one second, the least a search is given
+    proposals = tune(trials=10_000, pruner="none", sampler="random").run(INCUMBENT, context)
+    assert proposals and 1 <= context.notes["complete"] < 10_000

@@ -205,9 +205,18 @@ def _stages(d: dict[str, Any]) -> str:
                 ]
             )
         cfg = short_text(st["config"]) if st["config"] else ""
+        note = st.get("report") or {}
+        said = (
+            f"skipped: {note['skipped']}"
+            if note.get("skipped")
+            else f"{note['cut']['why']}; not trained: {', '.join(note['cut']['candidates'])}"
+            if note.get("cut")
+            else ""
+        )
         parts.append(
             f"<h3>{st['position']}. {escape(st['name'])}</h3>"
             + (f'<p class="muted">{escape(cfg)}</p>' if cfg else "")
+            + (f"<p><strong>{escape(said)}</strong></p>" if said else "")
         )
         flips_head = (
             f"test rows right / wrong vs parent (summed over {seeds} seeds)"

@@ -78,6 +78,8 @@ class Context:
     progress: Any = None  # progress(what, done, total) for long work inside a stage
     resources: dict[str, Any] | None = None  # what one of this stage's jobs needs (a cluster)
     incumbent: dict[str, Any] | None = None  # the incumbent's entry in ``history``
+    # under the run's time limit: seconds a search inside the stage may take (None: no limit)
+    time_left: float | None = None
 
     def skip(self, why: str) -> list:
         """No proposals, and why (a sentence): the run records and shows the stage as

@@ -322,6 +322,9 @@ class Tune(Stage):
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         optuna = require("optuna", "tune", "the tune stage")
         config = self.config
+        if ctx.time_left is not None:  # the run's time limit: the search stops in time
+            limit = min(config.timeout_s or math.inf, max(ctx.time_left, 1.0))
+            config = dataclasses.replace(config, timeout_s=limit)
         objectives = list(config.objectives) or [ctx.metric]
         study = open_study(
             ctx.storage,

@@ -344,13 +344,16 @@ class Store:
     def stage(
         self, run_id: str, position: int, name: str, config: dict[str, Any], incumbent: int | None
     ) -> dict[str, Any]:
-        """The stage row at ``position``, created if new (resume finds the existing one):
-        writes at most one ``stages`` row."""
+        """The stage row at ``position``, created if new (resume finds the existing one, and
+        records the incumbent it starts from now: a run the time limit cut may have changed
+        it by training what the limit left out): writes at most one ``stages`` row."""
         with self._session() as s:
             row = s.scalar(
                 select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
             )
-            if row is None:
+            if row is not None:
+                row.incumbent_before = incumbent
+            else:
                 row = StageRow(
                     run_id=run_id,
                     position=position,
@@ -371,7 +374,9 @@ class Store:
         report: dict[str, Any] | None = None,
     ) -> None:
         """Mark the stage at ``position`` finished with the incumbent after it and its report
-        (one row updated). Raises DataError when the stage was never started."""
+        (one row updated; a report given, even empty, replaces the one a stage finished
+        before left, as a resumed stage's own does). Raises DataError when the stage was never
+        started."""
         with self._session() as s:
             row = s.scalar(
                 select(StageRow).where(StageRow.run_id == run_id, StageRow.position == position)
@@ -379,8 +384,8 @@ class Store:
             if row is None:
                 raise DataError(f"run {run_id!r} has no stage at position {position}.")
             row.status, row.incumbent_after = "finished", incumbent
-            if report:
-                row.report = report
+            if report is not None:
+                row.report = report or None
 
     def stages(self, run_id: str) -> list[dict[str, Any]]:
         """The stage rows of a run in recipe order (the baseline is position 0). Writes

@@ -1,0 +1,144 @@
+"""The run's time limit (``budget.time``, ``tidian run --time-limit``): stages share it in
+order, a stage's candidates go in waves of whole candidates, the confirmation's time is kept
+aside, and what the limit cut is recorded and said. The clock is the pipeline's own, moved by
+the test when a candidate finishes: nothing here waits on real time."""
+
+import pytest
+
+import tidian.pipeline as pipeline
+from tidian.cli import _stage_notes, main
+from tidian.exceptions import ConfigError, DataError
+from tidian.recipe import RecipeError, load_recipe
+from tidian.report import write_report
+from tidian.store import Store
+
+RECIPE = {
+    "task": {"name": "iris"},
+    "model": {"name": "linear"},
+    "train": {"epochs": 3, "lr": 0.01},
+    "evaluate": {"seeds": 2},
+    "confirm": {"seeds": 2},
+    "stages": [
+        {"train_variants": {"candidates": [{"epochs": 60}, {"epochs": 30}, {"lr": 0.0001}]}},
+        {"architecture": {"candidates": [{"name": "mlp", "hidden": [8]}]}},
+    ],
+}
+
+
+class Clock:
+    """Stands still until told to jump."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_limit_cuts_whole_candidates_then_stages_and_says_so(tmp_path, monkeypatch, capsys):
+    clock = Clock()
+    monkeypatch.setattr(pipeline, "_clock", clock)
+    trained = []
+
+    def events(kind, data):
+        if kind == "candidate_done" and data["candidate"]["stage"] == "train_variants":
+            trained.append(data["candidate"]["label"])
+            clock.now = 10_000.0  # the first candidate of stage 1 used up the time
+
+    store = Store(f"sqlite:///{tmp_path / 'budget.db'}", artifacts=tmp_path / "runs")
+    result = pipeline.run(RECIPE, store=store, events=events, time_limit="15m")
+    assert result.status == "finished"
+    assert load_recipe(store.run(result.run_id)["recipe"]).budget.time == "15m"  # recorded
+    # one worker: a wave is one candidate (every one of its seeds); the later ones are cut
+    assert trained == ["epochs=60"]
+    stage1 = [c for c in result.candidates if c["stage"] == "train_variants"]
+    assert [c["label"] for c in stage1] == ["epochs=60"]
+    assert len(store.seed_results(stage1[0]["id"])) == 2  # paired: both seeds
+    first, second = (s for s in result.stages if s["position"] in (1, 2))
+    assert first["report"]["cut"]["candidates"] == ["epochs=30", "lr=0.0001"]
+    assert first["report"]["cut"]["why"].startswith("the time limit (15 min) is reached, with ")
+    assert "kept for the confirmation" in first["report"]["cut"]["why"]
+    # the next stage did not start; nothing of it is in the ledger
+    assert second["report"]["skipped"].startswith("the time limit (15 min) is reached")
+    assert not [c for c in result.candidates if c["stage"] == "architecture"]
+    # the confirmation, whose time was kept aside, still ran when a change was kept
+    if result.incumbent["id"] != result.baseline["id"]:
+        assert result.confirmation["held"] in (True, False) and result.confirmations
+    write_report(store, result.run_id, tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "not trained: epochs=30, lr=0.0001" in html and "skipped: the time limit" in html
+    notes = _stage_notes(result.stages)
+    assert notes[0].startswith("stage 1 train_variants: the time limit (15 min) is reached")
+    assert notes[0].endswith(
+        "not trained: epochs=30, lr=0.0001 (`tidian run --resume` trains them)"
+    )
+    assert notes[1].startswith("stage 2 architecture: skipped: the time limit")
+    # a run the limit cut resumes, with another limit or none, and does the rest
+    clock.now = 0.0
+    again = pipeline.run(store=store, resume=result.run_id)
+    assert again.status == "finished"
+    labels = [c["label"] for c in again.candidates if c["stage"] == "train_variants"]
+    assert labels == ["epochs=60", "epochs=30", "lr=0.0001"]
+    assert [c["label"] for c in again.candidates if c["stage"] == "architecture"]
+    assert not _stage_notes(again.stages)
+    assert again.stages[2]["incumbent_before"] == again.stages[1]["incumbent_after"]
+    with pytest.raises(DataError, match="already finished"):
+        pipeline.run(store=store, resume=result.run_id)
+
+
+def test_without_a_limit_nothing_is_cut(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(pipeline, "_clock", clock)
+    clock.now = 1e9  # no limit: the clock is never read against a deadline
+    recipe = {**RECIPE, "stages": RECIPE["stages"][:1]}
+    store = Store(f"sqlite:///{tmp_path / 'free.db'}", artifacts=tmp_path / "runs")
+    result = pipeline.run(recipe, store=store)
+    assert len([c for c in result.candidates if c["stage"] == "train_variants"]) == 3
+    assert not any((s["report"] or {}).get("cut") for s in result.stages)
+
+
+def test_a_limit_smaller_than_the_baseline_keeps_the_baseline_and_skips_every_stage(
+    tmp_path, monkeypatch
+):
+    clock = Clock()
+    monkeypatch.setattr(pipeline, "_clock", clock)
+
+    def events(kind, data):
+        if kind == "candidate_done":
+            clock.now += 120.0  # the baseline alone takes longer than the limit
+
+    store = Store(f"sqlite:///{tmp_path / 'tiny.db'}", artifacts=tmp_path / "runs")
+    result = pipeline.run({**RECIPE, "budget": {"time": 60}}, store=store, events=events)
+    assert result.status == "finished" and result.incumbent["id"] == result.baseline["id"]
+    assert [c["stage"] for c in result.candidates] == ["baseline"]
+    assert all("time limit (1 min)" in s["report"]["skipped"] for s in result.stages[1:])
+    assert result.confirmation == {"skipped": "no stage kept a change"}
+
+
+@pytest.mark.parametrize("bad", ["", "soon", -5, 0, "2 days", True])
+def test_a_limit_that_is_no_duration_is_refused_before_anything_is_written(tmp_path, bad):
+    with pytest.raises(RecipeError, match="budget.time: a (positive duration|number or text)"):
+        load_recipe({**RECIPE, "budget": {"time": bad}})
+    store = Store(f"sqlite:///{tmp_path / 'bad.db'}", artifacts=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="time limit: a positive duration"):
+        pipeline.run(RECIPE, store=store, time_limit=bad)
+    assert store.runs() == []
+
+
+def test_the_cli_refuses_a_time_limit_that_is_no_duration(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: iris\nmodel: {name: linear}\n")
+    with pytest.raises(SystemExit) as done:
+        main(
+            [
+                "run",
+                str(recipe),
+                "--time-limit",
+                "ten minutes",
+                "--store",
+                f"sqlite:///{tmp_path}/x.db",
+            ]
+        )
+    assert done.value.code == 2
+    assert "time limit: a positive duration" in capsys.readouterr().err
+    assert Store(f"sqlite:///{tmp_path}/x.db").runs() == []
