@@ -41,6 +41,16 @@ def iris_recipe(path, seeds: int = 2, **more) -> str:
     return str(path)
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``tidian ARGV`` in this process: (exit status, stdout, stderr)."""
+    from tidian.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
 def running(pid: int) -> bool:
     """Whether process ``pid`` runs (gone and zombies waiting to be reaped do not; /proc)."""
     try:

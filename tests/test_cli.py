@@ -4,14 +4,7 @@ import sys
 
 import pytest
 
-from tidian.cli import main
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
+from conftest import run_cli as run
 
 
 def test_tasks_lists_builtins(capsys):

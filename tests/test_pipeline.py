@@ -14,9 +14,9 @@ import torch
 import yaml
 
 import tidian.pipeline as pipeline
-from conftest import iris_recipe, running
+from conftest import iris_recipe, run_cli, running
 from tidian import ConfigError, DataError, paired_compare
-from tidian.cli import _verdict, main
+from tidian.cli import _verdict
 from tidian.store import Store, stale
 
 TINY = {
@@ -220,13 +220,6 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, capsys):
 def _progress_lines(out: str) -> list[str]:
     """The timed log lines of ``tidian run``'s output, without their time stamps."""
     return [line[9:].strip() for line in out.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
-
-
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_:
-        main(list(argv))
-    out = capsys.readouterr()
-    return exit_.value.code, out.out, out.err
 
 
 @pytest.mark.slow  # a whole pipeline run

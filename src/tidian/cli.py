@@ -409,6 +409,48 @@ def recipe_schema_cmd() -> None:
     _print_json(recipe_schema())
 
 
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        metavar="TASK",
+        help="A built-in task or a data file (CSV, Parquet, NPZ, an image folder…).",
+    ),
+]
+TargetOpt = Annotated[
+    str | None, typer.Option(metavar="COLUMN", help="With a table: the column to predict.")
+]
+TextOpt = Annotated[
+    str | None, typer.Option(metavar="COLUMN", help="With a table: a text column to read.")
+]
+
+
+def _task_spec(task: str, target: str | None, text: str | None) -> str | dict[str, Any]:
+    """A task as a recipe writes it: a built-in name, or ``{path: FILE, target: …}``."""
+    from tidian.tasks import TASKS
+
+    if task in TASKS and target is None and text is None:
+        return task
+    extra = {k: v for k, v in (("target", target), ("text", text)) if v is not None}
+    return {("name" if task in TASKS else "path"): task, **extra}
+
+
+@recipe_app.command("suggest")
+def recipe_suggest_cmd(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="A built-in task or a data file.")],
+    target: TargetOpt = None,
+    text: TextOpt = None,
+) -> None:
+    """Print a recipe made for TASK from its kind and size (tables: MLPs, tuning, an ensemble
+    with gradient-boosted trees, int8; sequences, images, text: the zoo's models). Keep it
+    (`> recipe.yaml`), edit it, run it; `tidian run --task` runs it as printed."""
+    from tidian.suggest import recipe_text, suggest_recipe
+
+    spec = _task_spec(task, target, text)
+    recipe, notes = suggest_recipe(spec)
+    sys.stdout.write(recipe_text(recipe, notes, task))
+
+
 @recipe_app.command("of")
 def recipe_of_cmd(run_id: RunIdArg, store: StoreOpt = None) -> None:
     """Print a finished run's final model as a standalone recipe: its baseline, then one
@@ -723,6 +765,9 @@ def run_cmd(
             "$TIDIAN_ARTIFACTS, else tidian-runs/ beside a SQLite ledger.",
         ),
     ] = None,
+    task: TaskOpt = None,
+    target: TargetOpt = None,
+    text: TextOpt = None,
     time_limit: Annotated[
         str | None,
         typer.Option(
@@ -734,9 +779,30 @@ def run_cmd(
         ),
     ] = None,
 ) -> None:
-    """Run a recipe (the built-in default without one): baseline, stages, gate, ledger."""
+    """Run a recipe (the built-in default without one; with --task, the one `tidian recipe
+    suggest` makes for that task): baseline, stages, gate, ledger."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
+
+    source: Path | dict[str, Any] | None = recipe
+    if task is not None:
+        if recipe is not None or resume is not None:
+            raise ConfigError(
+                "--task runs the recipe suggested for a task: give it without a RECIPE "
+                "or --resume (`tidian recipe suggest TASK > recipe.yaml` writes that recipe)."
+            )
+        from tidian.suggest import recipe_text, suggest_recipe
+
+        source, notes = suggest_recipe(_task_spec(task, target, text))
+        # plain text, never wrapped: the recipe can be copied from the log as it is
+        sys.stdout.write(
+            f"the recipe suggested for {task} (`tidian recipe suggest` prints it to keep):\n"
+            + recipe_text(source, notes, task)
+            + "\n"
+        )
+        sys.stdout.flush()
+    elif target is not None or text is not None:
+        raise ConfigError("--target and --text describe a --task's table; give --task too.")
 
     if report is not None:
         from tidian.report import writable
@@ -758,7 +824,7 @@ def run_cmd(
         live = console.is_terminal  # a log file gets plain lines as things finish
         with _progress(console) if live else contextlib.nullcontext() as progress:
             res = pipeline.run(
-                recipe,
+                source,
                 store=ledger,
                 resume=resume,
                 jobs=jobs,

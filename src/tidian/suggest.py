@@ -1,0 +1,133 @@
+"""A recipe you do not have to write: ``tidian recipe suggest TASK`` and ``tidian run --task``.
+
+The suggestion is built from what the task is — its input kind, its target, how many training
+rows it has — and from the optional features installed (a stage whose extra is missing is
+left out and the recipe says so in a comment). It is plain recipe data, printed so a person
+can keep and edit it; nothing here decides anything a recipe could not say.
+
+* tables (vector inputs): a linear baseline, wider MLPs, a tuning stage (learning rate,
+  weight decay, dropout of the best architecture; Optuna), an ensemble of the winner with
+  gradient-boosted trees (LightGBM), then int8 quantisation of the winner (ONNX Runtime),
+  gated for non-inferiority;
+* sequences: the zoo's MLP against a 1-D CNN and a GRU (the quick start's recipe);
+* images: an MLP against a 2-D CNN;
+* text: a bag of embeddings against a 1-D CNN over token embeddings.
+
+Seeds: 5 below 2,000 training rows (small test sets need them), else 3.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import yaml
+
+from tidian.exceptions import ConfigError
+from tidian.recipe import task_target, validate_recipe
+from tidian.tasks import load_task
+
+SMALL = 2_000  # training rows below which a run gets 5 seeds and smaller batches
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def suggest_recipe(task: str | dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``(recipe, notes)`` for ``task`` (a built-in name, ``{name: ...}`` or ``{path: ...,
+    target: ...}``): a validated recipe as plain data, and what was left out and why."""
+    target, options = task_target(task)
+    loaded = load_task(target, **options)
+    rows = len(loaded.train)
+    small = rows < SMALL
+    kind = loaded.input_kind
+    notes: list[str] = []
+    recipe: dict[str, Any] = {
+        "task": task,
+        "evaluate": {"seeds": 5 if small else 3},
+    }
+    batch = 32 if small else 128
+    if kind == "vector":
+        recipe["model"] = {"name": "linear"}
+        recipe["train"] = {
+            "optimizer": "adam",
+            "lr": 0.01,
+            "epochs": 60 if small else 20,
+            "batch_size": batch,
+            "patience": 10,
+        }
+        stages: list[dict[str, Any]] = [
+            {
+                "architecture": {
+                    "candidates": [
+                        {"name": "mlp", "hidden": [64]},
+                        {"name": "mlp", "hidden": [128, 64], "dropout": 0.1},
+                    ]
+                }
+            }
+        ]
+        if _installed("optuna"):
+            stages.append(
+                {
+                    "tune": {
+                        "space": {
+                            "lr": {"float": [1e-4, 3e-2], "log": True},
+                            "weight_decay": {"float": [1e-6, 1e-2], "log": True},
+                        },
+                        "trials": 20,
+                        "top_k": 2,
+                    }
+                }
+            )
+        else:
+            notes.append("no tune stage: Optuna is not installed (pip install 'tidian[tune]')")
+        if _installed("lightgbm"):
+            stages.append(
+                {"ensemble": {"members": "boosting", "k": 2, "combine": ["average", "weighted"]}}
+            )
+        else:
+            notes.append(
+                "no ensemble with gradient-boosted trees: LightGBM is not installed "
+                "(pip install 'tidian[boost]')"
+            )
+    elif kind == "sequence":
+        recipe["model"] = {"name": "mlp", "hidden": [100, 100], "residual": True}
+        recipe["train"] = {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": batch}
+        stages = [
+            {
+                "architecture": {
+                    "candidates": [
+                        {"name": "cnn1d", "width": 32, "depth": 3, "pool": True, "norm": "batch"},
+                        {"name": "gru", "hidden": 32, "bidirectional": True, "readout": "mean"},
+                    ],
+                    "train": {"lr": 0.003, "schedule": "cosine"},
+                }
+            }
+        ]
+    elif kind == "image":
+        recipe["model"] = {"name": "mlp", "hidden": [128]}
+        recipe["train"] = {"optimizer": "adam", "lr": 0.003, "epochs": 20, "batch_size": batch}
+        stages = [{"architecture": {"candidates": [{"name": "cnn2d", "width": 32}]}}]
+    elif kind == "text":
+        recipe["model"] = {"name": "embedding_bag"}
+        recipe["train"] = {"optimizer": "adam", "lr": 0.003, "epochs": 20, "batch_size": batch}
+        stages = [{"architecture": {"candidates": [{"name": "cnn1d", "width": 64}]}}]
+    else:  # pragma: no cover - every task kind is one of the above
+        raise ConfigError(f"no suggestion for {kind!r} inputs; write a recipe instead.")
+    if _installed("onnxruntime"):
+        stages.append({"quantize": {"mode": "dynamic"}})
+    else:
+        notes.append("no quantisation: ONNX Runtime is not installed (pip install 'tidian[onnx]')")
+    recipe["stages"] = stages
+    validate_recipe(recipe)  # a suggestion is a recipe like any other
+    return recipe, notes
+
+
+def recipe_text(recipe: dict[str, Any], notes: list[str], about: str) -> str:
+    """The suggestion as a YAML file a person can keep: what it was made for, what was left
+    out, then the recipe."""
+    head = [f"# A recipe suggested for {about} (tidian recipe suggest); edit it freely."]
+    head += [f"# {note}" for note in notes]
+    body = yaml.safe_dump(recipe, sort_keys=False, width=100, default_flow_style=None)
+    return "\n".join(head) + "\n" + body

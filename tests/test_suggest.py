@@ -1,0 +1,113 @@
+"""A recipe you do not have to write: `tidian recipe suggest TASK` and `tidian run --task`."""
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli
+from tidian.cli import main
+from tidian.recipe import RecipeError, load_recipe
+from tidian.store import Store
+from tidian.suggest import suggest_recipe
+
+
+def _stages(recipe):
+    return [next(iter(s)) for s in recipe["stages"]]
+
+
+@pytest.mark.parametrize(
+    ("task", "baseline", "stages", "seeds"),
+    [
+        ("breast_cancer", "linear", ["architecture", "tune", "ensemble", "quantize"], 5),
+        ("mnist1d", "mlp", ["architecture", "quantize"], 3),
+        ("digits", "mlp", ["architecture", "quantize"], 5),
+    ],
+)
+def test_the_suggestion_follows_the_task_s_kind_and_size(task, baseline, stages, seeds):
+    recipe, notes = suggest_recipe(task)
+    assert recipe["task"] == task and recipe["model"]["name"] == baseline
+    assert _stages(recipe) == stages and recipe["evaluate"]["seeds"] == seeds
+    assert notes == []  # every optional feature is installed here
+    load_recipe(recipe)  # a recipe like any other
+
+
+def test_a_missing_feature_leaves_its_stage_out_and_says_so(monkeypatch):
+    import tidian.suggest as suggest
+
+    monkeypatch.setattr(suggest, "_installed", lambda module: module != "lightgbm")
+    recipe, notes = suggest_recipe("breast_cancer")
+    assert "ensemble" not in _stages(recipe)
+    assert notes == [
+        "no ensemble with gradient-boosted trees: LightGBM is not installed "
+        "(pip install 'tidian[boost]')"
+    ]
+
+
+def _table(path, rows=150):
+    """A small CSV: four numbers, a category, a binary label that depends on two of them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4))
+    color = rng.choice(["red", "green", "blue"], rows)
+    y = (x[:, 0] + 0.5 * x[:, 1] + 0.3 * rng.normal(size=rows) > 0).astype(int)
+    lines = ["a,b,c,d,color,label"] + [
+        f"{r[0]:.4f},{r[1]:.4f},{r[2]:.4f},{r[3]:.4f},{c},{'yes' if t else 'no'}"
+        for r, c, t in zip(x, color, y)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_recipe_suggest_prints_a_recipe_to_keep(tmp_path, capsys):
+    data = _table(tmp_path / "data.csv")
+    code, out, _ = run_cli(capsys, "recipe", "suggest", str(data), "--target", "label")
+    assert code == 0
+    assert out.startswith(f"# A recipe suggested for {data} (tidian recipe suggest)")
+    kept = tmp_path / "recipe.yaml"
+    kept.write_text(out)
+    recipe = load_recipe(kept)
+    assert recipe.task == {"path": str(data), "target": "label"}
+    assert [name for name, _ in recipe.stage_entries()] == [
+        "architecture",
+        "tune",
+        "ensemble",
+        "quantize",
+    ]
+    # a column that is not there is said before anything trains
+    with pytest.raises(SystemExit):
+        main(["recipe", "suggest", str(data), "--target", "nope"])
+    assert "nope" in capsys.readouterr().err
+
+
+def test_run_task_refuses_a_recipe_beside_it_and_a_target_without_it(tmp_path, capsys):
+    data = _table(tmp_path / "data.csv")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: iris\nmodel: {name: linear}\n")
+    code, _, err = run_cli(capsys, "run", str(recipe), "--task", str(data), "--store", url)
+    assert code == 2 and "without a RECIPE" in err
+    code, _, err = run_cli(capsys, "run", "--target", "label", "--store", url)
+    assert code == 2 and "give --task too" in err
+    assert Store(url).runs() == []
+    with pytest.raises(RecipeError):
+        load_recipe({"task": "iris", "model": {"name": "linear"}, "budget": {"time": "x"}})
+
+
+@pytest.mark.slow  # a whole pipeline run of the suggested recipe (about a minute)
+def test_run_task_runs_the_suggested_recipe_on_a_csv(tmp_path, capsys):
+    data = _table(tmp_path / "data.csv")
+    url = f"sqlite:///{tmp_path / 'csv.db'}"
+    code, out, _ = run_cli(capsys, "run", "--task", str(data), "--target", "label", "--store", url)
+    assert code == 0
+    assert f"the recipe suggested for {data}" in out
+    store = Store(url)
+    (run,) = store.runs()
+    assert run["status"] == "finished"
+    recipe = yaml.safe_load(yaml.safe_dump(run["recipe"]))
+    assert recipe["task"] == {"path": str(data), "target": "label"}
+    stages = [s["name"] for s in store.stages(run["id"])]
+    assert stages == ["baseline", "architecture", "tune", "ensemble", "quantize"]
+    # every stage ran and decided (or said why not)
+    for st in store.stages(run["id"])[1:]:
+        rows = [c for c in store.candidates(run["id"]) if c["stage_position"] == st["position"]]
+        assert rows or (st["report"] or {}).get("skipped")
+        assert all(c["decision"] in ("accepted", "rejected") for c in rows)
