@@ -40,7 +40,7 @@ def _files(store: Store, row: dict, seed: int) -> dict[str, bytes]:
 @pytest.mark.slow  # two whole pipeline runs
 def test_the_written_out_path_rebuilds_the_same_model_per_seed(tmp_path, capsys):
     first = Store(f"sqlite:///{tmp_path / 'a.db'}", artifacts=tmp_path / "a")
-    searched = pipeline.run(RECIPE, store=first, threads=1)
+    searched = pipeline.run(RECIPE, store=first, threads=1, time_limit="1h")
     rows = {c["stage_position"]: c for c in searched.candidates}
     assert rows[1]["decision"] == rows[3]["decision"] == "accepted"
     assert rows[2]["decision"] == "rejected" and searched.incumbent["id"] == rows[3]["id"]
@@ -57,6 +57,7 @@ def test_the_written_out_path_rebuilds_the_same_model_per_seed(tmp_path, capsys)
     assert "transform" not in trained and trained["gate"] == "superiority"
     assert quantized["transform"] == [{"quantize": rows[3]["transform"][0]["quantize"]}]
     assert quantized["gate"] == "non_inferiority"
+    assert "budget" not in written  # a time limit could cut a step of the rebuild
     assert {k: written[k] for k in ("task", "model", "train")} == {
         k: RECIPE[k] for k in ("task", "model", "train")
     }

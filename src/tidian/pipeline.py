@@ -1414,4 +1414,5 @@ def path_recipe(store: Store, run_id: str) -> dict[str, Any]:
         if margin is not None:
             entry["margin"] = margin
         entries.append({"apply": entry})
-    return {**written, "stages": entries}
+    # without the run's time limit: a limit could cut a step and the rebuild would differ
+    return {**{k: v for k, v in written.items() if k != "budget"}, "stages": entries}
