@@ -696,20 +696,15 @@ def _print_run(res) -> None:
 
 
 def _stage_notes(stages: list[dict[str, Any]]) -> list[str]:
-    """What a stage did not do, and why: skipped (its premise, the time limit) or candidates
-    the time limit left untrained."""
+    """What each stage did not do, and why (``runs.stage_note``), a line per stage."""
+    from tidian.runs import stage_note
+
     out = []
     for st in stages:
-        note = st.get("report") or {}
-        where = f"stage {st['position']} {st['name']}"
-        if note.get("skipped"):
-            out.append(f"{where}: skipped: {note['skipped']}")
-        elif note.get("cut"):
-            cut = note["cut"]
-            out.append(
-                f"{where}: {cut['why']}; not trained: {', '.join(cut['candidates'])} "
-                "(`tidian run --resume` trains them)"
-            )
+        if said := stage_note(st.get("report")):
+            cut = (st.get("report") or {}).get("cut")
+            resume = " (`tidian run --resume` trains them)" if cut else ""
+            out.append(f"stage {st['position']} {st['name']}: {said}{resume}")
     return out
 
 

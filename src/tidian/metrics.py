@@ -204,7 +204,7 @@ def row_pseudo_values(
     ``G·θ − (G−1)·θ₋g`` for ``G`` fixed row groups: for a mean over rows (accuracy) exactly
     the group's own mean. Their spread across groups is how much the score owes to which rows
     happened to be in the test set: what a gate adds to the seeds' variance when every seed
-    is scored on the same rows (``stats.crossed_variance``). Fewer than 2 rows: none."""
+    is scored on the same rows (``stats.mean_variance``). Fewer than 2 rows: none."""
     n = len(y)
     if n < 2:
         return {}

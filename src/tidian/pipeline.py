@@ -490,6 +490,7 @@ class _Run:
                 time_left=None if left is None else max(left, 0.0) / 2,
             )
             if left is not None and left <= 0:
+                ctx.notes["out_of_time"] = True
                 proposals = ctx.skip(self._out_of_time())
             else:
                 proposals = stage.run(proposal, ctx)
@@ -504,6 +505,7 @@ class _Run:
             )
             rows = self.evaluate(position, name, proposals, incumbent["id"])
             if self.cut:
+                ctx.notes["out_of_time"] = True
                 ctx.notes["cut"] = {"candidates": self.cut, "why": self._out_of_time()}
                 if not rows:
                     ctx.skip(f"{self._out_of_time()}; no candidate trained")
@@ -553,7 +555,7 @@ class _Run:
 
     def _out_of_time(self) -> str:
         return (
-            f"{OUT_OF_TIME} ({duration_text(self.limit or 0)}) is reached, with "
+            f"the time limit ({duration_text(self.limit or 0)}) is reached, with "
             f"{duration_text(self.reserve)} kept for the confirmation"
         )
 
@@ -1071,7 +1073,6 @@ FASTER = 0.9
 # counted per model in the confirmation's estimate; the clock the limit is read on.
 COST_SECONDS = 3.0
 _clock = time.monotonic
-OUT_OF_TIME = "the time limit"  # how what the limit cut is said (and found again on resume)
 
 
 def _cost_gains(before: dict[str, Any], after: dict[str, Any], ratio: float) -> list[str]:
@@ -1334,11 +1335,7 @@ def run(
 def cut_by_time(store: Store, run_id: str) -> bool:
     """Whether the time limit left some of run ``run_id`` undone (a stage skipped or
     candidates not trained for it): such a finished run can be resumed to do the rest."""
-    for st in store.stages(run_id):
-        note = st.get("report") or {}
-        if note.get("cut") or str(note.get("skipped", "")).startswith(OUT_OF_TIME):
-            return True
-    return False
+    return any((st.get("report") or {}).get("out_of_time") for st in store.stages(run_id))
 
 
 def result(store: Store, run_id: str) -> RunResult:

@@ -34,7 +34,7 @@ from tidian.models.base import MODELS
 from tidian.registry import check_options
 from tidian.stages import STAGES
 from tidian.stages.space import is_distribution
-from tidian.tasks import TASKS, check_task, load_task
+from tidian.tasks import TASKS, check_task, load_task, task_target
 from tidian.tasks.task import carve_holdout
 from tidian.training.config import TrainConfig
 
@@ -132,10 +132,9 @@ def parse_duration(value: Any, what: str = "budget.time") -> float:
         seconds = float(value)
     elif isinstance(value, str) and value.strip():
         text = value.strip().lower()
-        match = _DURATION.fullmatch(text)
-        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        if re.fullmatch(_NUMBER, text):
             seconds = float(text)
-        elif match and any(match.groups()):
+        elif (match := _DURATION.fullmatch(text)) and any(match.groups()):
             h, m, sec = (float(g) if g else 0.0 for g in match.groups())
             seconds = 3600 * h + 60 * m + sec
     if seconds is None or not 0 < seconds <= MAX_DURATION:
@@ -596,14 +595,6 @@ def _check_task(task: Any) -> None:
             raise RecipeError(
                 message if message.startswith("task ") else f"task: {message}"
             ) from None
-
-
-def task_target(task: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """A recipe's task as (built-in name or file path, loading options)."""
-    if isinstance(task, str):
-        return task, {}
-    options = dict(task)
-    return options.pop("name", None) or options.pop("path"), options
 
 
 def _check_evaluate(recipe: Recipe) -> None:

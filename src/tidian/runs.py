@@ -80,6 +80,17 @@ def candidate_rows(store: Any, pair: tuple[Any, Any], metric: str) -> tuple[Any,
     )
 
 
+def stage_note(report: dict[str, Any] | None) -> str:
+    """What a stage did not do, and why, as the log, the tables and the report say it: skipped
+    (its premise, the time limit), or the candidates the time limit left untrained ("" if none)."""
+    note = report or {}
+    if note.get("skipped"):
+        return f"skipped: {note['skipped']}"
+    if note.get("cut"):
+        return f"{note['cut']['why']}; not trained: {', '.join(note['cut']['candidates'])}"
+    return ""
+
+
 def confirmed_gain(confirmation: dict[str, Any] | None) -> dict[str, Any] | None:
     """A run's confirmed gain shaped as :func:`paired_gain`'s, with ``confirmed`` and whether
     it ``held``; None when the run has no confirmation's gate."""

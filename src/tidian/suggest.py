@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 
 from tidian.exceptions import ConfigError
-from tidian.recipe import task_target, validate_recipe
-from tidian.tasks import load_task
+from tidian.recipe import validate_recipe
+from tidian.tasks import load_task, task_target
 
 SMALL = 2_000  # training rows below which a run gets 5 seeds and smaller batches
 

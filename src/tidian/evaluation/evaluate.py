@@ -186,15 +186,10 @@ def seed_result(
     lists splits whose raw outputs do, and ``config.rows`` metrics whose test-row pseudo-values
     do (what a gate needs to count the test set's sampling)."""
     config = job.config
-    raw: dict[str, Any] = {}
-
-    def outputs_of(x: Any, split: str) -> Any:
-        raw[split] = outputs(x)
-        return raw[split]
-
+    raw = {split: outputs(part.x) for split, part in scorable_splits(job.task)}
     scores = {
-        split: compute_metrics(part.y, outputs_of(part.x, split), config["metrics"])
-        for split, part in scorable_splits(job.task)
+        split: compute_metrics(getattr(job.task, split).y, out, config["metrics"])
+        for split, out in raw.items()
     }
     info = dict(info or {})
     for split in config.get("outputs", ()):

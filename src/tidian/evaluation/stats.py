@@ -346,11 +346,9 @@ def _p_ttest(d: np.ndarray, correction: float = 0.0, rows: Any = None) -> float:
     """Two-sided p of the (corrected, row-counting) paired t-test; SciPy's own without either."""
     if len(d) < 2:
         return math.nan
-    if no_spread(d) and (rows is None or not mean_variance(d, correction, rows).rows):
-        # zero variance: no t statistic; the two-sided exact sign test
-        return 1.0 if d[0] == 0 else min(1.0, 2 * sign_test_p(len(d)))
-    if not correction and rows is None:
+    if not correction and rows is None and not no_spread(d):
         return float(sps.ttest_1samp(d, 0.0).pvalue)
+    # twice the one-sided p on the side of the mean (no spread at all: the exact sign test)
     side = 1.0 if d.mean() >= 0 else -1.0
     return min(
         1.0, 2 * one_sided_p(side * d, 0.0, correction, None if rows is None else side * rows)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tidian.report import svg
 from tidian.report.svg import fmt
-from tidian.runs import confirmed_gain, gain_text, short_text
+from tidian.runs import confirmed_gain, gain_text, short_text, stage_note
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#222;margin:0;
@@ -205,14 +205,7 @@ def _stages(d: dict[str, Any]) -> str:
                 ]
             )
         cfg = short_text(st["config"]) if st["config"] else ""
-        note = st.get("report") or {}
-        said = (
-            f"skipped: {note['skipped']}"
-            if note.get("skipped")
-            else f"{note['cut']['why']}; not trained: {', '.join(note['cut']['candidates'])}"
-            if note.get("cut")
-            else ""
-        )
+        said = stage_note(st.get("report"))
         parts.append(
             f"<h3>{st['position']}. {escape(st['name'])}</h3>"
             + (f'<p class="muted">{escape(cfg)}</p>' if cfg else "")

@@ -12,7 +12,25 @@ from tidian.tasks.builtin import TASKS
 from tidian.tasks.loaders import array_task, load_file, loader_for, read_idx
 from tidian.tasks.task import Split, Task
 
-__all__ = ["TASKS", "Split", "Task", "array_task", "check_task", "load_task", "read_idx"]
+__all__ = [
+    "TASKS",
+    "Split",
+    "Task",
+    "array_task",
+    "check_task",
+    "load_task",
+    "read_idx",
+    "task_target",
+]
+
+
+def task_target(task: str | Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A task as a recipe writes it — a built-in name, ``{name: ..., **options}`` or ``{path:
+    FILE, **options}`` — as (built-in name or file path, loading options)."""
+    if isinstance(task, str):
+        return task, {}
+    options = dict(task)
+    return options.pop("name", None) or options.pop("path", None), options
 
 
 def load_task(name_or_path: str | Path | Task | Mapping[str, Any], **options: Any) -> Task:
@@ -22,9 +40,8 @@ def load_task(name_or_path: str | Path | Task | Mapping[str, Any], **options: An
     >>> load_task("iris", seed=1)                                # doctest: +SKIP
     >>> load_task("reviews.tsv", text="text", target="label")    # doctest: +SKIP
     """
-    if isinstance(name_or_path, Mapping):  # {"name" or "path": ..., **options}, as in a recipe
-        spec = dict(name_or_path)
-        where = spec.pop("name", None) or spec.pop("path", None)
+    if isinstance(name_or_path, Mapping):  # as a recipe writes it
+        where, spec = task_target(name_or_path)
         if not isinstance(where, str):
             raise bad_value("task", "a mapping with a 'name' or 'path' and options", spec)
         return load_task(where, **spec, **options)
