@@ -142,3 +142,11 @@ def test_the_cli_refuses_a_time_limit_that_is_no_duration(tmp_path, capsys):
     assert done.value.code == 2
     assert "time limit: a positive duration" in capsys.readouterr().err
     assert Store(f"sqlite:///{tmp_path}/x.db").runs() == []
+
+
+def test_a_misspelt_budget_key_is_named_with_the_budget_s_own_keys():
+    with pytest.raises(
+        RecipeError,
+        match=r"budget.tim: unknown key 'tim' \(did you mean 'time'\?\); allowed: time$",
+    ):
+        load_recipe({**RECIPE, "budget": {"tim": "1m"}})

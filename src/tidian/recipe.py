@@ -532,12 +532,12 @@ def validate_recipe(data: Any) -> Recipe:
             f"constraints, stages); got {type(data).__name__}."
         )
     fields = list(Recipe.model_fields)
+    # each section's own keys, for its unknown-key messages (a new section needs nothing here)
     nested = {
-        ("evaluate",): list(EvaluateSpec.model_fields),
-        ("confirm",): list(ConfirmSpec.model_fields),
-        ("constraints",): list(Constraints.model_fields),
-        ("deploy",): list(DeploySpec.model_fields),
-        ("resources",): list(ResourcesSpec.model_fields),
+        (name,): list(kind.model_fields)
+        for name, field in Recipe.model_fields.items()
+        for kind in (field.annotation, *get_args(field.annotation))
+        if isinstance(kind, type) and issubclass(kind, _Spec)
     }
     try:
         recipe = Recipe.model_validate(data)
