@@ -18,7 +18,7 @@ def _stages(recipe):
 @pytest.mark.parametrize(
     ("task", "baseline", "stages", "seeds"),
     [
-        ("breast_cancer", "linear", ["architecture", "tune", "ensemble", "quantize"], 5),
+        ("breast_cancer", "linear", ["architecture", "tune", "ensemble", "refit", "quantize"], 5),
         ("mnist1d", "mlp", ["architecture", "quantize"], 3),
         ("digits", "mlp", ["architecture", "quantize"], 5),
     ],
@@ -36,10 +36,20 @@ def test_a_missing_feature_leaves_its_stage_out_and_says_so(monkeypatch):
 
     monkeypatch.setattr(suggest, "_installed", lambda module: module != "lightgbm")
     recipe, notes = suggest_recipe("breast_cancer")
-    assert "ensemble" not in _stages(recipe)
+    (architecture,) = [s["architecture"] for s in recipe["stages"] if "architecture" in s]
+    names = [c["name"] for c in architecture["candidates"]]
+    assert names == ["xgboost", "catboost", "random_forest", "extra_trees", "mlp"]
+    (tune,) = [s["tune"] for s in recipe["stages"] if "tune" in s]
+    assert [b["name"] for b in tune["space"]["model"]["choice"]] == ["catboost"]
+    assert notes == ["no lightgbm candidates: not installed (pip install 'tidian[boost]')"]
+    monkeypatch.setattr(suggest, "_installed", lambda module: module in ("sklearn", "optuna"))
+    recipe, notes = suggest_recipe("breast_cancer")
+    assert _stages(recipe) == ["architecture", "ensemble", "refit"]
     assert notes == [
-        "no ensemble with gradient-boosted trees: LightGBM is not installed "
-        "(pip install 'tidian[boost]')"
+        "no lightgbm, xgboost, catboost candidates: not installed (pip install 'tidian[boost]')",
+        "no tune stage: it searches LightGBM and CatBoost, and neither is installed "
+        "(pip install 'tidian[boost]')",
+        "no quantisation: ONNX Runtime is not installed (pip install 'tidian[onnx]')",
     ]
 
 
@@ -70,6 +80,7 @@ def test_recipe_suggest_prints_a_recipe_to_keep(tmp_path, capsys):
         "architecture",
         "tune",
         "ensemble",
+        "refit",
         "quantize",
     ]
     # a column that is not there is said before anything trains
@@ -105,7 +116,7 @@ def test_run_task_runs_the_suggested_recipe_on_a_csv(tmp_path, capsys):
     recipe = yaml.safe_load(yaml.safe_dump(run["recipe"]))
     assert recipe["task"] == {"path": str(data), "target": "label"}
     stages = [s["name"] for s in store.stages(run["id"])]
-    assert stages == ["baseline", "architecture", "tune", "ensemble", "quantize"]
+    assert stages == ["baseline", "architecture", "tune", "ensemble", "refit", "quantize"]
     # every stage ran and decided (or said why not)
     for st in store.stages(run["id"])[1:]:
         rows = [c for c in store.candidates(run["id"]) if c["stage_position"] == st["position"]]

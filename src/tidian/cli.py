@@ -1173,14 +1173,21 @@ def explain_cmd(
     if as_json:
         _print_json(to_json(data))
         return
-    ag = data["agreement"]
-    console.print(
-        f"candidate {row['id']} ({row['label']}) of run {run_id}: Integrated Gradients "
-        f"({steps} steps, zero baseline) and saliency; agreement Spearman "
-        f"{ag['mean_spearman']:.2f}, top-{ag['top']} overlap {ag['mean_top_overlap']:.0%}",
-        highlight=False,
-        markup=False,
-    )
+    if data.get("gradient_free"):
+        console.print(
+            f"candidate {row['id']} ({row['label']}) of run {run_id}: {data['gradient_free']}",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        ag = data["agreement"]
+        console.print(
+            f"candidate {row['id']} ({row['label']}) of run {run_id}: Integrated Gradients "
+            f"({steps} steps, zero baseline) and saliency; agreement Spearman "
+            f"{ag['mean_spearman']:.2f}, top-{ag['top']} overlap {ag['mean_top_overlap']:.0%}",
+            highlight=False,
+            markup=False,
+        )
     names = data.get("feature_names")
     for ex in data["examples"]:
         ig = np.asarray(ex["integrated_gradients"]).reshape(-1)

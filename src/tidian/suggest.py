@@ -5,10 +5,12 @@ rows it has — and from the optional features installed (a stage whose extra is
 left out and the recipe says so in a comment). It is plain recipe data, printed so a person
 can keep and edit it; nothing here decides anything a recipe could not say.
 
-* tables (vector inputs): a linear baseline, wider MLPs, a tuning stage (learning rate,
-  weight decay, dropout of the best architecture; Optuna), an ensemble of the winner with
-  gradient-boosted trees (LightGBM), then int8 quantisation of the winner (ONNX Runtime),
-  gated for non-inferiority;
+* tables (vector inputs): a linear baseline; the tabular families — LightGBM, XGBoost,
+  CatBoost, random forest, extra trees — and an MLP as architecture candidates; a tuning stage
+  over the boosting families' main hyperparameters (Optuna); a weighted ensemble of the run's
+  five best candidates (what AutoGluon ends with); a refit of a single winner on training +
+  validation rows; then int8 quantisation of the winner (ONNX Runtime), gated for
+  non-inferiority;
 * sequences: the zoo's MLP against a 1-D CNN and a GRU (the quick start's recipe);
 * images: an MLP against a 2-D CNN;
 * text: a bag of embeddings against a 1-D CNN over token embeddings.
@@ -34,6 +36,44 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+# the tabular families (models/trees.py) and the library each needs
+_LIBRARY = {
+    "lightgbm": "lightgbm",
+    "xgboost": "xgboost",
+    "catboost": "catboost",
+    "random_forest": "sklearn",
+    "extra_trees": "sklearn",
+}
+# what tune searches: the boosting families' main knobs (AutoGluon's search ranges, roughly)
+_TUNED = [
+    {
+        "name": "lightgbm",
+        "num_leaves": {"int": [8, 128], "log": True},
+        "learning_rate": {"float": [0.01, 0.2], "log": True},
+        "min_child_samples": {"int": [3, 50], "log": True},
+        "colsample_bytree": {"float": [0.5, 1.0]},
+    },
+    {
+        "name": "catboost",
+        "depth": {"int": [4, 8]},
+        "learning_rate": {"float": [0.02, 0.2], "log": True},
+        "l2_leaf_reg": {"float": [1.0, 10.0], "log": True},
+    },
+]
+
+
+def _tabular_families(notes: list[str]) -> list[dict[str, Any]]:
+    """The architecture stage's candidates for a table: every tree family whose library is
+    installed, and an MLP."""
+    families = [{"name": n} for n, lib in _LIBRARY.items() if _installed(lib)]
+    missing = [n for n, lib in _LIBRARY.items() if not _installed(lib)]
+    if missing:
+        notes.append(
+            f"no {', '.join(missing)} candidates: not installed (pip install 'tidian[boost]')"
+        )
+    return [*families, {"name": "mlp", "hidden": [128, 64], "dropout": 0.1}]
+
+
 def suggest_recipe(task: str | dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """``(recipe, notes)`` for ``task`` (a built-in name, ``{name: ...}`` or ``{path: ...,
     target: ...}``): a validated recipe as plain data, and what was left out and why."""
@@ -57,40 +97,22 @@ def suggest_recipe(task: str | dict[str, Any]) -> tuple[dict[str, Any], list[str
             "batch_size": batch,
             "patience": 10,
         }
-        stages: list[dict[str, Any]] = [
-            {
-                "architecture": {
-                    "candidates": [
-                        {"name": "mlp", "hidden": [64]},
-                        {"name": "mlp", "hidden": [128, 64], "dropout": 0.1},
-                    ]
-                }
-            }
-        ]
-        if _installed("optuna"):
+        stages: list[dict[str, Any]] = [{"architecture": {"candidates": _tabular_families(notes)}}]
+        search = [b for b in _TUNED if _installed(_LIBRARY[b["name"]])]
+        if _installed("optuna") and search:
             stages.append(
-                {
-                    "tune": {
-                        "space": {
-                            "lr": {"float": [1e-4, 3e-2], "log": True},
-                            "weight_decay": {"float": [1e-6, 1e-2], "log": True},
-                        },
-                        "trials": 20,
-                        "top_k": 2,
-                    }
-                }
+                {"tune": {"space": {"model": {"choice": search}}, "trials": 20, "top_k": 2}}
             )
-        else:
+        elif search:
             notes.append("no tune stage: Optuna is not installed (pip install 'tidian[tune]')")
-        if _installed("lightgbm"):
-            stages.append(
-                {"ensemble": {"members": "boosting", "k": 2, "combine": ["average", "weighted"]}}
-            )
         else:
             notes.append(
-                "no ensemble with gradient-boosted trees: LightGBM is not installed "
+                "no tune stage: it searches LightGBM and CatBoost, and neither is installed "
                 "(pip install 'tidian[boost]')"
             )
+        stages.append({"ensemble": {"members": "top", "k": 5, "combine": ["greedy", "weighted"]}})
+        # the winner again on training + validation rows (skipped when an ensemble won)
+        stages.append({"refit": {}})
     elif kind == "sequence":
         recipe["model"] = {"name": "mlp", "hidden": [100, 100], "residual": True}
         recipe["train"] = {"optimizer": "adam", "lr": 0.01, "epochs": 30, "batch_size": batch}

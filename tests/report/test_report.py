@@ -333,6 +333,27 @@ def test_attribution_maps_of_every_input_kind(tiny_tasks, tmp_path, kind):
     assert page.count('class="mark"') == cells
 
 
+def test_a_tree_model_is_explained_by_permutation_alone(tiny_tasks, tmp_path):
+    import tidian
+    from tidian.report import explain_examples
+    from tidian.report.render import _attributions
+    from tidian.training.build import train_new
+
+    task = tiny_tasks["vector"]  # the class is in feature 0
+    model = train_new({"name": "random_forest", "n_estimators": 20}, task, {}, 0)[0]
+    tidian.save_model(model, tmp_path / "m")
+    data = to_json(explain_examples(tmp_path / "m", task, examples=2))
+    assert data["examples"] == [] and "random_forest is a tree model" in data["gradient_free"]
+    drops = {p["feature"]: p["drop"] for p in data["permutation"]}
+    assert max(drops, key=drops.get) == "x0" and drops["x0"] > 0.2
+    page = _attributions({"attributions": data, "metric": "accuracy", "skipped": {}})
+    assert "piecewise constant" in page and "Permutation importance" in page
+    with pytest.raises(tidian.ConfigError, match="permutation importance is for tabular"):
+        image = tiny_tasks["image"]
+        tidian.save_model(train_new({"name": "extra_trees"}, image, {}, 0)[0], tmp_path / "i")
+        explain_examples(tmp_path / "i", image)
+
+
 @pytest.mark.slow  # a whole pipeline run
 def test_render_says_what_the_flips_sum_and_hides_slices_that_say_nothing(data):
     import copy

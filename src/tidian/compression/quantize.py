@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import platform
 import shutil
 import tempfile
@@ -218,6 +219,10 @@ def _this_cpu_saturates() -> bool:
     return saturates(platform.machine(), None)
 
 
+def _no_pre_processing_hint(record: logging.LogRecord) -> bool:
+    return "pre-processing before quantization" not in record.getMessage()
+
+
 def quantize_onnx(
     source: str | Path,
     target: str | Path,
@@ -241,6 +246,9 @@ def quantize_onnx(
     out = tmp_dir / "model.onnx"
     try:
         if mode == "dynamic":
+            # ORT logs a warning on the root logger for every model not pre-processed, which
+            # dynamic quantisation does not need: one line per seed in a run's log otherwise
+            logging.getLogger().addFilter(_no_pre_processing_hint)
             q.quantize_dynamic(
                 source,
                 out,

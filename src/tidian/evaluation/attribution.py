@@ -49,6 +49,18 @@ def _embedding(model: nn.Module) -> nn.Embedding:
     )
 
 
+def differentiable(model: nn.Module, x: np.ndarray | torch.Tensor) -> bool:
+    """Whether ``model``'s outputs have a gradient with respect to its (float) inputs: a tree
+    model's do not — it is piecewise constant, its gradient zero wherever it exists — so
+    gradient attributions say nothing about it. Token ids are never differentiated (text
+    models are attributed on their embeddings)."""
+    x = torch.as_tensor(np.asarray(x[:1]))
+    if not x.is_floating_point():
+        return True
+    with torch.enable_grad():
+        return bool(model(x.clone().requires_grad_(True)).requires_grad)
+
+
 def attribute(
     model: nn.Module,
     x: np.ndarray | torch.Tensor,

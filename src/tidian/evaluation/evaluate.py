@@ -207,13 +207,16 @@ def seed_result(
         if config.get("keep_state")
         else None
     )
+    metadata = dict(config.get("metadata") or {})
+    if history.epochs:  # how long it trained: what a refit on more rows repeats
+        metadata["training"] = {"epochs": len(history.epochs), "best_epoch": history.best_epoch}
     if process_group()[0] != 0:
         pass  # one model trained by several processes: rank 0 writes it
     elif folder is not None:
-        save_artifact(model, folder, config.get("metadata"), files)
+        save_artifact(model, folder, metadata, files)
     elif job.out is not None:
         with writing(job.out) as tmp:
-            save_artifact(model, tmp, config.get("metadata"), files)
+            save_artifact(model, tmp, metadata, files)
     return SeedRun(job.seed, scores, history, seconds, state, info, worker_info(), rows)
 
 

@@ -65,16 +65,25 @@ def save_model(
     return folder
 
 
-def read_spec(path: str | Path) -> dict[str, Any]:
-    """The zoo spec ``{name, options, signature}`` of a saved model (without loading it); a
-    remote artifact is fetched first (``store.artifacts.local``)."""
+def _description(path: str | Path) -> dict[str, Any]:
     spec_file = local(path) / SPEC
     try:
-        doc = json.loads(spec_file.read_text())
+        return json.loads(spec_file.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(
             f"{str(spec_file)!r} cannot be read as a tidian model spec: {err}"
         ) from None
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """What was saved with a model (``save_model(..., metadata=)``), without loading it."""
+    return _description(path).get("metadata") or {}
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """The zoo spec ``{name, options, signature}`` of a saved model (without loading it); a
+    remote artifact is fetched first (``store.artifacts.local``)."""
+    doc = _description(path)
     if not doc.get("model"):
         raise ConfigError(f"{str(path)!r} holds a user-defined model without a zoo spec.")
     return doc["model"]

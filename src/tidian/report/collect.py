@@ -17,11 +17,17 @@ import numpy as np
 import yaml
 
 from tidian.evaluation.analysis import error_analysis, flips
-from tidian.evaluation.attribution import agreement, attribute, permutation_importance
+from tidian.evaluation.attribution import (
+    agreement,
+    attribute,
+    differentiable,
+    permutation_importance,
+)
 from tidian.evaluation.calibration import reliability
-from tidian.exceptions import TidianError, bad_value
+from tidian.exceptions import ConfigError, TidianError, bad_value
 from tidian.export import OnnxModel
 from tidian.metrics import greater_is_better, predict
+from tidian.models import model_spec
 from tidian.models.io import WEIGHTS, candidate_folder, load_model, seed_folder
 from tidian.recipe import CONFIRM_STAGE, stored_recipe
 from tidian.runs import candidate_rows, paired_gain
@@ -378,6 +384,8 @@ def explain_examples(
     bad = [r for r in rows if not 0 <= r < n]
     if bad:
         raise bad_value("rows", f"test rows in 0..{n - 1}", bad)
+    if not differentiable(model, task.test.x):
+        return _gradient_free(model, task, progress)
     step = (lambda i, k: progress("attributions", i, k)) if progress else None
     result = attribute(
         model,
@@ -423,6 +431,28 @@ def explain_examples(
             progress("permutation importance", 0, 1)
         out["permutation"] = permutation_importance(model, task)
     return out
+
+
+def _gradient_free(model: Any, task: Any, progress: Progress | None) -> dict[str, Any]:
+    """A model without input gradients (trees): permutation importance alone, on tables."""
+    spec = model_spec(model)
+    why = (
+        f"{spec.options.get('source') or spec.name if spec else type(model).__name__} is a tree "
+        "model: piecewise constant, so its input gradients are zero and Integrated Gradients "
+        "and saliency say nothing about it"
+    )
+    if task.input_kind != "vector":
+        raise ConfigError(f"{why}; permutation importance is for tabular (vector) tasks.")
+    if progress:
+        progress("permutation importance", 0, 1)
+    return {
+        "input_kind": task.input_kind,
+        "input_shape": list(task.input_shape),
+        "feature_names": list(task.feature_names) if task.feature_names else None,
+        "examples": [],
+        "gradient_free": why + "; permutation importance below.",
+        "permutation": permutation_importance(model, task),
+    }
 
 
 def _learning_curves(stages: list[dict]) -> list[dict[str, Any]]:

@@ -488,6 +488,9 @@ def _attributions(d: dict[str, Any]) -> str:
     a = d.get("attributions")
     if not a:
         return f"<p class='muted'>{escape(d['skipped'].get('attributions', 'Not computed.'))}</p>"
+    if a.get("gradient_free"):
+        parts = [f"<p class='muted'>{escape(a['gradient_free'])}</p>"]
+        return "".join(parts + _permutation(a, d))
     ag = a["agreement"]
     parts = [
         f"<p>Integrated Gradients ({a['n_steps']} steps, zero baseline) and saliency for the "
@@ -520,19 +523,21 @@ def _attributions(d: dict[str, Any]) -> str:
             f'prediction, red: against)</p>{ig}</div><div><p class="muted">Saliency '
             f"(|gradient|)</p>{sal}</div></div>"
         )
-    if a.get("permutation"):
-        parts.append(
-            "<h3>Permutation importance (drop in the metric when a column is shuffled, test)</h3>"
-        )
-        parts.append(
-            svg.hbars(
-                "permutation",
-                "Permutation importance",
-                [(p["feature"], p["drop"], p["std"]) for p in a["permutation"]],
-                f"drop in {d['metric']}",
-            )
-        )
-    return "".join(parts)
+    return "".join(parts + _permutation(a, d))
+
+
+def _permutation(a: dict[str, Any], d: dict[str, Any]) -> list[str]:
+    if not a.get("permutation"):
+        return []
+    return [
+        "<h3>Permutation importance (drop in the metric when a column is shuffled, test)</h3>",
+        svg.hbars(
+            "permutation",
+            "Permutation importance",
+            [(p["feature"], p["drop"], p["std"]) for p in a["permutation"]],
+            f"drop in {d['metric']}",
+        ),
+    ]
 
 
 def _tuning(d: dict[str, Any]) -> str:

@@ -38,6 +38,7 @@ from tidian.metrics import (
     greater_is_better,
     quality_amount,
 )
+from tidian.models import model_spec
 from tidian.models.io import load_model
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.study import RETRIED, make_positional, open_study, places, retire_lost
@@ -69,6 +70,17 @@ class _OneStep(Stage):
         return [_transform(incumbent, _label(self.step, self.config), [{self.step: config}])]
 
 
+def _check_weights(model: Any, stage: str) -> None:
+    """Refuse a stage that edits a network's weights on a model without any (a tree family,
+    which its library trained), before training."""
+    if not any(True for _ in model.parameters()):
+        spec = model_spec(model)
+        raise ConfigError(
+            f"{stage} edits a network's weights, and {spec.name if spec else 'the model'} has "
+            "none (a tree model); remove the stage, or put it after a stage that makes a network."
+        )
+
+
 def _check_structured(model: Any, task: Any, stage: str) -> None:
     """Refuse structured pruning of a model whose unit groups cannot be found, or that has
     none, before training."""
@@ -89,6 +101,7 @@ class Prune(_OneStep):
     keeps_model_class = True
 
     def check_model(self, model: Any, task: Any) -> None:
+        _check_weights(model, "prune")
         if self.config.structured and self.config.amount > 0:
             _check_structured(model, task, "prune")
 
@@ -114,7 +127,11 @@ class LowRankStage(_OneStep):
     """SVD factorisation of Linear/Conv layers, fine-tuned, gated non-inferior."""
 
     step = "lowrank"
+    keeps_model_class = True
     example: ClassVar[dict[str, Any]] = {"energy": 0.9, "finetune_epochs": 1}
+
+    def check_model(self, model: Any, task: Any) -> None:
+        _check_weights(model, "lowrank")
 
 
 TARGETS = ("latency", "size", "both")
@@ -216,6 +233,7 @@ class Compress(Stage):
         return any(m != "none" for m in self.config.modes)
 
     def check_model(self, model: Any, task: Any) -> None:
+        _check_weights(model, "compress")
         if self.config.structured and any(a > 0 for a in self.config.amounts):
             _check_structured(model, task, "compress")
 

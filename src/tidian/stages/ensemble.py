@@ -293,7 +293,9 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     spec = {"name": name, **options}
     kind, k = config["members"], int(config["k"])
     own = model_spec(parent) if parent is not None else None
-    if own is not None and kind in ("seeds", "boosting"):  # the parent as it was saved
+    # the parent as it was saved (pruned, say) — unless that is a trained tree model, which
+    # only its family (the recipe's model) can train again
+    if own is not None and kind in ("seeds", "boosting") and own.name not in ("trees", "gbdt"):
         name, options = own.name, dict(own.options)
         spec = {"name": name, **options}
     members = []
@@ -362,7 +364,13 @@ def ensemble_(
         members = [load_model(f) for f in folders]
     else:
         pairs, members = _trained_members(parent, config, task, seed)
-        specs = [{"name": n, **o} for n, o in pairs]
+        # a member's own spec where it has one: a tree family's trained model is a ``trees``
+        # model of its own shape, not the family's untrained placeholder
+        own = [model_spec(m) for m in members]
+        specs = [
+            {"name": o.name, **o.options} if o else {"name": n, **opts}
+            for (n, opts), o in zip(pairs, own, strict=True)
+        ]
     model = ensemble_of(members, specs, combine, task)  # the trained modules themselves
     shapes = {tuple(np.asarray(predict(m, task.val.x[:2])).shape[1:]) for m in members}
     if len(shapes) != 1:

@@ -188,7 +188,8 @@ def _objective(
             module, history = train_new(model, task, train_config, seed, on_epoch=report)
             # Without early stopping the final model is the last epoch's, whose validation
             # score the loop has just computed: reuse it rather than predict again.
-            last = history.epochs[-1] if train_config.patience is None else {}
+            # (a tree family has no epochs: its library trained it)
+            last = history.epochs[-1] if history.epochs and train_config.patience is None else {}
             results, cost, out = [], None, None
             for name in objectives:
                 if name in COSTS:

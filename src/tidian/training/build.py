@@ -55,6 +55,10 @@ def train_new(
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     seed = seed + SEED_STREAM_STEP * config.seed_stream
     built = seeded_model(model, task, seed)
+    if hasattr(built, "fit_with"):  # a tree family: its library trains it, not the loop
+        trained, info = built.fit_with(task if data is None else data, seed)
+        history = History(monitor=None, seconds=info["seconds"], library=info)
+        return trained, history
     history = fit(
         built, task if data is None else data, config, seed=seed, step=step, on_epoch=on_epoch
     )

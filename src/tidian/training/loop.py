@@ -39,6 +39,7 @@ class History:
     stopped_early: bool = False
     seconds: float = 0.0
     device: str = "cpu"
+    library: dict[str, Any] | None = None  # a tree family's training (rounds, trees, seconds)
 
     def curve(self, key: str) -> list[float]:
         """One column over epochs, e.g. ``curve("train_loss")`` or ``curve("val_accuracy")``."""
@@ -53,6 +54,7 @@ class History:
             "stopped_early": self.stopped_early,
             "seconds": self.seconds,
             "device": self.device,
+            **({"library": self.library} if self.library else {}),
         }
 
 

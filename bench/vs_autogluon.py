@@ -1,0 +1,203 @@
+"""tidian's no-recipe default against AutoGluon-Tabular on the same rows and the same time
+limit: breast_cancer, wine, digits (64 flat features), penguins, the affairs data
+(statsmodels) and diabetes (regression).
+
+For each set, tidian runs the recipe ``tidian recipe suggest`` makes for it (the tree
+families, an MLP, a tuning stage, a weighted ensemble of the best five, int8) under
+``--time-limit``, and the run's rows — its training rows, its validation rows, its test rows
+and the holdout its confirmation scores — are handed to AutoGluon (``--autogluon PYTHON``: a
+Python whose environment has ``autogluon.tabular``; it runs ``bench/autogluon_side.py``)
+with the validation rows as its tuning data, the same time limit and ``--preset``
+(medium_quality), ``--fits`` times with different seeds.
+
+Compared on the same rows: tidian's confirmed accuracy of its final model (fresh seeds on
+the holdout; when no stage kept a change, the baseline's accuracy over the run's seeds on the
+test rows) with its 95% interval, against AutoGluon's mean over its fits on those rows. Then
+wall time, the deployed model's size (tidian: the final's file; AutoGluon: its predictor
+folder) and batch-1 latency (tidian: ONNX Runtime, one thread; AutoGluon: ``predict`` on a
+one-row DataFrame). The issue's target: within 0.2 point of AutoGluon or above on at least
+5 of 6 sets, at ≤ 1 ms and ≤ 1 MB.
+
+    python bench/vs_autogluon.py [--time-limit 5m] [--jobs 2] [--sets digits,wine]
+        [--autogluon /path/to/ag-env/bin/python] [--fits 3] [--preset medium_quality]
+
+The affairs data needs ``statsmodels`` (``pip install statsmodels``); without it that set is
+left out and the table says so. Everything else ships with tidian's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import tidian
+from common import print_table
+from tidian.pipeline import result as run_result
+from tidian.recipe import load_recipe
+from tidian.suggest import suggest_recipe
+
+SETS = ("breast_cancer", "wine", "digits", "penguins", "affairs", "diabetes")
+HERE = Path(__file__).resolve().parent
+
+
+def table_task(name: str, folder: Path) -> dict | None:
+    """The set as tidian reads it: a built-in name, or a CSV written here."""
+    if name in ("breast_cancer", "wine", "penguins"):
+        return {"name": name}
+    if name == "digits":  # the 8×8 images as 64 numbers: a table, not an image task
+        from sklearn.datasets import load_digits
+
+        data = load_digits(as_frame=True).frame.rename(columns={"target": "y"})
+        data["y"] = data["y"].map(lambda d: f"digit{d}")
+    elif name == "diabetes":
+        from sklearn.datasets import load_diabetes
+
+        data = load_diabetes(as_frame=True).frame.rename(columns={"target": "y"})
+    elif name == "affairs":
+        try:
+            from statsmodels.datasets import fair
+        except ImportError:
+            return None
+        data = fair.load_pandas().data
+        data["y"] = np.where(data.pop("affairs") > 0, "yes", "no")
+    else:
+        raise SystemExit(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+    path = folder / f"{name}.csv"
+    data.to_csv(path, index=False)
+    return {"path": str(path), "target": "y"}
+
+
+def run_tidian(task: dict, limit: str, jobs: int, folder: Path) -> dict:
+    recipe, _ = suggest_recipe(task)
+    recipe["budget"] = {"time": limit}
+    store = tidian.Store(f"sqlite:///{folder / 'ledger.db'}")
+    start = time.perf_counter()
+    outcome = tidian.run(recipe, store=store, jobs=jobs)
+    wall = time.perf_counter() - start
+    final = outcome.incumbent
+    full = run_result(store, outcome.run_id)
+    confirmed = None
+    if full.confirmation and "final" in full.confirmation:
+        confirmed = next(c for c in full.confirmations if c["id"] == full.confirmation["final"])
+    quality = (confirmed or final)["quality"]
+    cost = final["cost"]
+    task_, holdout, _ = load_recipe(recipe).load_tasks()
+    return {
+        "recipe": recipe,
+        "label": final["label"],
+        "rows": "holdout" if confirmed else "test",
+        "mean": quality["mean"],
+        "low": quality["ci_low"],
+        "high": quality["ci_high"],
+        "seconds": wall,
+        "bytes": cost.get("size_bytes"),
+        "latency_ms": cost.get("latency_ms"),
+        "runtime": cost.get("runtime"),
+        "task": task_,
+        "holdout": holdout,
+    }
+
+
+def run_autogluon(python: str, mine: dict, limit_s: float, fits: int, preset: str, folder: Path):
+    task, holdout = mine["task"], mine["holdout"]
+    empty = np.zeros((0, *task.test.x.shape[1:]), dtype=np.float32)
+    data = folder / "rows.npz"
+    # the labels as tidian encoded them: AutoGluon sees the very same rows and classes
+    np.savez(
+        data,
+        x_train=task.train.x,
+        y_train=task.train.y,
+        x_val=task.val.x,
+        y_val=task.val.y,
+        x_test=task.test.x,
+        y_test=task.test.y,
+        x_holdout=holdout.x if holdout is not None else empty,
+        y_holdout=holdout.y if holdout is not None else np.zeros(0),
+        kind=np.array(task.target_kind),
+    )
+    out = subprocess.run(
+        [python, str(HERE / "autogluon_side.py"), str(data), str(limit_s), str(fits), preset],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"AutoGluon's side failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-limit", default="5m")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--autogluon", help="a Python with autogluon.tabular installed")
+    parser.add_argument("--fits", type=int, default=3)
+    parser.add_argument("--preset", default="medium_quality")
+    args = parser.parse_args()
+    from tidian.recipe import parse_duration
+
+    limit_s = parse_duration(args.time_limit, "--time-limit")
+    rows, missing = [], []
+    for name in args.sets.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            task = table_task(name, folder)
+            if task is None:
+                missing.append(f"{name}: needs statsmodels (pip install statsmodels)")
+                continue
+            mine = run_tidian(task, args.time_limit, args.jobs, folder)
+            classes = mine["task"].target_kind == "classes"
+            scale = 100 if classes else 1
+            row = [
+                name,
+                f"{mine['mean'] * scale:.2f} [{mine['low'] * scale:.2f}, "
+                f"{mine['high'] * scale:.2f}] ({mine['rows']})",
+                mine["label"][:28],
+                f"{mine['seconds']:.0f} s",
+                f"{(mine['bytes'] or 0) / 1024:.0f} kB",
+                f"{(mine['latency_ms'] or 0) * 1e3:.0f} µs",
+            ]
+            if args.autogluon:
+                fits = run_autogluon(args.autogluon, mine, limit_s, args.fits, args.preset, folder)
+                theirs = np.mean([f[mine["rows"]] for f in fits]) * scale
+                gap = (mine["mean"] * scale - theirs) * (1 if classes else -1)
+                row += [
+                    f"{theirs:.2f}",
+                    f"{gap:+.2f}",
+                    f"{np.mean([f['seconds'] for f in fits]):.0f} s",
+                    f"{np.mean([f['bytes'] for f in fits]) / 1024:.0f} kB",
+                    f"{np.median([f['latency_ms'] for f in fits]) * 1e3:.0f} µs",
+                ]
+            rows.append(row)
+            print(
+                json.dumps({"set": name, "row": row}, ensure_ascii=False), file=sys.stderr
+            )  # progress, one line a set
+    headers = ["set", "tidian (95% CI; rows)", "tidian final", "wall", "size", "batch-1"]
+    if args.autogluon:
+        headers += ["AutoGluon mean", "tidian − AG", "AG wall", "AG size", "AG batch-1"]
+    print_table(
+        f"tidian's suggested recipe vs AutoGluon {args.preset}, time limit {args.time_limit}",
+        headers,
+        rows,
+        note="accuracy in % (diabetes: RMSE, lower is better; 'tidian − AG' is then AG − "
+        "tidian so that positive is tidian ahead). tidian: the confirmed final on the "
+        "holdout (fresh seeds), or the baseline over the run's seeds on the test rows when no "
+        "stage kept a change; AutoGluon is scored on the same rows. Latency: tidian on ONNX "
+        "Runtime (1 thread), AutoGluon's predict on a one-row DataFrame."
+        + ("".join(f"\nleft out: {m}" for m in missing))
+        + ("" if args.autogluon else "\nAutoGluon not run: pass --autogluon PYTHON."),
+    )
+
+
+if __name__ == "__main__":
+    pd.set_option("mode.copy_on_write", True)
+    main()
