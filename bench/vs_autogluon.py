@@ -20,6 +20,7 @@ one-row DataFrame). The issue's target: within 0.2 point of AutoGluon or above o
 
     python bench/vs_autogluon.py [--time-limit 5m] [--jobs 2] [--sets digits,wine]
         [--autogluon /path/to/ag-env/bin/python] [--fits 3] [--preset medium_quality]
+        [--keep DIR]   # each set's ledger kept in DIR/SET (`tidian show` reads it)
 
 The affairs data needs ``statsmodels`` (``pip install statsmodels``); without it that set is
 left out and the table says so. Everything else ships with tidian's dependencies.
@@ -36,7 +37,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import tidian
 from common import print_table
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--autogluon", help="a Python with autogluon.tabular installed")
     parser.add_argument("--fits", type=int, default=3)
     parser.add_argument("--preset", default="medium_quality")
+    parser.add_argument("--keep", help="a folder to keep each set's tidian ledger in")
     args = parser.parse_args()
     from tidian.recipe import parse_duration
 
@@ -154,7 +155,9 @@ def main() -> None:
             if task is None:
                 missing.append(f"{name}: needs statsmodels (pip install statsmodels)")
                 continue
-            mine = run_tidian(task, args.time_limit, args.jobs, folder)
+            keep = Path(args.keep) / name if args.keep else folder
+            keep.mkdir(parents=True, exist_ok=True)
+            mine = run_tidian(task, args.time_limit, args.jobs, keep)
             classes = mine["task"].target_kind == "classes"
             scale = 100 if classes else 1
             row = [
@@ -163,7 +166,7 @@ def main() -> None:
                 f"{mine['high'] * scale:.2f}] ({mine['rows']})",
                 mine["label"][:28],
                 f"{mine['seconds']:.0f} s",
-                f"{(mine['bytes'] or 0) / 1024:.0f} kB",
+                f"{(mine['bytes'] or 0) / 1024:.1f} kB",
                 f"{(mine['latency_ms'] or 0) * 1e3:.0f} µs",
             ]
             if args.autogluon:
@@ -199,5 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    pd.set_option("mode.copy_on_write", True)
     main()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tidian import ConfigError, Split, Task
+from tidian import ConfigError, Split, Task, model_spec
 from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
 from tidian.stages.clean import Clean, CleanConfig, WeightedStep, clean_
 
@@ -80,13 +80,13 @@ def test_downweighted_loss_is_the_weighted_mean():
 def test_clean_step_removes_rows(vector_task, monkeypatch):
     import tidian.stages.clean as clean
 
-    seen, real = [], clean.fit
+    seen, real = [], clean.train_new
 
-    def spy(model, task, *args, **kwargs):
-        seen.append(len(task.train))
-        return real(model, task, *args, **kwargs)
+    def spy(model, task, config, seed, *, data):
+        seen.append(len(data.train))
+        return real(model, task, config, seed, data=data)
 
-    monkeypatch.setattr(clean, "fit", spy)
+    monkeypatch.setattr(clean, "train_new", spy)
     step = {
         "rows": [0, 1, 2],
         "action": "remove",
@@ -127,6 +127,27 @@ def test_clean_stage_in_a_run(tmp_path):
     assert report["duplicates"]["repeated_rows"] == []
 
 
+def test_a_tree_model_is_cleaned_by_removing_rows_not_by_weighting_them(vector_task):
+    from tidian.stages import Context, Proposal
+    from tidian.stages.clean import Clean, CleanConfig
+
+    step = {"rows": [0, 1, 2], "action": "remove", "weight": 0.3}
+    step.update(model={"name": "extra_trees", "n_estimators": 10}, train={})
+    model, report = clean_(None, step, vector_task, seed=0)
+    assert model_spec(model).options["source"] == "extra_trees" and report["rows"] == 3
+    y = vector_task.train.y.copy()
+    y[:6] = (y[:6] + 1) % vector_task.n_classes  # planted label noise
+    noisy = vector_task.replace(train=Split(vector_task.train.x, y))
+    actions = {}
+    for name in ("linear", "extra_trees"):
+        proposals = Clean(CleanConfig(folds=2, max_share=1.0)).run(
+            Proposal("baseline", {"name": name}, {"epochs": 20}),
+            Context(noisy, "accuracy", (0,)),
+        )
+        actions[name] = sorted(p.transform[0]["clean"]["action"] for p in proposals)
+    assert actions == {"linear": ["downweight", "remove"], "extra_trees": ["remove"]}
+
+
 def test_clean_config_and_task_checks(regression_task):
     with pytest.raises(ConfigError, match="duplicates or label_noise"):
         CleanConfig(duplicates=False, label_noise=False)
@@ -149,13 +170,13 @@ def test_clip_candidate_trains_on_winsorised_inputs(monkeypatch):
         Proposal("b", {"name": "linear"}, {"epochs": 2}), Context(task, "accuracy", (0,))
     )
     (clip,) = [p for p in proposals if p.changes.get("clean") == "outliers"]
-    seen, real = [], clean.fit
+    seen, real = [], clean.train_new
 
-    def spy(model, t, *args, **kwargs):
-        seen.append(t.train.x.copy())
-        return real(model, t, *args, **kwargs)
+    def spy(model, t, config, seed, *, data):
+        seen.append(data.train.x.copy())
+        return real(model, t, config, seed, data=data)
 
-    monkeypatch.setattr(clean, "fit", spy)
+    monkeypatch.setattr(clean, "train_new", spy)
     clean_(None, clip.transform[0]["clean"], task, seed=0)
     (trained,) = seen
     column = x[:, 0].astype(np.float64)

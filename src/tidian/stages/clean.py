@@ -27,9 +27,10 @@ import torch
 from tidian.compression.apply import StepContext, transform_step
 from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
 from tidian.exceptions import ConfigError, bad_value
+from tidian.models.base import MODELS
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.tasks.task import Split
-from tidian.training.build import seeded_model
+from tidian.training.build import seeded_model, train_new
 from tidian.training.config import TrainConfig
 from tidian.training.loop import fit
 from tidian.training.losses import make_loss
@@ -88,8 +89,12 @@ class Clean(Stage):
         task, report, proposals = ctx.task, {}, []
         limit = int(c.max_share * len(task.train))
 
+        # a tree family's library trains it: rows can be dropped or clipped, but its loss
+        # cannot be re-weighted through the torch step
+        fitted = MODELS.entry(incumbent.model["name"]).meta.get("fitted", False)
+
         def propose(label: str, rows: list[int], action: str, why: dict[str, Any]) -> None:
-            if not rows:
+            if not rows or (fitted and action == "downweight"):
                 return
             if len(rows) > limit:
                 raise ConfigError(
@@ -207,11 +212,10 @@ def clean_(
 
     rows = np.asarray(config["rows"], dtype=np.int64)
     train_config = TrainConfig.from_dict(config["train"])
-    model = seeded_model(config["model"], task, seed)
     if config["action"] == "remove":
         keep = np.setdiff1d(np.arange(len(task.train)), rows)
         part = task.replace(train=task.train.take(keep))
-        fit(model, part, train_config, seed=seed)
+        model = train_new(config["model"], task, train_config, seed, data=part)[0]
     elif config["action"] == "clip":
         # winsorise the training inputs at ±z training SDs per feature; inputs at prediction
         # time are not clipped (the model must still cope with them: the gate judges that)
@@ -223,8 +227,9 @@ def clean_(
         part = task.replace(
             train=Split(clipped.reshape(task.train.x.shape), task.train.y, task.train.aux)
         )
-        fit(model, part, train_config, seed=seed)
+        model = train_new(config["model"], task, train_config, seed, data=part)[0]
     else:
+        model = seeded_model(config["model"], task, seed)
         light = np.zeros(len(task.train), dtype=bool)
         light[rows] = True
         inner = PlainStep(
