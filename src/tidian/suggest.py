@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from tidian.exceptions import ConfigError
+from tidian.models.trees import FAMILIES
 from tidian.recipe import validate_recipe
 from tidian.tasks import load_task, task_target
 
@@ -36,14 +37,6 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-# the tabular families (models/trees.py) and the library each needs
-_LIBRARY = {
-    "lightgbm": "lightgbm",
-    "xgboost": "xgboost",
-    "catboost": "catboost",
-    "random_forest": "sklearn",
-    "extra_trees": "sklearn",
-}
 # what tune searches: the boosting families' main knobs (AutoGluon's search ranges, roughly)
 _TUNED = [
     {
@@ -65,8 +58,8 @@ _TUNED = [
 def _tabular_families(notes: list[str]) -> list[dict[str, Any]]:
     """The architecture stage's candidates for a table: every tree family whose library is
     installed, and an MLP."""
-    families = [{"name": n} for n, lib in _LIBRARY.items() if _installed(lib)]
-    missing = [n for n, lib in _LIBRARY.items() if not _installed(lib)]
+    families = [{"name": n} for n, lib in FAMILIES.items() if _installed(lib)]
+    missing = [n for n, lib in FAMILIES.items() if not _installed(lib)]
     if missing:
         notes.append(
             f"no {', '.join(missing)} candidates: not installed (pip install 'tidian[boost]')"
@@ -98,7 +91,7 @@ def suggest_recipe(task: str | dict[str, Any]) -> tuple[dict[str, Any], list[str
             "patience": 10,
         }
         stages: list[dict[str, Any]] = [{"architecture": {"candidates": _tabular_families(notes)}}]
-        search = [b for b in _TUNED if _installed(_LIBRARY[b["name"]])]
+        search = [b for b in _TUNED if _installed(FAMILIES[b["name"]])]
         if _installed("optuna") and search:
             stages.append(
                 {"tune": {"space": {"model": {"choice": search}}, "trials": 20, "top_k": 2}}

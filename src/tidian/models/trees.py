@@ -237,7 +237,6 @@ def _build(
     source: str,
     *,
     per_iteration: int = 1,
-    rounds: int = 0,
     **form: Any,
 ) -> TreeEnsemble:
     """A ``trees`` model holding ``flat`` trees (node arrays). Leaves hold one value (boosting:
@@ -259,7 +258,7 @@ def _build(
         binary=binary,
         proba=proba,
         source=source,
-        rounds=rounds or len(flat) // max(per_iteration, 1),
+        rounds=len(flat) // per_iteration,
     )
     share = 1.0 / len(flat) if form.get("average") else 1.0
     with torch.no_grad():
@@ -491,10 +490,10 @@ def from_forest(forest: Any, task: Any, source: str) -> TreeEnsemble:
 # ----------------------------------------------------------------------------- the families
 
 
-def _refuse_multi_target(task: Any, family: str) -> None:
-    if task.target_kind == "values" and task.n_outputs > 1:
+def _refuse_multi_target(sig: Signature, family: str) -> None:
+    if sig.target_kind == "values" and sig.n_outputs > 1:
         raise ConfigError(
-            f"model {family!r} predicts one value; this task has {task.n_outputs} targets. "
+            f"model {family!r} predicts one value; this task has {sig.n_outputs} targets. "
             "Use a network (mlp), or one task per target."
         )
 
@@ -597,17 +596,8 @@ class _Unfitted(TreeEnsemble):
 
 
 def _family(sig: Signature, name: str, fit: Callable, params: dict[str, Any]) -> nn.Module:
-    if sig.target_kind == "values" and sig.n_outputs > 1:
-        _refuse_multi_target(sig, name)
-    return _Unfitted(sig, _with_task_check(name, partial(fit, params=params)))
-
-
-def _with_task_check(name: str, fit: Callable) -> Callable:
-    def fitting(task: Any, seed: int) -> tuple[nn.Module, dict]:
-        _refuse_multi_target(task, name)
-        return fit(task, seed)
-
-    return fitting
+    _refuse_multi_target(sig, name)
+    return _Unfitted(sig, partial(fit, params=params))
 
 
 def _params(extra: dict[str, Any] | None, **named: Any) -> dict[str, Any]:
@@ -717,7 +707,14 @@ extra_trees = MODELS.register("extra_trees", **_FAMILY)(
 )
 
 
-FAMILIES = ("lightgbm", "xgboost", "catboost", "random_forest", "extra_trees")
+# each family and the module its library installs (what a recipe suggestion checks for)
+FAMILIES = {
+    "lightgbm": "lightgbm",
+    "xgboost": "xgboost",
+    "catboost": "catboost",
+    "random_forest": "sklearn",
+    "extra_trees": "sklearn",
+}
 # the option that fixes a boosting family's rounds (early stopping picks them otherwise)
 ROUNDS_OPTION = {"lightgbm": "n_estimators", "xgboost": "n_estimators", "catboost": "iterations"}
 BOOSTERS = ("lightgbm", "xgboost")

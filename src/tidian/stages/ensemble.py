@@ -45,6 +45,7 @@ from tidian.compression.apply import StepContext, transform_step
 from tidian.exceptions import ConfigError, bad_value
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.models import model_spec
+from tidian.models.base import MODELS
 from tidian.models.ensemble import COMBINE, ensemble_of
 from tidian.models.io import load_model, read_spec, seed_folder
 from tidian.models.trees import train_boosting
@@ -293,9 +294,10 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     spec = {"name": name, **options}
     kind, k = config["members"], int(config["k"])
     own = model_spec(parent) if parent is not None else None
-    # the parent as it was saved (pruned, say) — unless that is a trained tree model, which
-    # only its family (the recipe's model) can train again
-    if own is not None and kind in ("seeds", "boosting") and own.name not in ("trees", "gbdt"):
+    # the parent as it was saved (pruned, say) — unless the saved model cannot be trained
+    # again (a trained tree model: only its family, the recipe's model, trains one)
+    trainable = own is not None and MODELS.entry(own.name).meta.get("trainable", True)
+    if trainable and kind in ("seeds", "boosting"):
         name, options = own.name, dict(own.options)
         spec = {"name": name, **options}
     members = []
