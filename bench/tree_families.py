@@ -1,0 +1,63 @@
+"""Each tree family alone: fit time, test accuracy, ONNX Runtime batch-1 latency of its
+native ``TreeEnsembleRegressor`` graph and the ONNX file's size (breast_cancer; the built-in
+digits, 10 classes, its 8×8 inputs flattened). One seed; the library's defaults as tidian sets them.
+
+    python bench/tree_families.py
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tidian
+from common import print_table
+from tidian.export import OnnxModel, export_onnx
+from tidian.metrics import compute_metrics
+from tidian.models.trees import FAMILIES
+from tidian.training.build import train_new
+
+
+def main() -> None:
+    rows = []
+    for name in ("breast_cancer", "digits"):
+        task = tidian.load_task(name)  # digits' 8×8 images: trees take them flattened
+        for family in FAMILIES:
+            start = time.perf_counter()
+            model, _ = train_new({"name": family}, task, {}, 0)
+            seconds = time.perf_counter() - start
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "m.onnx"
+                export_onnx(model, task, path)
+                runtime = OnnxModel(path)
+                one = task.test.x[:1]
+                for _ in range(20):
+                    runtime.predict(one)
+                calls = []
+                for _ in range(300):
+                    t = time.perf_counter()
+                    runtime.predict(one)
+                    calls.append(time.perf_counter() - t)
+                size = path.stat().st_size
+                accuracy = compute_metrics(task.test.y, runtime.predict(task.test.x), ["accuracy"])
+            rows.append(
+                [
+                    f"{name}: {family}",
+                    f"{seconds:.2f} s",
+                    f"{accuracy['accuracy']:.2%}",
+                    f"{np.median(calls) * 1e6:.0f} µs",
+                    f"{size / 1024:.0f} kB",
+                ]
+            )
+    print_table(
+        "tree families on ONNX Runtime (native tree node), seed 0",
+        ["set: family", "fit", "test accuracy", "batch-1 (median of 300)", "ONNX size"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
