@@ -51,6 +51,8 @@ bench: setup
 	$(PY) bench/augment_mnist1d.py
 	$(PY) bench/label_noise.py
 	$(PY) bench/tabular.py
+	$(PY) bench/tree_families.py
+	$(PY) bench/vs_autogluon.py
 	$(PY) bench/text_transfer.py
 	$(PY) bench/scale_out.py
 	$(PY) bench/prune_vs_torch_pruning.py
