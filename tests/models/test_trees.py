@@ -12,7 +12,7 @@ from conftest import make_regression, make_task
 from tidian import ConfigError, create_model, load_model, save_model
 from tidian.export import OnnxModel, export_onnx
 from tidian.models.ensemble import ensemble_of
-from tidian.models.trees import FAMILIES, TreeEnsemble, from_forest
+from tidian.models.trees import FAMILIES, LIBRARY_FILES, TreeEnsemble, from_forest
 from tidian.tasks import Split, Task
 from tidian.training.build import train_new
 
@@ -63,11 +63,57 @@ def test_a_family_trains_exports_natively_and_reloads_without_its_library(
     )
     restored = load_model(save_model(model, tmp_path / "saved"))
     np.testing.assert_array_equal(tidian.predict(restored, task.test.x), out)
-    # safetensors + JSON: nothing in the folder a pickle loader would read
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
-        "model.safetensors",
-        "tidian.json",
-    ]
+    # safetensors + JSON (+ the library's own format): nothing a pickle loader would read
+    own = [LIBRARY_FILES[family]] if family in LIBRARY_FILES else []
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(
+        ["model.safetensors", "tidian.json", *own]
+    )
+
+
+def _library_raw(family, path, x):
+    """The raw scores of a saved library file, read by the library itself."""
+    if family == "lightgbm":
+        import lightgbm
+
+        return lightgbm.Booster(model_file=str(path)).predict(x, raw_score=True)
+    if family == "xgboost":
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(str(path))
+        return booster.predict(xgboost.DMatrix(x), output_margin=True)
+    import catboost
+
+    return catboost.CatBoost().load_model(str(path)).predict(x, prediction_type="RawFormulaVal")
+
+
+@pytest.mark.parametrize("family", sorted(LIBRARY_FILES))
+@pytest.mark.parametrize("case", ["classes", "binary", "values"])
+def test_a_boosting_family_keeps_its_library_s_own_model_file(
+    family, case, tiny_tasks, binary_task, tmp_path
+):
+    """The library's own format beside the arrays: the library reads it back and predicts
+    what tidian's model does; a reloaded model saved again still carries it."""
+    task = {"classes": tiny_tasks["vector"], "binary": binary_task}.get(case) or make_regression()
+    model, _ = _trained(family, task)
+    x = task.test.x.astype(np.float32)
+    out = tidian.predict(model, x)
+    mine = out[:, 1] if case == "binary" else (out[:, 0] if case == "values" else out)
+    folder = save_model(load_model(save_model(model, tmp_path / "a")), tmp_path / "b")
+    raw = np.asarray(_library_raw(family, folder / LIBRARY_FILES[family], x)).reshape(mine.shape)
+    np.testing.assert_allclose(raw, mine, rtol=1e-4, atol=1e-4)
+
+
+def test_a_library_file_name_must_be_a_plain_name(binary_task, tmp_path):
+    import json
+
+    model, _ = _trained("lightgbm", binary_task)
+    folder = save_model(model, tmp_path / "m")
+    doc = json.loads((folder / "tidian.json").read_text())
+    doc["library_files"] = ["../../escape.txt"]
+    (folder / "tidian.json").write_text(json.dumps(doc))
+    with pytest.raises(tidian.DataError, match="plain file name"):
+        load_model(folder)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -185,3 +231,55 @@ def test_models_saved_before_leaf_widths_still_load(tiny_tasks, tmp_path):
     np.testing.assert_array_equal(
         tidian.predict(restored, task.test.x), tidian.predict(model, task.test.x)
     )
+
+
+def test_stages_whose_options_do_not_change_a_tree_model_say_so(tiny_tasks):
+    """Training options (lr, epochs…) do not change a model its library trains: a variant or
+    a search over them would train the same trees again, so the stage is skipped with why;
+    other seeds do change it. A tree family is no distillation student."""
+    from tidian.recipe import RecipeError, validate_recipe
+    from tidian.stages import Context, Proposal
+    from tidian.stages.distill import Distill, DistillConfig
+    from tidian.stages.tune import Tune, TuneConfig
+    from tidian.stages.variants import (
+        Architecture,
+        ArchitectureConfig,
+        TrainVariants,
+        TrainVariantsConfig,
+    )
+
+    task = tiny_tasks["vector"]
+    trees = Proposal("lightgbm", {"name": "lightgbm"}, {"lr": 0.01})
+    net = Proposal("mlp", {"name": "mlp"}, {"lr": 0.01})
+
+    def run(stage, incumbent):
+        ctx = Context(task, "accuracy", (0,))
+        return stage.run(incumbent, ctx), ctx.notes.get("skipped", "")
+
+    variants = TrainVariants(TrainVariantsConfig(candidates=[{"lr": 0.1}, {"epochs": 5}]))
+    out, why = run(variants, trees)
+    assert out == [] and "trained by its library" in why and "{name: lightgbm" in why
+    assert len(run(variants, net)[0]) == 2
+    reseeded = TrainVariants(TrainVariantsConfig(candidates=[{"seed_stream": 1}]))
+    assert len(run(reseeded, trees)[0]) == 1
+    # other models after a tree incumbent: an architecture stage proposes them as usual
+    others = Architecture(ArchitectureConfig(candidates=[{"name": "mlp"}, {"name": "catboost"}]))
+    assert len(run(others, trees)[0]) == 2
+
+    tune = Tune(TuneConfig(space={"lr": {"float": [0.001, 0.1], "log": True}}, trials=2))
+    out, why = run(tune, trees)
+    assert out == [] and "searches only training options (lr)" in why
+
+    scaled = Distill(DistillConfig(student={"fraction": 0.5}))
+    out, why = run(scaled, trees)
+    assert out == [] and "name a network student" in why
+    with pytest.raises(ConfigError, match="trained by its library on labels"):
+        DistillConfig(student={"name": "catboost"})
+    with pytest.raises((ConfigError, RecipeError), match="trained by its library"):
+        validate_recipe(
+            {
+                "task": "iris",
+                "model": {"name": "lightgbm"},
+                "stages": [{"distill": {"student": {"name": "xgboost"}}}],
+            }
+        )

@@ -1,6 +1,9 @@
 """Ensembles: each combination on constructed outputs, greedy selection, stacking on
 validation only, bad input, and the stage end to end (members top, seeds, bagging, snapshot)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +12,10 @@ from torch import nn
 import tidian
 import tidian.pipeline as pipeline
 from tidian import ConfigError, load_model, save_model
+from tidian.compression.apply import REPORT_FILE
 from tidian.metrics import METRICS
 from tidian.models.ensemble import Ensemble
+from tidian.models.io import seed_folder
 from tidian.recipe import RecipeError, validate_recipe
 from tidian.stages import ensemble as ens
 from tidian.store import Store
@@ -107,6 +112,58 @@ def test_stacking_is_fitted_on_validation_outputs_only(vector_task, monkeypatch)
     assert model.meta is not None and report["members"] == 2
 
 
+@pytest.mark.parametrize("combine", ["weighted", "greedy", "stacking"])
+def test_a_fitted_combination_is_scored_on_validation_out_of_fold(combine):
+    """Members that are pure noise: a combination fitted on the validation rows looks better
+    than chance there (it fits the noise); scored out of fold it does not."""
+    accuracy = METRICS.get("accuracy")
+    in_sample, crossed = [], []
+    for r in range(12):
+        rng = np.random.default_rng(r)
+        outs = rng.normal(size=(8, 60, 2)).astype(np.float32)
+        y = rng.integers(0, 2, 60)
+
+        def fit(o, t, r=r):
+            return ens.fit_combination(o, t, combine, True, metric="accuracy", seed=r)
+
+        in_sample.append(accuracy(y, ens.combined_outputs(fit(outs, y), outs, True)))
+        out = ens.cross_fitted(outs, y, True, fit, seed=r)
+        assert out.shape == (60, 2)
+        crossed.append(accuracy(y, out))
+    assert np.mean(in_sample) - np.mean(crossed) > 0.04
+    assert abs(np.mean(crossed) - 0.5) < 0.06
+
+
+@pytest.mark.parametrize("combine", ["weighted", "stacking", "average"])
+def test_the_ensemble_reports_its_cross_fitted_validation_outputs(vector_task, combine):
+    step = {
+        "members": "bagging",
+        "k": 3,
+        "combine": combine,
+        "folders": [],
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 5},
+    }
+    held: dict = {}
+    model, report = ens.ensemble_(None, step, vector_task, seed=0, held_out=held)
+    accuracy = METRICS.get("accuracy")
+    y = vector_task.val.y
+    if combine == "average":  # nothing fitted: the model's own validation outputs count
+        assert held == {} and "validation" not in report
+        return
+    assert held["val"].shape == (len(y), vector_task.n_outputs)
+    said = report["validation"]
+    assert said["folds"] == 5 and said["cross_fitted"] == pytest.approx(accuracy(y, held["val"]))
+    # the in-sample figure is the saved model's own score on validation
+    in_sample = accuracy(y, tidian.metrics.predict(model, vector_task.val.x))
+    assert said["in_sample"] == pytest.approx(in_sample)
+    # fixed weights are not fitted: nothing to cross-fit
+    fixed: dict = {}
+    if combine == "weighted":
+        ens.ensemble_(None, {**step, "weights": [1, 1, 2]}, vector_task, seed=0, held_out=fixed)
+        assert fixed == {}
+
+
 def test_bad_ensembles_are_clear_errors():
     with pytest.raises(ConfigError, match="at least 2 members"):
         ens.EnsembleConfig(k=1)
@@ -189,8 +246,21 @@ def test_ensemble_stage_end_to_end_then_distilled(tmp_path):
         assert len(row["quality"]["per_seed"]) == 3 and row["gate"]["n"] == 3
         assert row["cost"]["runtime"] == "onnxruntime"  # one ONNX graph, measured as such
         assert row["cost"]["export_check"]["passed"]
-        # fitted on validation (greedy): no choosing on it first, every one gated with Holm
-        assert "adjusted for 3)" in row["reason"] and "chosen on validation" not in row["reason"]
+        assert "adjusted for" not in row["reason"]  # no Holm: one combination is gated
+    # greedy is fitted on validation, yet its validation scores are cross-fitted: the stage
+    # chooses one combination on them and gates it alone
+    chosen = [r for r in rows if "chosen on validation from 3 candidates" in r["reason"]]
+    assert len(chosen) == 1
+    assert all("not chosen" in r["reason"] for r in rows if r is not chosen[0])
+    greedy = next(r for r in rows if r["label"].endswith("greedy"))
+    recorded = greedy["quality"]["summary"]["val"]["accuracy"]["values"]
+    crossed = [
+        json.loads((seed_folder(Path(greedy["artifact"]).parent, s) / REPORT_FILE).read_text())[0][
+            "ensemble"
+        ]["validation"]["cross_fitted"]
+        for s in greedy["quality"]["units"]
+    ]
+    assert recorded == pytest.approx(crossed)
     architecture = [r for r in result.candidates if r["stage"] == "architecture"]
     assert any("chosen on validation from 2 candidates" in r["reason"] for r in architecture)
     average = next(r for r in rows if r["label"].endswith("average"))

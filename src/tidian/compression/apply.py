@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,13 +60,18 @@ class StepContext:
     ``train``: the candidate's full training config (fine-tuning starts from it); ``seed``:
     everything random in the step comes from it; ``metric``: the run's metric; ``workdir``:
     the seed's artifact folder being written, where a step may put files (``quantize``
-    writes ``model.onnx`` there)."""
+    writes ``model.onnx`` there). ``held_out``: a step that fits something on a split (an
+    ensemble's weights on validation) puts there, by split name, its outputs on that split
+    predicted out of fold; the seed is scored on them instead of the model's in-sample
+    outputs, so its validation score stays an honest one to choose on. Only the last step's
+    count (a later step changes the model)."""
 
     task: Any
     train: Any
     seed: int
     metric: str
     workdir: Path
+    held_out: dict[str, Any] = field(default_factory=dict)
 
 
 def transform_step(
@@ -151,6 +156,7 @@ def apply_steps(
         entry = STEPS.entry(kind)
         for module, extra in entry.meta["requires"]:
             require(module, extra, f"the {kind} step")
+        ctx.held_out.clear()  # an earlier step's out-of-fold outputs are not this model's
         model, report = entry.obj(model, config, ctx)
         reports.append({kind: report})
     onnx = ctx.workdir / ONNX_FILE
@@ -192,4 +198,5 @@ def transform_job(job: Job) -> SeedRun:
             {"steps": reports},
             files={REPORT_FILE: report},
             folder=folder,
+            held_out=ctx.held_out,
         )

@@ -177,6 +177,7 @@ def seed_result(
     info: dict[str, Any] | None = None,
     files: dict[str, str] | None = None,
     folder: Path | None = None,
+    held_out: dict[str, Any] | None = None,
 ) -> SeedRun:
     """The end every seed job shares: score ``outputs`` (the model on the runtime it deploys
     on) on validation and test, then save the model (with ``files`` beside it) into
@@ -184,9 +185,14 @@ def seed_result(
     without one, to ``job.out`` when the job keeps a model. ``config.metrics`` names the
     metrics; with ``config.keep_state`` the weights come back too, ``config.outputs``
     lists splits whose raw outputs do, and ``config.rows`` metrics whose test-row pseudo-values
-    do (what a gate needs to count the test set's sampling)."""
+    do (what a gate needs to count the test set's sampling). ``held_out``: outputs of a split
+    predicted out of fold (``StepContext.held_out``), scored instead of ``outputs`` there."""
     config = job.config
-    raw = {split: outputs(part.x) for split, part in scorable_splits(job.task)}
+    held_out = held_out or {}
+    raw = {
+        split: held_out[split] if split in held_out else outputs(part.x)
+        for split, part in scorable_splits(job.task)
+    }
     scores = {
         split: compute_metrics(getattr(job.task, split).y, out, config["metrics"])
         for split, out in raw.items()

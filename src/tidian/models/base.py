@@ -231,3 +231,13 @@ class Head(nn.Module):
 
 # The zoo, filled by the family modules (mlp, cnn, rnn, transformer) as they are imported.
 MODELS: Registry[Any] = Registry("model", listing="tidian models")
+
+# Training options that change a model its library trains (a tree family): its seed alone.
+LIBRARY_TRAIN_KEYS = frozenset({"seed_stream"})
+
+
+def trained_by_library(name: str) -> bool:
+    """Whether zoo model ``name`` is trained by its own library, not tidian's training loop
+    (a tree family; a trained ``trees`` model cannot be trained at all): the torch training
+    options (lr, epochs, losses…) do not change it. Unknown names: False."""
+    return name in MODELS and MODELS.entry(name).meta.get("trainable", True) is False

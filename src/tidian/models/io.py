@@ -48,17 +48,24 @@ def seed_folder(candidate: str | Path, seed: int) -> str | Path:
 def save_model(
     model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model`` to folder ``path`` (created if needed); returns the folder."""
+    """Write ``model`` to folder ``path`` (created if needed); returns the folder. A model
+    may carry ``library_files`` (file name → bytes): the model in its library's own format
+    (a tree family's LightGBM text, XGBoost JSON, CatBoost binary), written beside the
+    weights so a user can go on in that library; tidian itself never reads them."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     spec = model_spec(model)
+    files = dict(getattr(model, "library_files", None) or {})
     doc = {
         "format": FORMAT,
         "model": spec.to_dict() if spec else None,
         "torch": torch.__version__,
         "metadata": metadata or {},
         "structure": structure_of(model),
+        "library_files": sorted(files),
     }
+    for name, data in files.items():
+        (folder / _plain_name(name)).write_bytes(data)
     # safetensors' save_model de-duplicates tied tensors that a plain state dict would reject.
     st_save_model(model.cpu(), str(folder / WEIGHTS))
     (folder / SPEC).write_text(json.dumps(doc, indent=2, sort_keys=True))
@@ -143,7 +150,21 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
         )
     if doc.get("model") and factory is None:
         set_spec(model, _model_spec(doc["model"], spec_file))
+    if hasattr(model, "library_files"):  # kept, so that saving the model again keeps them
+        named = doc.get("library_files") or []
+        model.library_files = {
+            n: (folder / _plain_name(n)).read_bytes()
+            for n in named
+            if isinstance(n, str) and (folder / _plain_name(n)).is_file()
+        }
     return model.eval()
+
+
+def _plain_name(name: Any) -> str:
+    """A library file's name: a plain file name in the model's folder, nothing else."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (SPEC, WEIGHTS):
+        raise DataError(f"library file name {name!r}: a plain file name is expected.")
+    return name
 
 
 def _model_spec(data: Any, where: Path) -> ModelSpec:

@@ -29,6 +29,10 @@ an untrained placeholder; ``training.build.train_new`` (every place tidian train
 sees its ``fit_with`` and lets the library train it — with early stopping on the validation
 split for the boosting libraries, as AutoGluon does — instead of the torch loop. The trained
 model's spec is the ``trees`` model with its shape, so it reloads without the library.
+Beside the arrays, a boosting family's saved folder keeps the model in its library's own
+format (``LIBRARY_FILES``: LightGBM's text, XGBoost's JSON, CatBoost's binary — none of them
+pickles), so a user can load it there and go on; tidian never reads those files. The forests
+have no such format (scikit-learn's is a pickle) and keep only the arrays.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +58,9 @@ from tidian.models.spec import create_model
 EPS = 1e-7  # a forest's class probability floor before its log (an empty class)
 TABLES = ("vector", "sequence", "image")  # inputs that flatten to a table of numbers
 EARLY_STOP = 50  # boosting rounds without progress on validation before stopping
+# each boosting family's own model file kept beside the arrays: lightgbm.Booster(model_file=),
+# xgboost.Booster().load_model(), catboost.CatBoost().load_model()
+LIBRARY_FILES = {"lightgbm": "lightgbm.txt", "xgboost": "xgboost.json", "catboost": "catboost.cbm"}
 
 
 class _TreeOp(torch.autograd.Function):
@@ -97,6 +105,8 @@ class TreeEnsemble(nn.Module):
         self.register_buffer("leaf", torch.ones(trees, nodes, dtype=torch.bool))
         self.register_buffer("group", torch.zeros(trees, width, outputs, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(outputs, dtype=torch.float64))  # base margin
+        # the trained model in its library's own format, saved beside the weights (models.io)
+        self.library_files: dict[str, bytes] = {}
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # models saved before leaves had a width (``gbdt``): one value per leaf
@@ -522,7 +532,10 @@ def _fit_lightgbm(
     rounds = estimator.booster_.current_iteration()
     if early_stop and estimator.best_iteration_:
         rounds = int(estimator.best_iteration_)
-    return from_lightgbm(estimator, task, rounds), {"rounds": rounds}
+    model = from_lightgbm(estimator, task, rounds)
+    text = estimator.booster_.model_to_string(num_iteration=rounds)
+    model.library_files = {LIBRARY_FILES["lightgbm"]: text.encode()}
+    return model, {"rounds": rounds}
 
 
 def _fit_xgboost(
@@ -543,7 +556,9 @@ def _fit_xgboost(
     if early_stop and getattr(estimator, "best_iteration", None) is not None:
         rounds = int(estimator.best_iteration) + 1
         booster = booster[:rounds]
-    return from_xgboost(booster, task), {"rounds": rounds}
+    model = from_xgboost(booster, task)
+    model.library_files = {LIBRARY_FILES["xgboost"]: bytes(booster.save_raw("json"))}
+    return model, {"rounds": rounds}
 
 
 def _fit_catboost(task: Any, seed: int, params: dict[str, Any]) -> tuple[nn.Module, dict]:
@@ -562,7 +577,12 @@ def _fit_catboost(task: Any, seed: int, params: dict[str, Any]) -> tuple[nn.Modu
             "use_best_model": True,
         }
     estimator.fit(_table(task.train.x), task.train.y, **fit)
-    return from_catboost(estimator, task), {"rounds": int(estimator.tree_count_)}
+    model = from_catboost(estimator, task)
+    with tempfile.TemporaryDirectory() as folder:  # CatBoost writes its format to a file only
+        path = Path(folder) / LIBRARY_FILES["catboost"]
+        estimator.save_model(str(path), format="cbm")
+        model.library_files = {path.name: path.read_bytes()}
+    return model, {"rounds": int(estimator.tree_count_)}
 
 
 def _fit_forest(

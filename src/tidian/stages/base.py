@@ -108,10 +108,12 @@ class Stage:
       can be checked against the recipe's model before anything trains (:meth:`check_model`).
     * ``selects_on_validation``: it chooses (trials, a fitted scaling) on the validation
       split, so a task without validation rows is refused before the run starts.
-    * ``fits_on_validation``: its candidates are fitted on the validation split (ensemble
-      weights, a scaling), so their validation scores are in-sample and no fair basis for
-      choosing among them: the pipeline gates every one of them on test with Holm's
-      correction instead of choosing one on validation first (``evaluate.select``).
+    * ``fits_on_validation``: its candidates are fitted on the validation split (a scaling),
+      so their validation scores are in-sample and no fair basis for choosing among them: the
+      pipeline gates every one of them on test with Holm's correction instead of choosing one
+      on validation first (``evaluate.select``). A stage that fits on validation but scores
+      its candidates there out of fold (``StepContext.held_out``: the ensemble's combinations
+      are cross-fitted) does not set it, and chooses like any other.
     * ``sections``: the report sections its results feed (keys of ``report.collect``'s data).
     * ``example``: a small config that runs on a tiny task, for the documentation and the
       stage conformance tests (``tests/stages/test_conformance.py``);

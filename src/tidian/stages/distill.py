@@ -40,6 +40,7 @@ from tidian.exceptions import ConfigError, bad_value
 from tidian.export import model_inputs, task_manifest
 from tidian.metrics import DEFAULT_METRICS, greater_is_better, predict
 from tidian.models import MODELS, count_parameters, create_model
+from tidian.models.base import trained_by_library
 from tidian.models.ensemble import Ensemble
 from tidian.models.io import load_model, seed_folder
 from tidian.models.trees import train_boosting
@@ -131,6 +132,12 @@ class DistillConfig:
             _number("distill.student.fraction", self.student["fraction"], 1e-6, 1.0)
         elif "name" not in self.student:
             raise bad_value("distill.student", "a mapping with 'name' or 'fraction'", self.student)
+        elif trained_by_library(self.student["name"]):
+            raise ConfigError(
+                f"distill.student: {self.student['name']} is trained by its library on labels, "
+                "not by tidian's loop on a teacher's soft targets; name a network student "
+                "({name: mlp, ...}). A tree model can be the teacher (teacher: incumbent)."
+            )
         if self.teacher not in TEACHERS:
             raise bad_value("distill.teacher", f"one of {TEACHERS}", self.teacher)
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 2:
@@ -247,6 +254,12 @@ class Distill(Stage):
                 f"{ctx.task.input_kind}. Use teacher: incumbent or ensemble."
             )
         if "fraction" in c.student:
+            if trained_by_library(incumbent.model.get("name", "")):
+                return ctx.skip(
+                    f"a student scaled down from the incumbent ({incumbent.model['name']}) "
+                    "would be a tree model, which learns from labels by its library, not from "
+                    "a teacher's soft targets; name a network student ({name: mlp, ...})"
+                )
             student = auto_student(incumbent.model, ctx.task, float(c.student["fraction"]))
         else:
             student = dict(c.student)

@@ -45,8 +45,8 @@ from tidian.compression.apply import StepContext, transform_step
 from tidian.exceptions import ConfigError, bad_value
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.models import model_spec
-from tidian.models.base import MODELS
-from tidian.models.ensemble import COMBINE, ensemble_of
+from tidian.models.base import trained_by_library
+from tidian.models.ensemble import COMBINE, EPS, ensemble_of
 from tidian.models.io import load_model, read_spec, seed_folder
 from tidian.models.trees import train_boosting
 from tidian.stages.base import Context, Proposal, Stage, register_stage
@@ -57,6 +57,7 @@ from tidian.training.loop import fit
 
 MEMBERS = ("top", "seeds", "bagging", "snapshot", "boosting")
 MIN_WEIGHT = 1e-3  # fitted weights below this drop their member
+FOLDS = 5  # cross-fitting a combination's validation score
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ class EnsembleStage(Stage):
     """Several models combined into one candidate, gated like any other."""
 
     edits_model = True
-    fits_on_validation = True
+    # Its combinations are fitted on validation, but each seed is scored there on outputs
+    # cross-fitted over validation folds (``cross_fitted``): the stage chooses one combination
+    # on validation and gates it alone, like any quality stage.
+    fits_on_validation = False
 
     def requirements(self) -> list[tuple[str, str]]:
         if self.config.members != "boosting":
@@ -296,7 +300,7 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     own = model_spec(parent) if parent is not None else None
     # the parent as it was saved (pruned, say) — unless the saved model cannot be trained
     # again (a trained tree model: only its family, the recipe's model, trains one)
-    trainable = own is not None and MODELS.entry(own.name).meta.get("trainable", True)
+    trainable = own is not None and not trained_by_library(own.name)
     if trainable and kind in ("seeds", "boosting"):
         name, options = own.name, dict(own.options)
         spec = {"name": name, **options}
@@ -349,8 +353,10 @@ def ensemble_(
     train: Any = None,
     seed: int = 0,
     metric: str | None = None,
+    held_out: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Build seed ``seed``'s ensemble: its members, then the combination fitted on ``task.val``."""
+    """Build seed ``seed``'s ensemble: its members, then the combination fitted on ``task.val``
+    — and, given ``held_out``, its cross-fitted validation outputs put there as ``"val"``."""
 
     combine = config["combine"]
     classes = task.target_kind == "classes"
@@ -378,6 +384,7 @@ def ensemble_(
     if len(shapes) != 1:
         raise ConfigError(f"ensemble members give outputs of different shapes: {sorted(shapes)}.")
     report: dict[str, Any] = {"members": len(members), "combine": combine}
+    fixed = config.get("weights") if combine == "weighted" else None
     if combine in ("weighted", "greedy", "stacking"):
         if not len(task.val):
             raise ConfigError(
@@ -385,25 +392,36 @@ def ensemble_(
                 "none (load it with val_size > 0), or use average or vote."
             )
         outs = np.stack([predict(m, task.val.x) for m in members])
-        y = task.val.y
+        y = np.asarray(task.val.y)
+        metric = metric or task.metric
+
+        def fit(o: np.ndarray, t: np.ndarray) -> dict[str, Any]:
+            return fit_combination(o, t, combine, classes, weights=fixed, metric=metric, seed=seed)
+
+        fitted = fit(outs, y)
+        if not fixed and held_out is not None:
+            # the seed's validation score comes from combinations fitted without the rows
+            # they score, so the stage can choose among its combinations on it
+            crossed = cross_fitted(outs, y, classes, fit, seed)
+            if crossed is not None:
+                held_out["val"] = crossed
+                score = METRICS.get(metric)
+                report["validation"] = {
+                    "folds": min(FOLDS, len(y)),
+                    "in_sample": float(score(y, combined_outputs(fitted, outs, classes))),
+                    "cross_fitted": float(score(y, crossed)),
+                }
         if combine == "stacking":
-            weight, bias = fit_stacking(outs, y, classes, seed)
             with torch.no_grad():
-                model.meta.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-                model.meta.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+                model.meta.weight.copy_(torch.as_tensor(fitted["weight"], dtype=torch.float32))
+                model.meta.bias.copy_(torch.as_tensor(fitted["bias"], dtype=torch.float32))
         else:
-            if combine == "weighted":
-                w = np.asarray(config.get("weights") or fit_weights(outs, y, classes), float)
-                w = w / w.sum()
-            else:
-                metric = metric or task.metric
-                w, path = greedy_selection(
-                    outs, y, classes, METRICS.get(metric), greater_is_better(metric)
-                )
-                report["validation_path"] = path
+            w = fitted["weights"]
+            if fitted.get("path") is not None:
+                report["validation_path"] = fitted["path"]
             # Members that carry (next to) no weight are dropped: running them costs latency
             # and buys nothing. Fixed weights are kept as given.
-            keep = np.flatnonzero(w > (0 if config.get("weights") else MIN_WEIGHT))
+            keep = np.flatnonzero(w > 0)
             report["kept"] = keep.tolist()
             if len(keep) == 1:
                 report["weights"] = [1.0]
@@ -416,6 +434,72 @@ def ensemble_(
             model.set_weights(w)
         report["weights"] = model.weights.tolist()
     return model.eval(), report
+
+
+def fit_combination(
+    outs: np.ndarray,
+    y: np.ndarray,
+    combine: str,
+    classes: bool,
+    *,
+    weights: list[float] | None = None,
+    metric: str = "accuracy",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A fitted combination of member outputs ``outs`` (k, n, out) for targets ``y``:
+    ``{"weight", "bias"}`` of the stacking meta-model, or ``{"weights"}`` on the simplex (zero
+    for dropped members: fitted weights under MIN_WEIGHT) with greedy's validation path."""
+    if combine == "stacking":
+        weight, bias = fit_stacking(outs, y, classes, seed)
+        return {"weight": weight, "bias": bias}
+    path = None
+    if combine == "weighted":
+        w = np.asarray(weights or fit_weights(outs, y, classes), float)
+    else:
+        w, path = greedy_selection(outs, y, classes, METRICS.get(metric), greater_is_better(metric))
+    w = np.where(w > (0 if weights else MIN_WEIGHT), w, 0.0)
+    return {"weights": w / w.sum(), "path": path}
+
+
+def combined_outputs(fitted: dict[str, Any], outs: np.ndarray, classes: bool) -> np.ndarray:
+    """What the ensemble module outputs, for member outputs ``outs`` (k, n, out), with the
+    combination ``fitted`` (:func:`fit_combination`)."""
+    if "weight" in fitted:
+        feats = outs
+        if classes:
+            z = outs - outs.max(-1, keepdims=True)
+            feats = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        x = feats.transpose(1, 0, 2).reshape(outs.shape[1], -1)
+        return x @ fitted["weight"].T + fitted["bias"]
+    mix = _combined(outs, fitted["weights"], classes)
+    return np.log(np.clip(mix, EPS, None)) if classes else mix
+
+
+def cross_fitted(
+    outs: np.ndarray, y: np.ndarray, classes: bool, fit: Any, seed: int
+) -> np.ndarray | None:
+    """The combination's outputs on every validation row from a combination fitted without
+    that row's fold (``FOLDS`` folds, stratified when every class has that many rows): an
+    honest validation score for a combination fitted on validation. None below 2 rows."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = len(y)
+    folds = min(FOLDS, n)
+    if folds < 2:
+        return None
+    counts = np.bincount(y)[np.bincount(y) > 0] if classes else None
+    splitter = (
+        StratifiedKFold(folds, shuffle=True, random_state=seed)
+        if classes and counts.min() >= folds
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
+    crossed = None
+    for rest, fold in splitter.split(np.zeros(n), y if classes else None):
+        out = combined_outputs(fit(outs[:, rest], y[rest]), outs[:, fold], classes)
+        if crossed is None:
+            crossed = np.empty((n, *out.shape[1:]), dtype=np.float32)
+        crossed[fold] = out
+    return crossed
 
 
 def _check_step(**config: Any) -> None:
@@ -435,4 +519,12 @@ def _check_step(**config: Any) -> None:
 )
 def ensemble_step(parent: nn.Module | None, config: dict[str, Any], ctx: StepContext):
     """The ``ensemble`` step: :func:`ensemble_` for the seed."""
-    return ensemble_(parent, config, ctx.task, train=ctx.train, seed=ctx.seed, metric=ctx.metric)
+    return ensemble_(
+        parent,
+        config,
+        ctx.task,
+        train=ctx.train,
+        seed=ctx.seed,
+        metric=ctx.metric,
+        held_out=ctx.held_out,
+    )

@@ -21,6 +21,7 @@ from tidian.evaluation.cost import measure_cost
 from tidian.exceptions import ConfigError, TidianError, require
 from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
+from tidian.models.base import LIBRARY_TRAIN_KEYS, trained_by_library
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
 from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places, quiet
@@ -323,6 +324,18 @@ class Tune(Stage):
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         optuna = require("optuna", "tune", "the tune stage")
         config = self.config
+        name = incumbent.model.get("name", "")
+        if (
+            trained_by_library(name)
+            and "model" not in config.space
+            and not set(config.space) & LIBRARY_TRAIN_KEYS
+        ):
+            return ctx.skip(
+                f"the incumbent ({name}) is trained by its library, not tidian's training "
+                f"loop, and this space searches only training options ({', '.join(config.space)})"
+                f" that do not change it; search its hyperparameters instead: space: {{model: "
+                f"{{choice: [{{name: {name}, ...}}]}}}}"
+            )
         if ctx.time_left is not None:  # the run's time limit: the search stops in time
             limit = min(config.timeout_s or math.inf, max(ctx.time_left, 1.0))
             config = dataclasses.replace(config, timeout_s=limit)
