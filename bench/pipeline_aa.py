@@ -14,9 +14,14 @@ from 20,000 + 23r, and its confirmation the next ones (--confirm-seeds, default 
 gain: the table's note gives its size, measured on every run's first candidate, unselected).
 --select sets `evaluate.select`: validation (a stage chooses one candidate on validation and
 gates it alone; the default) or holm (every candidate gated, Holm-corrected).
+With --ensemble the second stage is an ensemble of the run's 3 best candidates (the baseline's
+re-drawn copies) combined by fitted weights, greedy selection and stacking — each fitted on
+validation and scored there out of fold — so the table shows how often a stage of fitted
+combinations claims a lift and how often the confirmation holds it (averaging copies of one
+model is a small real change, not an A/A).
 
     python bench/pipeline_aa.py [--runs 200] [--workers 2] [--power] [--confirm-seeds 3]
-        [--select validation|holm] [--candidates 2]
+        [--select validation|holm] [--candidates 2] [--ensemble]
 """
 
 from __future__ import annotations
@@ -33,10 +38,17 @@ from common import print_table, wilson
 SEEDS = 3
 
 
-def recipe(run: int, power: bool, confirm: int, select: str, candidates: int) -> dict:
+def recipe(
+    run: int, power: bool, confirm: int, select: str, candidates: int, ensemble: bool = False
+) -> dict:
     first = [{"seed_stream": 1 + k} for k in range(candidates)]
     if power:
         first[0] = {"epochs": 8}
+    second = (
+        {"ensemble": {"members": "top", "k": 3, "combine": ["weighted", "greedy", "stacking"]}}
+        if ensemble
+        else {"train_variants": {"candidates": [{"seed_stream": candidates + 1}]}}
+    )
     return {
         "task": "breast_cancer",
         "model": {"name": "mlp", "hidden": [8]},
@@ -50,19 +62,21 @@ def recipe(run: int, power: bool, confirm: int, select: str, candidates: int) ->
         "confirm": {"seeds": confirm},
         "stages": [
             {"train_variants": {"candidates": first}},
-            {"train_variants": {"candidates": [{"seed_stream": candidates + 1}]}},
+            second,
         ],
     }
 
 
-def one_run(args: tuple[int, bool, int, str, str, int]) -> dict:
+def one_run(args: tuple[int, bool, int, str, str, int, bool]) -> dict:
     """One whole run in its own ledger: did it claim a lift, was it confirmed, by how much."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
 
-    run, power, confirm, folder, select, candidates = args
+    run, power, confirm, folder, select, candidates, ensemble = args
     store = Store(f"sqlite:///{folder}/run-{run}.db", artifacts=f"{folder}/runs-{run}")
-    result = pipeline.run(recipe(run, power, confirm, select, candidates), store=store, threads=1)
+    result = pipeline.run(
+        recipe(run, power, confirm, select, candidates, ensemble), store=store, threads=1
+    )
     c = result.confirmation or {}
     # the first stage's first candidate against the baseline, seed by seed, unselected: an
     # unbiased estimate of its true gain (with --power, the real one; A/A: zero)
@@ -72,6 +86,9 @@ def one_run(args: tuple[int, bool, int, str, str, int]) -> dict:
         "run": run,
         "first_gain": float(gains.mean()),
         "claimed": result.incumbent["id"] != result.baseline["id"],
+        "ensemble": any(
+            r["stage"] == "ensemble" and r["decision"] == "accepted" for r in result.candidates
+        ),
         "confirmed": bool(c.get("held")),
         "selection": (c.get("selection_gain") or {}).get("mean"),
         "confirmed_gain": (c.get("gate") or {}).get("gain"),
@@ -87,6 +104,9 @@ def main() -> None:
     parser.add_argument("--confirm-seeds", type=int, default=SEEDS, help="at most 20")
     parser.add_argument("--select", choices=("validation", "holm"), default="validation")
     parser.add_argument("--candidates", type=int, default=2, help="in the first stage")
+    parser.add_argument(
+        "--ensemble", action="store_true", help="the second stage ensembles the 3 best"
+    )
     args = parser.parse_args()
     if not 0 < args.confirm_seeds <= 20:
         parser.error("--confirm-seeds: 1 to 20 (runs keep 20 seeds apart)")
@@ -95,7 +115,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.workers) as pool:
         work = [
-            (r, args.power, args.confirm_seeds, folder, args.select, args.candidates)
+            (r, args.power, args.confirm_seeds, folder, args.select, args.candidates, args.ensemble)
             for r in range(args.runs)
         ]
         results = list(pool.map(one_run, work))
@@ -104,10 +124,13 @@ def main() -> None:
     confirmed_seeds = [tuple(r["seeds"]) for r in results if r["seeds"]]
     assert len(set(confirmed_seeds)) == len(confirmed_seeds), "runs share confirmation seeds"
     rows = []
-    for label, hits in (
+    counts = [
         ("selection-time headline claims a lift", sum(r["claimed"] for r in results)),
         ("confirmed headline claims a lift", sum(r["confirmed"] for r in results)),
-    ):
+    ]
+    if args.ensemble:
+        counts.insert(0, ("the ensemble stage accepted one", sum(r["ensemble"] for r in results)))
+    for label, hits in counts:
         low, high = wilson(hits, n)
         rows.append([label, f"{hits}/{n}", f"{hits / n:.1%}", f"[{low:.1%}, {high:.1%}]"])
     claimed = [r for r in results if r["claimed"]]
@@ -124,8 +147,11 @@ def main() -> None:
     true = np.mean([r["first_gain"] for r in results])
     note += f"The first candidate's mean gain over the baseline, unselected: {true:+.4f}. "
     kind = "power: a real gain (8 epochs against 4)" if args.power else "A/A: no real gain"
+    if args.ensemble:
+        kind += " in the first stage, then an ensemble of the 3 best (3 fitted combinations)"
     print_table(
-        f"Whole-pipeline {kind}; {n} independent runs of {args.candidates} + 1 candidates in "
+        f"Whole-pipeline {kind}; {n} independent runs of {args.candidates} + "
+        f"{3 if args.ensemble else 1} candidates in "
         f"2 stages, {SEEDS} seeds each, select: {args.select}, confirmed on "
         f"{args.confirm_seeds} fresh seeds and the holdout ({seconds:.0f} s)",
         ["headline", "runs", "rate", "Wilson 95% CI"],
