@@ -13,6 +13,7 @@ from tidian.stages.refit import Refit, RefitConfig, refit_step
 class _Ctx:
     def __init__(self, task, seed=0):
         self.task, self.seed, self.train, self.metric, self.workdir = task, seed, None, "", None
+        self.held_out = {}
 
 
 def test_a_network_refits_on_every_labelled_row_for_its_seed_s_epochs(vector_task, monkeypatch):
@@ -31,8 +32,10 @@ def test_a_network_refits_on_every_labelled_row_for_its_seed_s_epochs(vector_tas
         "lengths": {"0": {"epochs": 4}, "1": {}},
     }
     rows = len(vector_task.train) + len(vector_task.val)
-    _, info = refit_step(None, step, _Ctx(vector_task, 0))
+    ctx = _Ctx(vector_task, 0)
+    _, info = refit_step(None, step, ctx)
     assert info == {"rows": rows, "epochs": 4}
+    assert ctx.held_out == {"val": None}  # it trained on validation: no score there
     refit_step(None, step, _Ctx(vector_task, 1))  # nothing recorded: the config's epochs
     assert seen == [(rows, 0, 4, None, 0), (rows, 0, 30, None, 1)]
 
@@ -76,6 +79,9 @@ def test_a_refit_is_paired_and_gated_like_any_candidate(tmp_path):
     assert refit["stage"] == "refit" and refit["decision"] in ("accepted", "rejected")
     assert refit["quality"]["units"] == base["quality"]["units"]  # paired seed by seed
     assert "gain" in refit["reason"] and "test rows" in refit["reason"]
+    # scored on test only: its validation rows were training rows
+    assert base["quality"]["val_mean"] is not None and refit["quality"]["val_mean"] is None
+    assert "val" not in refit["quality"]["summary"]
     for seed in (0, 1, 2):
         [b] = list(tmp_path.rglob(f"candidate-{base['id']}/seed-{seed}"))
         [r] = list(tmp_path.rglob(f"candidate-{refit['id']}/seed-{seed}"))

@@ -63,7 +63,8 @@ class StepContext:
     writes ``model.onnx`` there). ``held_out``: a step that fits something on a split (an
     ensemble's weights on validation) puts there, by split name, its outputs on that split
     predicted out of fold; the seed is scored on them instead of the model's in-sample
-    outputs, so its validation score stays an honest one to choose on. Only the last step's
+    outputs, so its validation score stays an honest one to choose on — or None: the step
+    trained on that split (a refit), which is then not scored at all. Only the last step's
     count (a later step changes the model)."""
 
     task: Any

@@ -186,12 +186,14 @@ def seed_result(
     metrics; with ``config.keep_state`` the weights come back too, ``config.outputs``
     lists splits whose raw outputs do, and ``config.rows`` metrics whose test-row pseudo-values
     do (what a gate needs to count the test set's sampling). ``held_out``: outputs of a split
-    predicted out of fold (``StepContext.held_out``), scored instead of ``outputs`` there."""
+    predicted out of fold (``StepContext.held_out``), scored instead of ``outputs`` there; a
+    split given None is not scored (the model trained on its rows)."""
     config = job.config
     held_out = held_out or {}
     raw = {
         split: held_out[split] if split in held_out else outputs(part.x)
         for split, part in scorable_splits(job.task)
+        if split not in held_out or held_out[split] is not None
     }
     scores = {
         split: compute_metrics(getattr(job.task, split).y, out, config["metrics"])

@@ -123,4 +123,7 @@ def refit_step(parent: Any, config: dict[str, Any], ctx: StepContext):
     rows = Split.concat([task.train, task.val])
     data = task.replace(train=rows, val=task.val.take(np.arange(0)))
     trained, _ = train_new(model, task, train, ctx.seed, data=data)
+    # it trained on the validation rows: a score there would be in-sample, and an ensemble's
+    # `top` members or a later choice would favour it for that; it records none
+    ctx.held_out["val"] = None
     return trained, {"rows": len(data.train), **length}
