@@ -11,10 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import tidian
 from common import print_table
+from tidian.evaluation.cost import measure_onnx_cost
 from tidian.export import OnnxModel, export_onnx
 from tidian.metrics import compute_metrics
 from tidian.models.trees import FAMILIES
@@ -32,24 +31,17 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "m.onnx"
                 export_onnx(model, task, path)
-                runtime = OnnxModel(path)
-                one = task.test.x[:1]
-                for _ in range(20):
-                    runtime.predict(one)
-                calls = []
-                for _ in range(300):
-                    t = time.perf_counter()
-                    runtime.predict(one)
-                    calls.append(time.perf_counter() - t)
-                size = path.stat().st_size
-                accuracy = compute_metrics(task.test.y, runtime.predict(task.test.x), ["accuracy"])
+                # batch 1, one thread, median of 300 calls after 20 (the pipeline's measure)
+                cost = measure_onnx_cost(path, task, repeats=300, warmup=20)
+                outputs = OnnxModel(path).predict(task.test.x)
+                accuracy = compute_metrics(task.test.y, outputs, ["accuracy"])
             rows.append(
                 [
                     f"{name}: {family}",
                     f"{seconds:.2f} s",
                     f"{accuracy['accuracy']:.2%}",
-                    f"{np.median(calls) * 1e6:.0f} µs",
-                    f"{size / 1024:.0f} kB",
+                    f"{cost.latency_ms * 1e3:.0f} µs",
+                    f"{cost.size_bytes / 1024:.0f} kB",
                 ]
             )
     print_table(

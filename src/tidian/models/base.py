@@ -241,3 +241,9 @@ def trained_by_library(name: str) -> bool:
     (a tree family; a trained ``trees`` model cannot be trained at all): the torch training
     options (lr, epochs, losses…) do not change it. Unknown names: False."""
     return name in MODELS and MODELS.entry(name).meta.get("trainable", True) is False
+
+
+def library_ignores(name: str, keys: Any) -> bool:
+    """Whether changing the training options ``keys`` leaves zoo model ``name`` as it was:
+    its library trains it, and none of them is one that reaches the library."""
+    return trained_by_library(name) and not set(keys) & LIBRARY_TRAIN_KEYS

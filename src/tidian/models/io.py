@@ -151,12 +151,8 @@ def load_model(path: str | Path, *, factory: Callable[[], nn.Module] | None = No
     if doc.get("model") and factory is None:
         set_spec(model, _model_spec(doc["model"], spec_file))
     if hasattr(model, "library_files"):  # kept, so that saving the model again keeps them
-        named = doc.get("library_files") or []
-        model.library_files = {
-            n: (folder / _plain_name(n)).read_bytes()
-            for n in named
-            if isinstance(n, str) and (folder / _plain_name(n)).is_file()
-        }
+        named = [folder / _plain_name(n) for n in doc.get("library_files") or []]
+        model.library_files = {p.name: p.read_bytes() for p in named if p.is_file()}
     return model.eval()
 
 

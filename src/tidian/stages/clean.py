@@ -27,7 +27,7 @@ import torch
 from tidian.compression.apply import StepContext, transform_step
 from tidian.evaluation.cleaning import duplicates, label_issues, out_of_fold, outliers
 from tidian.exceptions import ConfigError, bad_value
-from tidian.models.base import MODELS
+from tidian.models.base import trained_by_library
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.tasks.task import Split
 from tidian.training.build import seeded_model, train_new
@@ -91,7 +91,7 @@ class Clean(Stage):
 
         # a tree family's library trains it: rows can be dropped or clipped, but its loss
         # cannot be re-weighted through the torch step
-        fitted = MODELS.entry(incumbent.model["name"]).meta.get("fitted", False)
+        fitted = trained_by_library(incumbent.model["name"])
 
         def propose(label: str, rows: list[int], action: str, why: dict[str, Any]) -> None:
             if not rows or (fitted and action == "downweight"):

@@ -245,14 +245,20 @@ def greedy_selection(
     return kept / kept.sum(), [p[0] for p in path]
 
 
-def fit_stacking(outs: np.ndarray, y: np.ndarray, classes: bool, seed: int) -> tuple[Any, Any]:
-    """Meta-model on the members' validation outputs (k, n, out): (weight, bias) of a linear
-    layer over their concatenated log-probabilities (outputs for regression)."""
+def _stacking_inputs(outs: np.ndarray, classes: bool) -> np.ndarray:
+    """The meta-model's inputs (n, k × out): each member's log-probabilities (outputs for
+    regression), concatenated row by row."""
     feats = outs
     if classes:
         z = outs - outs.max(-1, keepdims=True)
         feats = z - np.log(np.exp(z).sum(-1, keepdims=True))
-    x = feats.transpose(1, 0, 2).reshape(outs.shape[1], -1)
+    return feats.transpose(1, 0, 2).reshape(outs.shape[1], -1)
+
+
+def fit_stacking(outs: np.ndarray, y: np.ndarray, classes: bool, seed: int) -> tuple[Any, Any]:
+    """Meta-model on the members' validation outputs (k, n, out): (weight, bias) of a linear
+    layer over their concatenated log-probabilities (outputs for regression)."""
+    x = _stacking_inputs(outs, classes)
     if classes:
         from sklearn.linear_model import LogisticRegressionCV
 
@@ -465,12 +471,7 @@ def combined_outputs(fitted: dict[str, Any], outs: np.ndarray, classes: bool) ->
     """What the ensemble module outputs, for member outputs ``outs`` (k, n, out), with the
     combination ``fitted`` (:func:`fit_combination`)."""
     if "weight" in fitted:
-        feats = outs
-        if classes:
-            z = outs - outs.max(-1, keepdims=True)
-            feats = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        x = feats.transpose(1, 0, 2).reshape(outs.shape[1], -1)
-        return x @ fitted["weight"].T + fitted["bias"]
+        return _stacking_inputs(outs, classes) @ fitted["weight"].T + fitted["bias"]
     mix = _combined(outs, fitted["weights"], classes)
     return np.log(np.clip(mix, EPS, None)) if classes else mix
 
@@ -487,10 +488,10 @@ def cross_fitted(
     folds = min(FOLDS, n)
     if folds < 2:
         return None
-    counts = np.bincount(y)[np.bincount(y) > 0] if classes else None
+    counts = np.bincount(y) if classes else None
     splitter = (
         StratifiedKFold(folds, shuffle=True, random_state=seed)
-        if classes and counts.min() >= folds
+        if classes and counts[counts > 0].min() >= folds
         else KFold(folds, shuffle=True, random_state=seed)
     )
     crossed = None

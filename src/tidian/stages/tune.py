@@ -21,7 +21,7 @@ from tidian.evaluation.cost import measure_cost
 from tidian.exceptions import ConfigError, TidianError, require
 from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
-from tidian.models.base import LIBRARY_TRAIN_KEYS, trained_by_library
+from tidian.models.base import library_ignores
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 from tidian.stages.space import check_space, grid, has_categorical, sample
 from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places, quiet
@@ -325,11 +325,7 @@ class Tune(Stage):
         optuna = require("optuna", "tune", "the tune stage")
         config = self.config
         name = incumbent.model.get("name", "")
-        if (
-            trained_by_library(name)
-            and "model" not in config.space
-            and not set(config.space) & LIBRARY_TRAIN_KEYS
-        ):
+        if "model" not in config.space and library_ignores(name, config.space):
             return ctx.skip(
                 f"the incumbent ({name}) is trained by its library, not tidian's training "
                 f"loop, and this space searches only training options ({', '.join(config.space)})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tidian.models.base import LIBRARY_TRAIN_KEYS, trained_by_library
+from tidian.models.base import library_ignores
 from tidian.stages.base import Context, Proposal, Stage, register_stage
 
 
@@ -33,9 +33,7 @@ class TrainVariants(Stage):
 
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         name = incumbent.model.get("name", "")
-        if trained_by_library(name) and not any(
-            set(c) & LIBRARY_TRAIN_KEYS for c in self.config.candidates
-        ):
+        if all(library_ignores(name, changes) for changes in self.config.candidates):
             return ctx.skip(
                 f"the incumbent ({name}) is trained by its library, not tidian's training "
                 "loop, so these training options would give the same model again; vary its "
