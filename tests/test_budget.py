@@ -150,3 +150,33 @@ def test_a_misspelt_budget_key_is_named_with_the_budget_s_own_keys():
         match=r"budget.tim: unknown key 'tim' \(did you mean 'time'\?\); allowed: time$",
     ):
         load_recipe({**RECIPE, "budget": {"tim": "1m"}})
+
+
+@pytest.mark.parametrize(("spare", "trained"), [(150.0, False), (250.0, True)])
+def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
+    tmp_path, monkeypatch, spare, trained
+):
+    # every seed is recorded as taking 100 s; the clock stands still. After the baseline, the
+    # confirmation keeps 2 models × 2 fresh seeds × 100 s + its cost measurements aside; the
+    # first candidate of stage 1 (2 seeds, one worker) is expected to take 200 s: with 150 s
+    # left it does not start (the limit would be overrun by its whole length), with 250 s it does
+    monkeypatch.setattr(pipeline, "_clock", Clock())
+    store = Store(f"sqlite:///{tmp_path / 'pace.db'}", artifacts=tmp_path / "runs")
+    record = store.add_seed_result
+    monkeypatch.setattr(
+        store,
+        "add_seed_result",
+        lambda cid, seed, scores, history, seconds, rows: record(
+            cid, seed, scores, history, 100.0, rows
+        ),
+    )
+    limit = 2 * 2 * 100.0 + 2 * pipeline.COST_SECONDS + spare
+    result = pipeline.run({**RECIPE, "budget": {"time": limit}}, store=store)
+    stage1 = [c["label"] for c in result.candidates if c["stage"] == "train_variants"]
+    assert stage1 == (["epochs=60", "epochs=30", "lr=0.0001"] if trained else [])
+    if not trained:
+        assert result.stages[1]["report"]["cut"]["candidates"] == [
+            "epochs=60",
+            "epochs=30",
+            "lr=0.0001",
+        ]

@@ -221,7 +221,8 @@ class _Run:
         Under a time limit a stage's proposals go in waves — whole candidates, enough jobs to
         keep every worker busy — and a wave starts only while the time left (after the
         confirmation's, re-estimated for every candidate that may become the final) is at
-        least what the wave before it took: the rows of the waves that ran come back (the
+        least what the wave before it took (the first wave: its jobs at the incumbent's mean
+        seconds a seed, over the workers): the rows of the waves that ran come back (the
         first proposals'), and ``self.cut`` names the others (never a candidate with some of
         its seeds: every kept candidate stays paired)."""
         seeds = self.seeds if seeds is None else seeds
@@ -231,20 +232,26 @@ class _Run:
         if self.deadline is None or task is not None or position == 0:
             return self._evaluate(position, stage, proposals, parents, seeds, task, origins)
         rows: list[dict[str, Any]] = []
-        start, last = 0, 0.0
+        start, last = 0, None
         incumbent = self.store.get_candidate(parent) if parent is not None else None
+        # before a stage's first wave has run: a seed is expected to take as long as one of
+        # the incumbent's (a tuned or larger model may take longer; the next waves use the
+        # measured time of the one before)
+        done = self.store.seed_results(incumbent["id"]).values() if incumbent else []
+        per_seed = sum(r["seconds"] for r in done) / max(len(done), 1)
         while start < len(proposals):
             # the confirmation of whichever may become the final: the incumbent or a
             # candidate of this stage; a wave is expected to take as long as the one before
             if incumbent is not None:
                 self.reserve = max(self._confirmation_estimate(r) for r in [incumbent, *rows])
-            if self._time_left() <= last:
-                self.cut = [p.label for p in proposals[start:]]
-                break
             stop, jobs = start, 0
             while stop < len(proposals) and (jobs < self.executor.workers or stop == start):
                 jobs += len(seeds)
                 stop += 1
+            expected = per_seed * -(-jobs // self.executor.workers) if last is None else last
+            if self._time_left() <= expected:
+                self.cut = [p.label for p in proposals[start:]]
+                break
             began = _clock()
             rows += self._evaluate(
                 position,
