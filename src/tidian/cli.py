@@ -666,7 +666,9 @@ def _print_run(res) -> None:
     console.print(table)
     for line in _headline_lines(res.confirmation):
         console.print(line, markup=False, highlight=False)
-    if res.confirmation:
+    if line := _found_line(res):
+        console.print(line, markup=False, highlight=False)
+    if res.confirmation or line:
         console.print()
     decisions = _Table(
         title="candidates and decisions", caption="latency: batch 1; ORT: ONNX Runtime"
@@ -693,6 +695,22 @@ def _print_run(res) -> None:
     console.print(decisions)
     for line in _stage_notes(res.stages):
         console.print(line, markup=False, highlight=False)
+
+
+def _found_line(res) -> str:
+    """What the search found and the gate did not keep (``runs.best_found``): the best
+    candidate on validation when it is not the final model, with its test score and its
+    gate's verdict ("" when the final is that candidate)."""
+    from tidian.runs import best_found
+
+    found = best_found(res.candidates, (res.incumbent or {}).get("id"))
+    if found is None:
+        return ""
+    q = found["quality"]
+    return (
+        f"best on validation, not kept: #{found['id']} {found['label']} (validation "
+        f"{q['val_mean']:.4f}, test {q['mean']:.4f}) — {_verdict(found)}"
+    )
 
 
 def _stage_notes(stages: list[dict[str, Any]]) -> list[str]:
@@ -900,7 +918,10 @@ def show_cmd(run_id: RunIdArg, store: StoreOpt = None, as_json: JsonOpt = False)
     ledger = Store(store)
     res = pipeline.result(ledger, run_id)
     if as_json:
-        _print_json(res.to_dict())
+        from tidian.runs import best_found
+
+        found = best_found(res.candidates, (res.incumbent or {}).get("id"))
+        _print_json({**res.to_dict(), "found": found["id"] if found else None})
         return
     _print_run(res)
     console.print(f"Pareto set (quality, latency, params): {res.pareto}", markup=False)

@@ -30,7 +30,7 @@ from tidian.export import (
 )
 from tidian.metrics import greater_is_better
 from tidian.models.io import SPEC, WEIGHTS, load_model
-from tidian.recipe import stored_recipe
+from tidian.recipe import CONFIRM_STAGE, stored_recipe
 from tidian.store import stale
 from tidian.store.artifacts import committed, exists, join, local, writing
 
@@ -106,6 +106,31 @@ def confirmed_gain(confirmation: dict[str, Any] | None) -> dict[str, Any] | None
         "confirmed": True,
         "held": confirmation["held"],
     }
+
+
+def best_found(candidates: list[dict[str, Any]], final_id: int | None) -> dict[str, Any] | None:
+    """The candidate a search without a gate would ship: the finished one with the best
+    validation mean (AutoGluon's way of choosing) — leaving out a refit and what is made from
+    it (they trained on the validation rows, their scores there would be in-sample) and the
+    confirmation's re-runs. None when that is the final model, or nothing has a validation
+    score. Its test score and its gate's verdict say what the gate declined to claim."""
+    refit: set[int] = set()
+    for c in sorted(candidates, key=lambda c: c["id"]):  # a parent comes before its children
+        if c["stage"] == "refit" or c.get("parent_id") in refit:
+            refit.add(c["id"])
+    scored = [
+        c
+        for c in candidates
+        if c["id"] not in refit
+        and c["stage"] != CONFIRM_STAGE
+        and c["status"] == "done"
+        and (c.get("quality") or {}).get("val_mean") is not None
+    ]
+    if not scored:
+        return None
+    sign = 1 if greater_is_better(scored[0]["quality"]["metric"]) else -1
+    best = max(scored, key=lambda c: (sign * c["quality"]["val_mean"], -c["id"]))
+    return None if best["id"] == final_id else best
 
 
 def gain_text(gain: dict[str, Any] | None) -> str:

@@ -30,7 +30,7 @@ from tidian.metrics import greater_is_better, predict
 from tidian.models import model_spec
 from tidian.models.io import WEIGHTS, candidate_folder, load_model, seed_folder
 from tidian.recipe import CONFIRM_STAGE, stored_recipe
-from tidian.runs import candidate_rows, paired_gain
+from tidian.runs import best_found, candidate_rows, paired_gain
 from tidian.stages import STAGES
 from tidian.store.artifacts import committed, exists, join, local
 
@@ -577,6 +577,8 @@ def collect(
         "headline": {
             **_headline(store, base, final, metric),
             "confirmation": run.get("confirmation"),
+            # the best candidate on validation when the gate did not keep it
+            "found": _brief(best_found(rows, run["incumbent_id"])),
         },
         "stages": stage_data,
         "waterfall": waterfall,

@@ -117,6 +117,8 @@ def _headline(d: dict[str, Any]) -> str:
                 f"; the optimism of selection (selection-time gain − confirmed gain): "
                 f'<span data-field="optimism">{confirmation["optimism"]:+.4f}</span>'
             )
+    if found := h.get("found"):
+        lines.append(_found(found, final))
     if h.get("speedup"):
         note = "" if h.get("same_runtime") else " (measured on different runtimes)"
         speed, size = h["speedup"], h["size_ratio"]
@@ -128,6 +130,26 @@ def _headline(d: dict[str, Any]) -> str:
             f"{'smaller' if size >= 1 else 'larger'} on disk{note}"
         )
     return out + "".join(f"<p>{line}</p>" for line in lines)
+
+
+def _found(found: dict[str, Any], final: dict[str, Any] | None) -> str:
+    """The best candidate on validation that the gate did not keep: what a search without a
+    gate would have shipped, its test score beside the final's, and why it was not kept."""
+    q = found["quality"]
+    gate = found.get("gate") or {}
+    why = (
+        f"its gain {gate['gain']:+.4f} [{gate['low']:+.4f}, {gate['high']:+.4f}] was not shown "
+        f"(p={gate['p_adjusted']:.2g})"
+        if gate and not gate.get("accepted")
+        else escape(found["reason"] or found["decision"] or "not kept")
+    )
+    test = f"test {q['mean']:.4f}" + (
+        f" against the final's {final['quality']['mean']:.4f}" if final else ""
+    )
+    return (
+        f'best on validation, not kept: <span data-field="found">#{found["id"]} '
+        f"{escape(found['label'])}</span> (validation {q['val_mean']:.4f}, {test}): {why}"
+    )
 
 
 def _confirmed(c: dict[str, Any] | None, metric: str) -> list[str]:
