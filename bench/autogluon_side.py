@@ -6,7 +6,8 @@
 DATA.npz holds the rows tidian's run used: ``x_train``/``y_train``, ``x_val``/``y_val`` (given
 as AutoGluon's tuning data), ``x_test``/``y_test`` (the run's test rows) and
 ``x_holdout``/``y_holdout`` (the rows its confirmation scores), and ``kind`` ("classes" or
-"values"). Each fit is scored on the test and holdout rows (accuracy, or RMSE), its wall time,
+"values"). Each fit is scored on the test and holdout rows (accuracy, or RMSE; its predictions
+there are kept, for the paired gap), its wall time,
 its folder's size on disk and its batch-1 predict latency (median of 50 calls on one row) are
 measured; the JSON has one object per fit.
 """
@@ -37,11 +38,13 @@ def folder_size(path: str) -> int:
     )
 
 
-def score(predictor, x: np.ndarray, y: np.ndarray, classes: bool) -> float:
+def score(predictor, x: np.ndarray, y: np.ndarray, classes: bool) -> tuple[float, list]:
+    """(accuracy or RMSE, the predictions: class numbers or values)."""
     predicted = np.asarray(predictor.predict(frame(x)))
     if classes:
-        return float((predicted == y).mean())
-    return float(np.sqrt(np.mean((predicted.astype(float) - y) ** 2)))
+        return float((predicted == y).mean()), [int(p) for p in predicted]
+    predicted = predicted.astype(float)
+    return float(np.sqrt(np.mean((predicted - y) ** 2))), [float(p) for p in predicted]
 
 
 def main() -> None:
@@ -80,12 +83,17 @@ def main() -> None:
                 t = time.perf_counter()
                 predictor.predict(one)
                 calls.append(time.perf_counter() - t)
+            test = score(predictor, data["x_test"], data["y_test"], classes)
+            holdout = (
+                score(predictor, data["x_holdout"], data["y_holdout"], classes)
+                if len(data["y_holdout"])
+                else (None, None)
+            )
             results.append(
                 {
-                    "test": score(predictor, data["x_test"], data["y_test"], classes),
-                    "holdout": score(predictor, data["x_holdout"], data["y_holdout"], classes)
-                    if len(data["y_holdout"])
-                    else None,
+                    "test": test[0],
+                    "holdout": holdout[0],
+                    "predicted": {"test": test[1], "holdout": holdout[1]},
                     "seconds": wall,
                     "bytes": folder_size(folder),
                     "latency_ms": float(np.median(calls)) * 1e3,

@@ -20,8 +20,11 @@ validation and scored there out of fold — so the table shows how often a stage
 combinations claims a lift and how often the confirmation holds it (averaging copies of one
 model is a small real change, not an A/A).
 
+With --folds K every candidate is evaluated by repeated K-fold cross-validation (the seeds
+× K units, the corrected variance; what the suggested recipe does for a small table).
+
     python bench/pipeline_aa.py [--runs 200] [--workers 2] [--power] [--confirm-seeds 3]
-        [--select validation|holm] [--candidates 2] [--ensemble]
+        [--select validation|holm] [--candidates 2] [--ensemble] [--folds 5]
 """
 
 from __future__ import annotations
@@ -39,7 +42,13 @@ SEEDS = 3
 
 
 def recipe(
-    run: int, power: bool, confirm: int, select: str, candidates: int, ensemble: bool = False
+    run: int,
+    power: bool,
+    confirm: int,
+    select: str,
+    candidates: int,
+    ensemble: bool = False,
+    folds: int | None = None,
 ) -> dict:
     first = [{"seed_stream": 1 + k} for k in range(candidates)]
     if power:
@@ -57,6 +66,8 @@ def recipe(
         "evaluate": {
             "seeds": [20_000 + (SEEDS + 20) * run + i for i in range(SEEDS)],
             "select": select,
+            # cross-validation as a small table's suggested recipe has it (repeated k-fold)
+            **({"folds": folds, "repeated": True} if folds else {}),
         },
         "deploy": {"runtime": "torch"},
         "confirm": {"seeds": confirm},
@@ -67,15 +78,15 @@ def recipe(
     }
 
 
-def one_run(args: tuple[int, bool, int, str, str, int, bool]) -> dict:
+def one_run(args: tuple[int, bool, int, str, str, int, bool, int | None]) -> dict:
     """One whole run in its own ledger: did it claim a lift, was it confirmed, by how much."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
 
-    run, power, confirm, folder, select, candidates, ensemble = args
+    run, power, confirm, folder, select, candidates, ensemble, folds = args
     store = Store(f"sqlite:///{folder}/run-{run}.db", artifacts=f"{folder}/runs-{run}")
     result = pipeline.run(
-        recipe(run, power, confirm, select, candidates, ensemble), store=store, threads=1
+        recipe(run, power, confirm, select, candidates, ensemble, folds), store=store, threads=1
     )
     c = result.confirmation or {}
     # the first stage's first candidate against the baseline, seed by seed, unselected: an
@@ -107,6 +118,7 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", action="store_true", help="the second stage ensembles the 3 best"
     )
+    parser.add_argument("--folds", type=int, help="cross-validation: each seed gives k units")
     args = parser.parse_args()
     if not 0 < args.confirm_seeds <= 20:
         parser.error("--confirm-seeds: 1 to 20 (runs keep 20 seeds apart)")
@@ -115,7 +127,16 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.workers) as pool:
         work = [
-            (r, args.power, args.confirm_seeds, folder, args.select, args.candidates, args.ensemble)
+            (
+                r,
+                args.power,
+                args.confirm_seeds,
+                folder,
+                args.select,
+                args.candidates,
+                args.ensemble,
+                args.folds,
+            )
             for r in range(args.runs)
         ]
         results = list(pool.map(one_run, work))
@@ -152,7 +173,9 @@ def main() -> None:
     print_table(
         f"Whole-pipeline {kind}; {n} independent runs of {args.candidates} + "
         f"{3 if args.ensemble else 1} candidates in "
-        f"2 stages, {SEEDS} seeds each, select: {args.select}, confirmed on "
+        f"2 stages, {SEEDS} seeds each"
+        + (f" × {args.folds} folds (repeated)" if args.folds else "")
+        + f", select: {args.select}, confirmed on "
         f"{args.confirm_seeds} fresh seeds and the holdout ({seconds:.0f} s)",
         ["headline", "runs", "rate", "Wilson 95% CI"],
         rows,

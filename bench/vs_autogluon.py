@@ -10,9 +10,14 @@ Python whose environment has ``autogluon.tabular``; it runs ``bench/autogluon_si
 with the validation rows as its tuning data, the same time limit and ``--preset``
 (medium_quality), ``--fits`` times with different seeds.
 
-Compared on the same rows: tidian's confirmed accuracy of its final model (fresh seeds on
-the holdout; when no stage kept a change, the baseline's accuracy over the run's seeds on the
-test rows) with its 95% interval, against AutoGluon's mean over its fits on those rows. Then
+Compared on the same rows, the holdout, which no stage of tidian's run reads (the test rows
+when the set is too small for one): tidian's confirmed accuracy of its final model (fresh
+seeds, trained on the training rows, scored on the holdout; when no stage kept a change the
+run has no confirmation, and the baseline is trained here on the same fresh seeds and scored
+on those rows, as the confirmation would) with its 95% interval, against AutoGluon's mean over
+its fits on those rows. The gap has its own 95% interval over the rows (``paired_gap``: the
+two sides' row-group pseudo-values differenced group by group, as a gate counts rows) and is
+also given in rows: on 36–270 rows one row is 0.4–2.8 points. Then
 wall time, the deployed model's size (tidian: the final's file; AutoGluon: its predictor
 folder) and batch-1 latency (tidian: ONNX Runtime, one thread; AutoGluon: ``predict`` on a
 one-row DataFrame). The issue's target: within 0.2 point of AutoGluon or above on at least
@@ -21,7 +26,9 @@ one-row DataFrame). The issue's target: within 0.2 point of AutoGluon or above o
 Beside the proven final, the table shows what tidian's search *found*: the candidate with the
 best validation mean over the whole run (the way AutoGluon picks, no gate), its test score
 over the run's seeds and its gap to AutoGluon on the test rows — chosen without the test
-rows, so an honest estimate, but not a gain any gate accepted.
+rows, so an honest estimate, but not a gain any gate accepted. A small table's recipe
+evaluates by cross-validation (every row outside the holdout is a test row once): its test
+score is then over all those rows and has no AutoGluon counterpart ("— (CV)").
 
     python bench/vs_autogluon.py [--time-limit 5m] [--jobs 2] [--sets digits,wine]
         [--autogluon /path/to/ag-env/bin/python] [--fits 3] [--preset medium_quality]
@@ -45,9 +52,10 @@ import numpy as np
 
 import tidian
 from common import print_table
-from tidian.metrics import greater_is_better
+from tidian.metrics import row_pseudo_values
 from tidian.pipeline import result as run_result
 from tidian.recipe import load_recipe
+from tidian.runs import best_found
 from tidian.suggest import suggest_recipe
 
 SETS = ("breast_cancer", "wine", "digits", "penguins", "affairs", "diabetes")
@@ -81,21 +89,22 @@ def table_task(name: str, folder: Path) -> dict | None:
     return {"path": str(path), "target": "y"}
 
 
-def best_on_validation(candidates: list[dict], sign: int) -> dict:
-    """The finished candidate with the best validation mean — leaving out a refit and what
-    was made from it: it trained on the validation rows, so its score there is in-sample."""
-    refit: set[int] = set()
-    for c in sorted(candidates, key=lambda c: c["id"]):  # parents come first
-        if c["stage"] == "refit" or c.get("parent_id") in refit:
-            refit.add(c["id"])
-    scored = [
-        c
-        for c in candidates
-        if c["id"] not in refit
-        and c["status"] == "done"
-        and (c.get("quality") or {}).get("val_mean") is not None
-    ]
-    return max(scored, key=lambda c: (sign * c["quality"]["val_mean"], -c["id"]))
+def baseline_on(parsed, task, rows, metric: str, jobs: int) -> tuple:
+    """The recipe's baseline trained on the run's training rows with the confirmation's
+    fresh seeds and scored on ``rows`` (the holdout, else the test split): what the
+    confirmation measures for the baseline, for a run whose stages kept nothing (it has no
+    confirmation). With cross-validation the run's own scores are over every row, which
+    AutoGluon is not scored on."""
+    evaluation = tidian.evaluate(
+        parsed.model,
+        task.replace(test=rows),
+        parsed.train,
+        seeds=parsed.confirm_seeds(),
+        metric=metric,
+        n_jobs=jobs,
+    )
+    score = evaluation.summary["test"][metric]
+    return score.mean, score.low, score.high, evaluation.row_table(metric)
 
 
 def run_tidian(task: dict, limit: str, jobs: int, folder: Path) -> dict:
@@ -110,20 +119,33 @@ def run_tidian(task: dict, limit: str, jobs: int, folder: Path) -> dict:
     confirmed = None
     if full.confirmation and "final" in full.confirmation:
         confirmed = next(c for c in full.confirmations if c["id"] == full.confirmation["final"])
-    quality = (confirmed or final)["quality"]
-    cost = final["cost"]
-    task_, holdout, _ = load_recipe(recipe).load_tasks()
+    parsed = load_recipe(recipe)
+    task_, holdout, _ = parsed.load_tasks()
     metric = final["quality"]["metric"]
-    sign = 1 if greater_is_better(metric) else -1
-    found = best_on_validation(full.candidates, sign)
+    rows = holdout if holdout is not None else task_.test
+    if confirmed:
+        quality = confirmed["quality"]
+        mean, low, high = quality["mean"], quality["ci_low"], quality["ci_high"]
+        groups = store.row_table(confirmed["id"], metric, full.confirmation["seeds"])
+    else:  # nothing kept: the baseline as the confirmation would score it
+        mean, low, high, groups = baseline_on(parsed, task_, rows, metric, jobs)
+    cost = final["cost"]
+    # the best on validation (refits left out), as `tidian show` names it; or the final itself
+    found = best_found(full.candidates, final["id"]) or final
     return {
         "recipe": recipe,
         "found": {"label": found["label"], "mean": found["quality"]["mean"]},
+        "cv": parsed.evaluate.folds is not None,
         "label": final["label"],
-        "rows": "holdout" if confirmed else "test",
-        "mean": quality["mean"],
-        "low": quality["ci_low"],
-        "high": quality["ci_high"],
+        "rows": "holdout" if holdout is not None else "test",  # AutoGluon's side names them
+        "count": len(rows),
+        "y": rows.y,
+        "metric": metric,
+        # per seed, the compared rows' group pseudo-values (metrics.row_pseudo_values)
+        "groups": groups,
+        "mean": mean,
+        "low": low,
+        "high": high,
         "seconds": wall,
         "bytes": cost.get("size_bytes"),
         "latency_ms": cost.get("latency_ms"),
@@ -131,6 +153,30 @@ def run_tidian(task: dict, limit: str, jobs: int, folder: Path) -> dict:
         "task": task_,
         "holdout": holdout,
     }
+
+
+def paired_gap(mine: dict, fits: list[dict], classes: bool) -> tuple[float, float, float]:
+    """tidian − AutoGluon on the compared rows (AutoGluon − tidian for an error metric, so
+    that positive is tidian ahead), with a 95% t-interval over the rows' groups: each side's
+    row-group pseudo-values (the ones a gate counts: ``metrics.row_pseudo_values``), tidian's
+    averaged over its seeds and AutoGluon's over its fits, differenced group by group. It
+    says how far the gap could be the rows' luck, holding both sides' seeds fixed."""
+    from scipy import stats
+
+    y = np.asarray(mine["y"])
+    theirs = []
+    for fit in fits:
+        predicted = np.asarray(fit["predicted"][mine["rows"]])
+        outputs = (
+            np.eye(int(max(y.max(), predicted.max())) + 1)[predicted]
+            if classes
+            else predicted.reshape(-1, 1)
+        )
+        theirs.append(row_pseudo_values(y, outputs, [mine["metric"]])[mine["metric"]])
+    diff = np.mean(mine["groups"], axis=0) - np.mean(theirs, axis=0)
+    diff = diff if classes else -diff
+    half = stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+    return float(diff.mean()), float(diff.mean() - half), float(diff.mean() + half)
 
 
 def run_autogluon(python: str, mine: dict, limit_s: float, fits: int, preset: str, folder: Path):
@@ -190,7 +236,7 @@ def main() -> None:
             row = [
                 name,
                 f"{mine['mean'] * scale:.2f} [{mine['low'] * scale:.2f}, "
-                f"{mine['high'] * scale:.2f}] ({mine['rows']})",
+                f"{mine['high'] * scale:.2f}] ({mine['count']} {mine['rows']} rows)",
                 mine["label"][:28],
                 f"{mine['seconds']:.0f} s",
                 f"{(mine['bytes'] or 0) / 1024:.1f} kB",
@@ -201,12 +247,15 @@ def main() -> None:
                 fits = run_autogluon(args.autogluon, mine, limit_s, args.fits, args.preset, folder)
                 theirs = np.mean([f[mine["rows"]] for f in fits]) * scale
                 gap = (mine["mean"] * scale - theirs) * (1 if classes else -1)
+                in_rows = gap * mine["count"] / 100  # a gap in points as rows: 1 row = 100/count
+                _, low, high = paired_gap(mine, fits, classes)
                 on_test = np.mean([f["test"] for f in fits]) * scale
                 found = (mine["found"]["mean"] * scale - on_test) * (1 if classes else -1)
                 row += [
                     f"{theirs:.2f}",
-                    f"{gap:+.2f}",
-                    f"{found:+.2f}",
+                    f"{gap:+.2f} [{low * scale:+.2f}, {high * scale:+.2f}]"
+                    + (f" ({in_rows:+.1f} rows)" if classes else ""),
+                    "— (CV)" if mine["cv"] else f"{found:+.2f}",
                     f"{np.mean([f['seconds'] for f in fits]):.0f} s",
                     f"{np.mean([f['bytes'] for f in fits]) / 1024:.0f} kB",
                     f"{np.median([f['latency_ms'] for f in fits]) * 1e3:.0f} µs",
@@ -226,11 +275,14 @@ def main() -> None:
         rows,
         note="accuracy in % (diabetes: RMSE, lower is better; 'tidian − AG' is then AG − "
         "tidian so that positive is tidian ahead). tidian: the confirmed final on the "
-        "holdout (fresh seeds), or the baseline over the run's seeds on the test rows when no "
-        "stage kept a change; AutoGluon is scored on the same rows. Latency: tidian on ONNX "
+        "holdout (fresh seeds; the baseline on the same seeds when no stage kept a change); "
+        "AutoGluon is scored on the same rows; the gap's interval is over those rows "
+        "(paired by row group), and '(k rows)' is the gap counted in rows. Latency: tidian on "
+        "ONNX "
         "Runtime (1 thread), AutoGluon's predict on a one-row DataFrame. found: the run's "
         "candidate with the best validation mean (no gate), its test score over the run's "
-        "seeds; found − AG compares it with AutoGluon on the test rows."
+        "seeds (with cross-validation: over the CV units); found − AG compares it with "
+        "AutoGluon on the test rows."
         + ("".join(f"\nleft out: {m}" for m in missing))
         + ("" if args.autogluon else "\nAutoGluon not run: pass --autogluon PYTHON."),
     )

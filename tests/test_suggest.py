@@ -15,20 +15,28 @@ def _stages(recipe):
     return [next(iter(s)) for s in recipe["stages"]]
 
 
+TABLE = ["architecture", "tune", "ensemble", "refit", "quantize"]
+CV = {"seeds": 2, "folds": 5, "repeated": True}
+
+
 @pytest.mark.parametrize(
-    ("task", "baseline", "stages", "seeds"),
+    ("task", "baseline", "stages", "evaluate"),
     [
-        ("breast_cancer", "linear", ["architecture", "tune", "ensemble", "refit", "quantize"], 5),
-        ("mnist1d", "mlp", ["architecture", "quantize"], 3),
-        ("digits", "mlp", ["architecture", "quantize"], 5),
+        # a small table: cross-validation, every row outside the holdout a test row once
+        ("breast_cancer", "linear", TABLE, CV),
+        # 2,000 training rows or more: one split
+        ({"name": "synthetic", "n_samples": 4000}, "linear", TABLE, {"seeds": 3}),
+        ("mnist1d", "mlp", ["architecture", "quantize"], {"seeds": 3}),
+        ("digits", "mlp", ["architecture", "quantize"], {"seeds": 5}),  # images: not a table
     ],
 )
-def test_the_suggestion_follows_the_task_s_kind_and_size(task, baseline, stages, seeds):
+def test_the_suggestion_follows_the_task_s_kind_and_size(task, baseline, stages, evaluate):
     recipe, notes = suggest_recipe(task)
     assert recipe["task"] == task and recipe["model"]["name"] == baseline
-    assert _stages(recipe) == stages and recipe["evaluate"]["seeds"] == seeds
+    assert _stages(recipe) == stages and recipe["evaluate"] == evaluate
     assert notes == []  # every optional feature is installed here
-    load_recipe(recipe)  # a recipe like any other
+    parsed = load_recipe(recipe)  # a recipe like any other
+    assert len(parsed.units()) == (10 if "folds" in evaluate else evaluate["seeds"])
 
 
 def test_a_missing_feature_leaves_its_stage_out_and_says_so(monkeypatch):
