@@ -78,12 +78,13 @@ def test_show_and_the_report_say_what_the_gate_did_not_keep(data):
 
 
 @pytest.mark.slow  # the tiny run: a whole pipeline run
-def test_show_json_names_the_candidate_found(tiny_run, capsys):
+def test_show_json_and_the_report_s_data_name_the_candidate_found(tiny_run, data, capsys):
     store, run_id = tiny_run
     code, out, _ = run_cli(capsys, "show", run_id, "--store", store.url, "--json")
     assert code == 0
     doc = json.loads(out)
     found = best_found(store.candidates(run_id), doc["incumbent"])
     assert doc["found"] == (found["id"] if found else None)
+    assert (data["headline"]["found"] or {}).get("id") == doc["found"]  # the report's too
     code, out, _ = run_cli(capsys, "show", run_id, "--store", store.url)
     assert ("best on validation, not kept: #" in out) == (found is not None)
