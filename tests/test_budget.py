@@ -152,16 +152,11 @@ def test_a_misspelt_budget_key_is_named_with_the_budget_s_own_keys():
         load_recipe({**RECIPE, "budget": {"tim": "1m"}})
 
 
-@pytest.mark.parametrize(("spare", "trained"), [(150.0, False), (250.0, True)])
-def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
-    tmp_path, monkeypatch, spare, trained
-):
-    # every seed is recorded as taking 100 s; the clock stands still. After the baseline, the
-    # confirmation keeps 2 models × 2 fresh seeds × 100 s + its cost measurements aside; the
-    # first candidate of stage 1 (2 seeds, one worker) is expected to take 200 s: with 150 s
-    # left it does not start (the limit would be overrun by its whole length), with 250 s it does
+def _hundred_seconds_a_seed(tmp_path, monkeypatch) -> Store:
+    """A store that records every seed as taking 100 s, with the pipeline's clock standing
+    still: the time limit then depends on those seconds alone."""
     monkeypatch.setattr(pipeline, "_clock", Clock())
-    store = Store(f"sqlite:///{tmp_path / 'pace.db'}", artifacts=tmp_path / "runs")
+    store = Store(f"sqlite:///{tmp_path / 'slow.db'}", artifacts=tmp_path / "runs")
     record = store.add_seed_result
     monkeypatch.setattr(
         store,
@@ -170,6 +165,18 @@ def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
             cid, seed, scores, history, 100.0, rows
         ),
     )
+    return store
+
+
+@pytest.mark.parametrize(("spare", "trained"), [(150.0, False), (250.0, True)])
+def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
+    tmp_path, monkeypatch, spare, trained
+):
+    # every seed is recorded as taking 100 s; the clock stands still. After the baseline, the
+    # confirmation keeps 2 models × 2 fresh seeds × 100 s + its cost measurements aside; the
+    # first candidate of stage 1 (2 seeds, one worker) is expected to take 200 s: with 150 s
+    # left it does not start (the limit would be overrun by its whole length), with 250 s it does
+    store = _hundred_seconds_a_seed(tmp_path, monkeypatch)
     limit = 2 * 2 * 100.0 + 2 * pipeline.COST_SECONDS + spare
     result = pipeline.run({**RECIPE, "budget": {"time": limit}}, store=store)
     stage1 = [c["label"] for c in result.candidates if c["stage"] == "train_variants"]
@@ -180,3 +187,27 @@ def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
             "epochs=30",
             "lr=0.0001",
         ]
+
+
+@pytest.mark.parametrize(("spare", "searched"), [(150.0, False), (250.0, True)])
+def test_a_search_that_one_training_would_overrun_does_not_start(
+    tmp_path, monkeypatch, spare, searched
+):
+    # seeds recorded as 100 s each, the clock standing still: after the baseline and the
+    # confirmation's share, `spare` seconds are left, and a search may use half of them
+    store = _hundred_seconds_a_seed(tmp_path, monkeypatch)
+    recipe = {
+        **RECIPE,
+        "budget": {"time": 2 * 2 * 100.0 + 2 * pipeline.COST_SECONDS + spare},
+        "stages": [{"tune": {"space": {"lr": {"float": [0.001, 0.1], "log": True}}, "trials": 2}}],
+    }
+    result = pipeline.run(recipe, store=store)
+    report = result.stages[1]["report"] or {}
+    if searched:
+        assert "skipped" not in report
+    else:
+        assert report["skipped"] == (
+            "the time limit leaves the search 75 s, less than one training of the incumbent "
+            "takes (100 s)"
+        )
+        assert [c["stage"] for c in result.candidates] == ["baseline"]

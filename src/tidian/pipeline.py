@@ -237,8 +237,7 @@ class _Run:
         # before a stage's first wave has run: a seed is expected to take as long as one of
         # the incumbent's (a tuned or larger model may take longer; the next waves use the
         # measured time of the one before)
-        done = self.store.seed_results(incumbent["id"]).values() if incumbent else []
-        per_seed = sum(r["seconds"] for r in done) / max(len(done), 1)
+        per_seed = self._seed_seconds(incumbent["id"]) if incumbent else 0.0
         while start < len(proposals):
             # the confirmation of whichever may become the final: the incumbent or a
             # candidate of this stage; a wave is expected to take as long as the one before
@@ -495,6 +494,7 @@ class _Run:
                 # a search inside the stage (tune's trials) may use half of what is left: the
                 # other half trains its proposals on the run's seeds
                 time_left=None if left is None else max(left, 0.0) / 2,
+                seed_seconds=None if left is None else self._seed_seconds(incumbent["id"]),
             )
             if left is not None and left <= 0:
                 ctx.notes["out_of_time"] = True
@@ -557,6 +557,11 @@ class _Run:
         self.reserve = self._confirmation_estimate(incumbent)
         return self._time_left()
 
+    def _seed_seconds(self, cid: int) -> float:
+        """Candidate ``cid``'s mean measured seconds a seed (0 before any seed finished)."""
+        done = self.store.seed_results(cid).values()
+        return sum(r["seconds"] for r in done) / max(len(done), 1)
+
     def _time_left(self) -> float:
         return self.deadline - _clock() - self.reserve if self.deadline is not None else math.inf
 
@@ -581,10 +586,7 @@ class _Run:
             if final["id"] == base["id"]
             else self._confirmation_plan(base["id"], final["id"])[0]
         )
-        per_seed = 0.0
-        for cid in plan:
-            done = self.store.seed_results(cid).values()
-            per_seed += sum(r["seconds"] for r in done) / max(len(done), 1)
+        per_seed = sum(self._seed_seconds(cid) for cid in plan)
         workers = max(1, min(self.executor.workers, seeds))
         return per_seed * -(-seeds // workers) + COST_SECONDS * len(plan)
 

@@ -80,6 +80,8 @@ class Context:
     incumbent: dict[str, Any] | None = None  # the incumbent's entry in ``history``
     # under the run's time limit: seconds a search inside the stage may take (None: no limit)
     time_left: float | None = None
+    # under the run's time limit: the incumbent's mean measured seconds a seed
+    seed_seconds: float | None = None
 
     def skip(self, why: str) -> list:
         """No proposals, and why (a sentence): the run records and shows the stage as

@@ -332,6 +332,12 @@ class Tune(Stage):
                 f" that do not change it; search its hyperparameters instead: space: {{model: "
                 f"{{choice: [{{name: {name}, ...}}]}}}}"
             )
+        if ctx.time_left is not None and ctx.time_left < (ctx.seed_seconds or 0.0):
+            # a trial is one training: one that starts now would end after the search's share
+            return ctx.skip(
+                f"the time limit leaves the search {ctx.time_left:.0f} s, less than one "
+                f"training of the incumbent takes ({ctx.seed_seconds or 0:.0f} s)"
+            )
         if ctx.time_left is not None:  # the run's time limit: the search stops in time
             limit = min(config.timeout_s or math.inf, max(ctx.time_left, 1.0))
             config = dataclasses.replace(config, timeout_s=limit)
