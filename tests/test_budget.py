@@ -182,6 +182,10 @@ def test_a_stage_s_first_wave_starts_only_if_it_fits_at_the_incumbent_s_pace(
     stage1 = [c["label"] for c in result.candidates if c["stage"] == "train_variants"]
     assert stage1 == (["epochs=60", "epochs=30", "lr=0.0001"] if trained else [])
     if not trained:
+        # a change of the trained weights has no pace to go by: its first wave still starts
+        quick = {**RECIPE, "budget": {"time": limit}, "stages": [{"quantize": {"mode": "dynamic"}}]}
+        again = pipeline.run(quick, store=store)
+        assert [c["stage"] for c in again.candidates] == ["baseline", "quantize"]
         assert result.stages[1]["report"]["cut"]["candidates"] == [
             "epochs=60",
             "epochs=30",

@@ -221,10 +221,10 @@ class _Run:
         Under a time limit a stage's proposals go in waves — whole candidates, enough jobs to
         keep every worker busy — and a wave starts only while the time left (after the
         confirmation's, re-estimated for every candidate that may become the final) is at
-        least what the wave before it took (the first wave: its jobs at the incumbent's mean
-        seconds a seed, over the workers): the rows of the waves that ran come back (the
-        first proposals'), and ``self.cut`` names the others (never a candidate with some of
-        its seeds: every kept candidate stays paired)."""
+        least what the wave before it took (a first wave of models trained anew: its jobs at
+        the incumbent's mean seconds a seed, over the workers): the rows of the waves that
+        ran come back (the first proposals'), and ``self.cut`` names the others (never a
+        candidate with some of its seeds: every kept candidate stays paired)."""
         seeds = self.seeds if seeds is None else seeds
         parents = [parent] * len(proposals) if parents is None else parents
         origins = [position] * len(proposals) if origins is None else origins
@@ -234,9 +234,9 @@ class _Run:
         rows: list[dict[str, Any]] = []
         start, last = 0, None
         incumbent = self.store.get_candidate(parent) if parent is not None else None
-        # before a stage's first wave has run: a seed is expected to take as long as one of
-        # the incumbent's (a tuned or larger model may take longer; the next waves use the
-        # measured time of the one before)
+        # before a stage's first wave has run: a seed of a model trained anew is expected to
+        # take as long as one of the incumbent's (a tuned or larger model may take longer;
+        # the next waves use the measured time of the one before)
         per_seed = self._seed_seconds(incumbent["id"]) if incumbent else 0.0
         while start < len(proposals):
             # the confirmation of whichever may become the final: the incumbent or a
@@ -247,7 +247,12 @@ class _Run:
             while stop < len(proposals) and (jobs < self.executor.workers or stop == start):
                 jobs += len(seeds)
                 stop += 1
-            expected = per_seed * -(-jobs // self.executor.workers) if last is None else last
+            if last is not None:
+                expected = last
+            elif any(p.transform is None for p in proposals[start:stop]):
+                expected = per_seed * -(-jobs // self.executor.workers)
+            else:  # changes of trained weights (int8, pruning…): no pace to go by
+                expected = 0.0
             if self._time_left() <= expected:
                 self.cut = [p.label for p in proposals[start:]]
                 break
