@@ -122,6 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.confirm_seeds <= 20:
         parser.error("--confirm-seeds: 1 to 20 (runs keep 20 seeds apart)")
+    if args.folds is not None and args.folds < 2:
+        parser.error("--folds: 2 or more (each seed gives that many units)")
     if not 1 <= args.candidates <= 20:
         parser.error("--candidates: 1 to 20")
     start = time.perf_counter()

@@ -697,13 +697,18 @@ def _print_run(res) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+def _best_found(res) -> dict[str, Any] | None:
+    """Run ``res``'s best candidate on validation when it is not the final (runs.best_found)."""
+    from tidian.runs import best_found
+
+    return best_found(res.candidates, (res.incumbent or {}).get("id"))
+
+
 def _found_line(res) -> str:
     """What the search found and the gate did not keep (``runs.best_found``): the best
     candidate on validation when it is not the final model, with its test score and its
     gate's verdict ("" when the final is that candidate)."""
-    from tidian.runs import best_found
-
-    found = best_found(res.candidates, (res.incumbent or {}).get("id"))
+    found = _best_found(res)
     if found is None:
         return ""
     q = found["quality"]
@@ -918,9 +923,7 @@ def show_cmd(run_id: RunIdArg, store: StoreOpt = None, as_json: JsonOpt = False)
     ledger = Store(store)
     res = pipeline.result(ledger, run_id)
     if as_json:
-        from tidian.runs import best_found
-
-        found = best_found(res.candidates, (res.incumbent or {}).get("id"))
+        found = _best_found(res)
         _print_json({**res.to_dict(), "found": found["id"] if found else None})
         return
     _print_run(res)
