@@ -19,10 +19,12 @@ Seeds: 5 below 2,000 training rows (small test sets need them), else 3 — excep
 table, which is evaluated by cross-validation (``evaluate: {seeds: 2, folds: 5, repeated:
 true}``, 10 units): its one test split is a few dozen to a few hundred rows, and a gate on
 them cannot tell a 1–2 point gain from the rows' luck (digits' extra trees +2.0 pt [−0.2,
-+4.2] on 360 test rows). With folds every row outside the holdout is a test row once per
-seed; on digits the same recipe's CatBoost gain was then shown (+1.3 pt [+0.1, +2.5], p =
-0.016, where 5 seeds on the test split gave p = 0.094). Tree families train in seconds on
-such tables, so the 10 units cost little; the networks of the other kinds keep seeds.
++4.2] on 360 test rows with 5 seeds). With folds every row outside the holdout is a test row
+once per seed; on digits the same recipe's CatBoost gain was then shown (+1.3 pt [+0.1,
++2.5], p = 0.016, where 5 seeds on the test split gave p = 0.094). Both from
+``bench/vs_autogluon.py --sets digits --keep DIR`` and ``tidian show`` of the run. Tree
+families train in seconds on such tables, so the 10 units cost little; the networks of the
+other kinds keep seeds.
 """
 
 from __future__ import annotations
