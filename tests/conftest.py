@@ -290,3 +290,28 @@ def ray_cluster():
 
     ray.shutdown()
     cluster.shutdown()
+
+
+def average_of_a_network_and(trained: nn.Module, task: Task, tmp_path) -> set[tuple[str, str]]:
+    """An average ensemble of a small trained MLP and ``trained`` (a model its library
+    trained, kept under its own spec): it must export with the output check passed and reload
+    with equal outputs. Returns the graph's (domain, operator) pairs."""
+    import onnx
+
+    from tidian.models.ensemble import ensemble_of
+    from tidian.training.build import train_new
+
+    net = train_new({"name": "mlp", "hidden": [8]}, task, {"epochs": 3}, 0)[0]
+    spec = tidian.model_spec(trained)
+    model = ensemble_of(
+        [net, trained],
+        [{"name": "mlp", "hidden": [8]}, {"name": spec.name, **spec.options}],
+        "average",
+        task,
+    )
+    assert export_onnx(model, task, tmp_path / "e.onnx").passed
+    restored = load_model(save_model(model, tmp_path / "saved"))
+    np.testing.assert_array_equal(
+        tidian.predict(restored, task.test.x), tidian.predict(model, task.test.x)
+    )
+    return {(n.domain, n.op_type) for n in onnx.load(str(tmp_path / "e.onnx")).graph.node}

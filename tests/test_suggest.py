@@ -46,7 +46,8 @@ def test_a_missing_feature_leaves_its_stage_out_and_says_so(monkeypatch):
     recipe, notes = suggest_recipe("breast_cancer")
     (architecture,) = [s["architecture"] for s in recipe["stages"] if "architecture" in s]
     names = [c["name"] for c in architecture["candidates"]]
-    assert names == ["xgboost", "catboost", "random_forest", "extra_trees", "mlp"]
+    # quickest first, so that a time limit cuts the slow families (suggest.ORDER)
+    assert names == ["svm", "mlp", "extra_trees", "random_forest", "xgboost", "catboost"]
     (tune,) = [s["tune"] for s in recipe["stages"] if "tune" in s]
     assert [b["name"] for b in tune["space"]["model"]["choice"]] == ["catboost"]
     assert notes == ["no lightgbm candidates: not installed (pip install 'tidian[boost]')"]
@@ -58,6 +59,21 @@ def test_a_missing_feature_leaves_its_stage_out_and_says_so(monkeypatch):
         "no tune stage: it searches LightGBM and CatBoost, and neither is installed "
         "(pip install 'tidian[boost]')",
         "no quantisation: ONNX Runtime is not installed (pip install 'tidian[onnx]')",
+    ]
+
+
+def test_a_table_above_the_svm_s_row_limit_gets_no_svm_and_is_told(monkeypatch):
+    import tidian.suggest as suggest
+
+    recipe, _ = suggest_recipe("breast_cancer")
+    assert {"name": "svm"} in recipe["stages"][0]["architecture"]["candidates"]
+    monkeypatch.setattr(suggest, "MAX_ROWS", 100)
+    recipe, notes = suggest_recipe("breast_cancer")
+    names = [c["name"] for c in recipe["stages"][0]["architecture"]["candidates"]]
+    assert "svm" not in names and len(names) == 6
+    assert notes == [
+        "no svm candidate: 341 training rows, above its max_rows (100; its training time "
+        "grows with the square of the rows)"
     ]
 
 

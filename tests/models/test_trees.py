@@ -8,10 +8,9 @@ import pytest
 import torch
 
 import tidian
-from conftest import make_regression, make_task
+from conftest import average_of_a_network_and, make_regression, make_task
 from tidian import ConfigError, create_model, load_model, save_model
 from tidian.export import OnnxModel, export_onnx
-from tidian.models.ensemble import ensemble_of
 from tidian.models.trees import FAMILIES, LIBRARY_FILES, TreeEnsemble, from_forest
 from tidian.tasks import Split, Task
 from tidian.training.build import train_new
@@ -178,23 +177,8 @@ def test_thresholds_between_float32_values_decide_as_the_library_does(tmp_path):
 
 
 def test_a_network_and_trees_are_one_graph(binary_task, tmp_path):
-    task = binary_task
-    net = train_new({"name": "mlp", "hidden": [8]}, task, {"epochs": 3}, 0)[0]
-    trees = _trained("catboost", task)[0]
-    spec = tidian.model_spec(trees)
-    model = ensemble_of(
-        [net, trees],
-        [{"name": "mlp", "hidden": [8]}, {"name": spec.name, **spec.options}],
-        "average",
-        task,
-    )
-    assert export_onnx(model, task, tmp_path / "e.onnx").passed
-    ops = _onnx_ops(tmp_path / "e.onnx")
+    ops = average_of_a_network_and(_trained("catboost", binary_task)[0], binary_task, tmp_path)
     assert ("ai.onnx.ml", "TreeEnsembleRegressor") in ops and ("", "Gemm") in ops
-    restored = load_model(save_model(model, tmp_path / "saved"))
-    np.testing.assert_array_equal(
-        tidian.predict(restored, task.test.x), tidian.predict(model, task.test.x)
-    )
 
 
 def test_bad_family_options_and_tasks_are_refused_by_name(tiny_tasks):

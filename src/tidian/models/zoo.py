@@ -8,6 +8,7 @@ from typing import Any
 from tidian.models import (  # noqa: F401
     cnn,
     ensemble,
+    kernels,
     mlp,
     multitask,
     pretrained,
