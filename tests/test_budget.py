@@ -215,3 +215,65 @@ def test_a_search_that_one_training_would_overrun_does_not_start(
             "takes (100 s)"
         )
         assert [c["stage"] for c in result.candidates] == ["baseline"]
+
+
+def _slow_networks(tmp_path, monkeypatch) -> Store:
+    """A store that records a seed of the linear model as taking 1 s and one of any other
+    model as taking 100 s, with the pipeline's clock standing still."""
+    monkeypatch.setattr(pipeline, "_clock", Clock())
+    store = Store(f"sqlite:///{tmp_path / 'paces.db'}", artifacts=tmp_path / "runs")
+    record = store.add_seed_result
+
+    def timed(cid, seed, scores, history, seconds, rows):
+        fast = store.get_candidate(cid)["model"]["name"] == "linear"
+        return record(cid, seed, scores, history, 1.0 if fast else 100.0, rows)
+
+    monkeypatch.setattr(store, "add_seed_result", timed)
+    return store
+
+
+# the linear baseline stays the incumbent (nothing can gain 50 points); stage 1 trains an MLP
+# at "100 s" a seed; the confirmation keeps the baseline twice × 2 fresh seeds × 1 s aside
+PACED = {
+    **RECIPE,
+    "evaluate": {"seeds": 2, "min_effect": "50pt"},
+    "stages": [{"architecture": {"candidates": [{"name": "mlp", "hidden": [8]}]}}],
+}
+KEPT = 2 * 2 * 1.0 + 2 * pipeline.COST_SECONDS
+
+
+@pytest.mark.parametrize(("spare", "trained"), [(150.0, False), (250.0, True)])
+def test_a_family_the_run_has_timed_is_expected_at_its_own_pace(
+    tmp_path, monkeypatch, spare, trained
+):
+    # stage 2's MLP (2 seeds, one worker) is expected to take 2 × 100 s, as stage 1's did —
+    # not 2 × 1 s, the incumbent's pace: with 150 s left it does not start
+    store = _slow_networks(tmp_path, monkeypatch)
+    stages = [*PACED["stages"], {"architecture": {"candidates": [{"name": "mlp", "hidden": [16]}]}}]
+    recipe = {**PACED, "budget": {"time": KEPT + spare}, "stages": stages}
+    result = pipeline.run(recipe, store=store)
+    assert [c["stage"] for c in result.candidates][:2] == ["baseline", "architecture"]
+    later = [c["label"] for c in result.candidates if c["stage_position"] == 2]
+    assert later == (["name=mlp, hidden=[16]"] if trained else [])
+    assert result.incumbent["stage"] == "baseline"
+
+
+@pytest.mark.parametrize(("spare", "searched"), [(150.0, False), (250.0, True)])
+def test_a_search_is_expected_at_the_pace_of_the_families_it_draws(
+    tmp_path, monkeypatch, spare, searched
+):
+    # the search may use half of what is left; a trial of an MLP takes 100 s in this run
+    store = _slow_networks(tmp_path, monkeypatch)
+    space = {"model": {"choice": [{"name": "mlp", "hidden": [16]}]}}
+    stages = [*PACED["stages"], {"tune": {"space": space, "trials": 1}}]
+    result = pipeline.run(
+        {**PACED, "budget": {"time": KEPT + spare}, "stages": stages}, store=store
+    )
+    report = result.stages[2]["report"] or {}
+    if searched:
+        assert "skipped" not in report and report["trials"] == 1
+    else:
+        assert report["skipped"] == (
+            "the time limit leaves the search 75 s, less than one training of the models it "
+            "searches takes (100 s)"
+        )

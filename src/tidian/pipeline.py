@@ -221,8 +221,9 @@ class _Run:
         Under a time limit a stage's proposals go in waves — whole candidates, enough jobs to
         keep every worker busy — and a wave starts only while the time left (after the
         confirmation's, re-estimated for every candidate that may become the final) is at
-        least what the wave before it took (a first wave of models trained anew: its jobs at
-        the incumbent's mean seconds a seed, over the workers): the rows of the waves that
+        least what the wave is expected to take: what the wave before it took, and its jobs
+        of models trained anew at their family's pace in this run (else, in a first wave, the
+        incumbent's mean seconds a seed), over the workers. The rows of the waves that
         ran come back (the first proposals'), and ``self.cut`` names the others (never a
         candidate with some of its seeds: every kept candidate stays paired)."""
         seeds = self.seeds if seeds is None else seeds
@@ -234,10 +235,12 @@ class _Run:
         rows: list[dict[str, Any]] = []
         start, last = 0, None
         incumbent = self.store.get_candidate(parent) if parent is not None else None
-        # before a stage's first wave has run: a seed of a model trained anew is expected to
-        # take as long as one of the incumbent's (a tuned or larger model may take longer;
-        # the next waves use the measured time of the one before)
+        # a seed of a model trained anew is expected to take as long as one of the slowest
+        # this run trained of its family (tune's CatBoost trials after the architecture
+        # stage's CatBoost), else — before the stage's first wave has run — one of the
+        # incumbent's; after a wave, at least as long as that wave took
         per_seed = self._seed_seconds(incumbent["id"]) if incumbent else 0.0
+        paces = self._family_seconds()
         while start < len(proposals):
             # the confirmation of whichever may become the final: the incumbent or a
             # candidate of this stage; a wave is expected to take as long as the one before
@@ -247,12 +250,17 @@ class _Run:
             while stop < len(proposals) and (jobs < self.executor.workers or stop == start):
                 jobs += len(seeds)
                 stop += 1
-            if last is not None:
-                expected = last
-            elif any(p.transform is None for p in proposals[start:stop]):
-                expected = per_seed * -(-jobs // self.executor.workers)
-            else:  # changes of trained weights (int8, pruning…): no pace to go by
-                expected = 0.0
+            fallback = per_seed if last is None else 0.0
+            # changes of trained weights (int8, pruning…) have no pace to go by
+            wave = [
+                paces.get(p.model.get("name"), fallback) if p.transform is None else 0.0
+                for p in proposals[start:stop]
+            ]
+            expected = max(
+                last or 0.0,
+                max(wave) if wave and len(seeds) else 0.0,  # one job cannot be shared out
+                sum(wave) * len(seeds) / self.executor.workers,
+            )
             if self._time_left() <= expected:
                 self.cut = [p.label for p in proposals[start:]]
                 break
@@ -500,6 +508,7 @@ class _Run:
                 # other half trains its proposals on the run's seeds
                 time_left=None if left is None else max(left, 0.0) / 2,
                 seed_seconds=None if left is None else self._seed_seconds(incumbent["id"]),
+                family_seconds={} if left is None else self._family_seconds(),
             )
             if left is not None and left <= 0:
                 ctx.notes["out_of_time"] = True
@@ -566,6 +575,19 @@ class _Run:
         """Candidate ``cid``'s mean measured seconds a seed (0 before any seed finished)."""
         done = self.store.seed_results(cid).values()
         return sum(r["seconds"] for r in done) / max(len(done), 1)
+
+    def _family_seconds(self) -> dict[str, float]:
+        """For each model family this run has trained anew (a model's name: ``catboost``,
+        ``mlp``), the slowest of its candidates' mean seconds a seed: the pace a new model of
+        that family is expected to train at (a tuned one may differ; an unmeasured family
+        goes at the incumbent's pace). Changes of trained weights (a transform) are not
+        trainings of their family and are left out."""
+        paces: dict[str, float] = {}
+        for c in self.store.candidates(self.run_id):
+            name = (c.get("model") or {}).get("name")
+            if c["status"] == "done" and name and not c.get("transform"):
+                paces[name] = max(paces.get(name, 0.0), self._seed_seconds(c["id"]))
+        return paces
 
     def _time_left(self) -> float:
         return self.deadline - _clock() - self.reserve if self.deadline is not None else math.inf

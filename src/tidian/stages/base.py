@@ -82,6 +82,9 @@ class Context:
     time_left: float | None = None
     # under the run's time limit: the incumbent's mean measured seconds a seed
     seed_seconds: float | None = None
+    # under the run's time limit: per model family (name) this run trained, the slowest mean
+    # seconds a seed of its candidates
+    family_seconds: dict[str, float] = field(default_factory=dict)
 
     def skip(self, why: str) -> list:
         """No proposals, and why (a sentence): the run records and shows the stage as

@@ -305,6 +305,23 @@ def _requeue(study, trials) -> None:
         study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
+def _pace(space: dict[str, Any], ctx: Context) -> tuple[float, str]:
+    """Under a time limit, how long one trial is expected to train, and of what: the slowest
+    of the model families the space draws from at the pace this run measured for each (the
+    architecture stage's CatBoost for tune's CatBoost trials), a family it has not trained at
+    the incumbent's; a space that keeps the incumbent's model, the incumbent's pace."""
+    own = ctx.seed_seconds or 0.0
+    model = space.get("model")
+    if isinstance(model, dict) and isinstance(model.get("choice"), list):
+        names = [o.get("name") for o in model["choice"] if isinstance(o, dict)]
+    elif isinstance(model, dict) and isinstance(model.get("name"), str):
+        names = [model["name"]]
+    else:
+        return own, "the incumbent"
+    paces = [ctx.family_seconds.get(n, own) for n in names if isinstance(n, str)]
+    return max(paces, default=own), "the models it searches"
+
+
 @register_stage("tune", config=TuneConfig, kind="quality")
 class Tune(Stage):
     """Hyperparameter and architecture search on Optuna; the top_k go to re-evaluation."""
@@ -332,11 +349,12 @@ class Tune(Stage):
                 f" that do not change it; search its hyperparameters instead: space: {{model: "
                 f"{{choice: [{{name: {name}, ...}}]}}}}"
             )
-        if ctx.time_left is not None and ctx.time_left < (ctx.seed_seconds or 0.0):
+        pace, whose = _pace(config.space, ctx)
+        if ctx.time_left is not None and ctx.time_left < pace:
             # a trial is one training: one that starts now would end after the search's share
             return ctx.skip(
                 f"the time limit leaves the search {ctx.time_left:.0f} s, less than one "
-                f"training of the incumbent takes ({ctx.seed_seconds or 0:.0f} s)"
+                f"training of {whose} takes ({pace:.0f} s)"
             )
         if ctx.time_left is not None:  # the run's time limit: the search stops in time
             limit = min(config.timeout_s or math.inf, max(ctx.time_left, 1.0))
