@@ -1,6 +1,7 @@
-"""Each tree family alone: fit time, test accuracy, ONNX Runtime batch-1 latency of its
-native ``TreeEnsembleRegressor`` graph and the ONNX file's size (breast_cancer; the built-in
-digits, 10 classes, its 8×8 inputs flattened). One seed; the library's defaults as tidian sets them.
+"""Each tree family alone, and the RBF SVM: fit time, test accuracy, ONNX Runtime batch-1
+latency of its graph (the trees: ONNX-ML's native ``TreeEnsembleRegressor``; the SVM: plain
+operators) and the ONNX file's size (breast_cancer; the built-in digits, 10 classes, its 8×8
+inputs flattened). One seed; the library's defaults as tidian sets them.
 
     python bench/tree_families.py
 """
@@ -16,6 +17,7 @@ from common import print_table
 from tidian.evaluation.cost import measure_onnx_cost
 from tidian.export import OnnxModel, export_onnx
 from tidian.metrics import compute_metrics
+from tidian.models.kernels import KERNEL_FAMILIES
 from tidian.models.trees import FAMILIES
 from tidian.training.build import train_new
 
@@ -24,7 +26,7 @@ def main() -> None:
     rows = []
     for name in ("breast_cancer", "digits"):
         task = tidian.load_task(name)  # digits' 8×8 images: trees take them flattened
-        for family in FAMILIES:
+        for family in [*FAMILIES, *KERNEL_FAMILIES]:
             start = time.perf_counter()
             model, _ = train_new({"name": family}, task, {}, 0)
             seconds = time.perf_counter() - start
@@ -45,7 +47,7 @@ def main() -> None:
                 ]
             )
     print_table(
-        "tree families on ONNX Runtime (native tree node), seed 0",
+        "tree families and the SVM on ONNX Runtime, seed 0",
         ["set: family", "fit", "test accuracy", "batch-1 (median of 300)", "ONNX size"],
         rows,
     )

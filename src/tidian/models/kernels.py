@@ -14,8 +14,9 @@ decision) and the intercepts. Its outputs are what scikit-learn's ``decision_fun
 * two classes: ``[0, d]`` with d the signed distance (tidian's binary logits, as trees give);
 * more classes: the one-vs-one decisions turned into one score per class the way
   scikit-learn's ``decision_function_shape="ovr"`` does (votes plus a confidence term below
-  1/3), so the argmax is scikit-learn's prediction. As logits these are not probabilities (a
-  ``calibrate`` stage can scale them).
+  1/3), so the argmax is scikit-learn's prediction. As logits these are not calibrated
+  probabilities (and, like a tree model, it has no output head a ``calibrate`` stage could
+  scale).
 
 It runs in float64 in torch and in the ONNX graph (the same plain ops, cast up), so the two
 runtimes decide each vote alike; the conversion is checked against scikit-learn's own
