@@ -77,6 +77,17 @@ def test_errors():
         calibrate_(model, {"method": "temperature"}, regression)
 
 
+@pytest.mark.parametrize("family", ["svm", "random_forest"])
+def test_a_model_without_a_head_is_refused_before_anything_trains(family, tmp_path):
+    import tidian
+
+    recipe = {"task": "iris", "model": {"name": family}, "stages": [{"calibrate": {}}]}
+    store = tidian.Store(f"sqlite:///{tmp_path / 'c.db'}")
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.calibrate: .*tree or svm model"):
+        tidian.run(recipe, store=store)
+    assert store.runs() == []  # refused before the run started
+
+
 @pytest.mark.slow  # a whole pipeline run
 def test_calibrate_stage_in_a_run(tmp_path):
     """An MLP trained long on digits is over-confident; temperature scaling, fitted on the

@@ -91,7 +91,8 @@ def output_layer(model: nn.Module) -> nn.Linear:
     if not isinstance(head, Head) or head.regression:
         raise ConfigError(
             "calibration folds the scaling into a zoo classifier's output head ('head'); this "
-            f"model ({type(model).__name__}) has none. Calibrate a zoo model, before quantize."
+            f"model ({type(model).__name__}) has none (a tree or svm model's outputs come from "
+            "its library). Calibrate a zoo network, before quantize."
         )
     return head.linear
 

@@ -50,6 +50,11 @@ class Calibrate(Stage):
     def gate_metric(self) -> str:
         return "ece"
 
+    def check_model(self, model: Any, task: Any) -> None:
+        # a model without a head (a tree or svm family) is refused before the baseline trains
+        if task.target_kind == "classes":
+            output_layer(model)
+
     def run(self, incumbent: Proposal, ctx: Context) -> list[Proposal]:
         task = ctx.task
         if task.target_kind != "classes":
