@@ -258,7 +258,7 @@ class _Run:
             ]
             expected = max(
                 last or 0.0,
-                max(wave) if wave and len(seeds) else 0.0,  # one job cannot be shared out
+                max(wave),  # one job cannot be shared out
                 sum(wave) * len(seeds) / self.executor.workers,
             )
             if self._time_left() <= expected:

@@ -69,10 +69,10 @@ _TUNED = [
 
 # The table families in the order they train: the quick ones first, so that a time limit
 # cuts the slow ones rather than the cheap ones. Seconds a CV unit (median over its 10) in
-# `bench/vs_autogluon.py --time-limit 3m` runs, breast_cancer / digits: mlp 0.1 / 1, svm
-# < 0.1 / 0.1, extra trees 0.4 / 0.5, random forest 0.6 / 0.8, LightGBM 0.3 / 4.0, XGBoost
-# 0.3 / 7.2, CatBoost 1.7 / 9.2 (in the old order digits' time ran out before the forests,
-# the MLP and any later stage).
+# one `bench/vs_autogluon.py --time-limit 3m --keep DIR` run, breast_cancer / digits: svm
+# 0.02 / 0.05, mlp 0.1 / 0.4, extra trees 0.3 / 1.0, random forest 0.4 / 1.0, LightGBM
+# 0.2 / 4.0, XGBoost 0.2 / 7.0, CatBoost 1.1 / 8.5 (in the old order digits' time ran out
+# before the forests, the MLP and any later stage).
 ORDER = ("svm", "mlp", "extra_trees", "random_forest", "lightgbm", "xgboost", "catboost")
 
 

@@ -219,7 +219,7 @@ def _this_cpu_saturates() -> bool:
     return saturates(platform.machine(), None)
 
 
-def _no_pre_processing_hint(record: logging.LogRecord) -> bool:
+def _quiet_ort(record: logging.LogRecord) -> bool:
     """Drop ORT's root-logger lines that say nothing to a user: the pre-processing hint, and
     one multi-line type dump per tensor it leaves alone for not being float32 (a kernel
     machine's float64 arithmetic) — the stage's verdict says whether anything got smaller."""
@@ -255,7 +255,7 @@ def quantize_onnx(
         if mode == "dynamic":
             # ORT logs a warning on the root logger for every model not pre-processed, which
             # dynamic quantisation does not need: one line per seed in a run's log otherwise
-            logging.getLogger().addFilter(_no_pre_processing_hint)
+            logging.getLogger().addFilter(_quiet_ort)
             q.quantize_dynamic(
                 source,
                 out,

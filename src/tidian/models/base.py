@@ -232,6 +232,19 @@ class Head(nn.Module):
 # The zoo, filled by the family modules (mlp, cnn, rnn, transformer) as they are imported.
 MODELS: Registry[Any] = Registry("model", listing="tidian models")
 
+# Inputs that flatten to a table of numbers: what the library-trained families take.
+TABLES = ("vector", "sequence", "image")
+
+
+def refuse_multi_target(sig: Signature, family: str) -> None:
+    """Refuse a family that predicts one value on a task with several targets."""
+    if sig.target_kind == "values" and sig.n_outputs > 1:
+        raise ConfigError(
+            f"model {family!r} predicts one value; this task has {sig.n_outputs} targets. "
+            "Use a network (mlp), or one task per target."
+        )
+
+
 # Training options that change a model its library trains (a tree family): its seed alone.
 LIBRARY_TRAIN_KEYS = frozenset({"seed_stream"})
 

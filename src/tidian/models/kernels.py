@@ -29,8 +29,6 @@ table above ``max_rows`` training rows with what to do instead, rather than run 
 
 from __future__ import annotations
 
-import time
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -38,10 +36,9 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value
-from tidian.models.base import MODELS, Signature
+from tidian.models.base import MODELS, TABLES, Signature, refuse_multi_target
 from tidian.models.spec import create_model
 
-TABLES = ("vector", "sequence", "image")  # inputs that flatten to a table of numbers
 MAX_ROWS = 20_000  # default training rows above which the svm family refuses (see docstring)
 KINDS = ("values", "binary", "ovo")
 # each family and the module its library installs (what a recipe suggestion checks for)
@@ -61,7 +58,7 @@ class KernelMachine(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise bad_value("kind", f"one of {KINDS}", kind)
-        self.kind, self.gamma, self.classes = kind, float(gamma), classes
+        self.kind, self.gamma = kind, float(gamma)
         decisions = len(_pairs(classes)) if kind == "ovo" else 1
         # float32: the training rows were float32; the arithmetic below is float64
         self.register_buffer("vectors", torch.zeros(vectors, features))
@@ -117,21 +114,21 @@ def _kind(sig: Signature) -> tuple[str, int]:
 def kernel_machine(sig: Signature, *, vectors: int = 1, gamma: float = 1.0) -> nn.Module:
     """A trained support-vector machine held as tensors (what the svm family's training
     gives; the options give its number of support vectors and its kernel width)."""
-    _refuse_multi_target(sig)
+    refuse_multi_target(sig, "svm")
     kind, classes = _kind(sig)
     features = int(np.prod(sig.input_shape))
     return KernelMachine(vectors, features, classes, kind, gamma)
 
 
-def _refuse_multi_target(sig: Signature) -> None:
-    if sig.target_kind == "values" and sig.n_outputs > 1:
-        raise ConfigError(
-            f"model 'svm' predicts one value; this task has {sig.n_outputs} targets. "
-            "Use a network (mlp), or one task per target."
-        )
-
-
 # ----------------------------------------------------------------------------- training
+
+
+def _checked_gamma(gamma: Any) -> float | str:
+    if gamma == "scale":
+        return gamma
+    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or gamma <= 0:
+        raise bad_value("svm gamma", "a positive number or 'scale'", gamma)
+    return float(gamma)
 
 
 def _gamma(gamma: float | str, x: np.ndarray) -> float:
@@ -140,8 +137,6 @@ def _gamma(gamma: float | str, x: np.ndarray) -> float:
     if gamma == "scale":
         variance = float(x.var())
         return 1.0 / (x.shape[1] * variance) if variance > 0 else 1.0
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or gamma <= 0:
-        raise bad_value("svm gamma", "a positive number or 'scale'", gamma)
     return float(gamma)
 
 
@@ -239,12 +234,10 @@ class _Unfitted(KernelMachine):
     def __init__(self, sig: Signature, params: dict[str, Any]) -> None:
         kind, classes = _kind(sig)
         super().__init__(1, int(np.prod(sig.input_shape)), classes, kind, 1.0)
-        self._fit = partial(_fit_svm, params=params)
+        self._params = params
 
     def fit_with(self, task: Any, seed: int) -> tuple[nn.Module, dict[str, Any]]:
-        start = time.perf_counter()
-        model, info = self._fit(task, seed)
-        return model, {**info, "seconds": time.perf_counter() - start}
+        return _fit_svm(task, seed, self._params)
 
 
 @MODELS.register(
@@ -267,14 +260,17 @@ def svm(
     """A support-vector machine with an RBF kernel by scikit-learn (SVC for classes, SVR for
     values; ``epsilon`` in units of the target's standard deviation; ``params``: any other
     SVC / SVR parameter)."""
-    _refuse_multi_target(sig)
+    refuse_multi_target(sig, "svm")
     if isinstance(C, bool) or not isinstance(C, int | float) or C <= 0:
         raise bad_value("svm C", "a positive number", C)
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise bad_value("svm max_rows", "a positive integer", max_rows)
-    if gamma != "scale":
-        _gamma(gamma, np.zeros((1, 1)))  # refused here, before any training
-    named = {"C": float(C), "gamma": gamma, "epsilon": float(epsilon), "max_rows": max_rows}
+    named = {
+        "C": float(C),
+        "gamma": _checked_gamma(gamma),
+        "epsilon": float(epsilon),
+        "max_rows": max_rows,
+    }
     if class_weight is not None:
         if sig.target_kind == "values":
             raise ConfigError("svm class_weight: this task predicts values, not classes.")

@@ -41,7 +41,6 @@ import inspect
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -52,11 +51,10 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value, require
-from tidian.models.base import MODELS, Signature
+from tidian.models.base import MODELS, TABLES, Signature, refuse_multi_target
 from tidian.models.spec import create_model
 
 EPS = 1e-7  # a forest's class probability floor before its log (an empty class)
-TABLES = ("vector", "sequence", "image")  # inputs that flatten to a table of numbers
 EARLY_STOP = 50  # boosting rounds without progress on validation before stopping
 # each boosting family's own model file kept beside the arrays: lightgbm.Booster(model_file=),
 # xgboost.Booster().load_model(), catboost.CatBoost().load_model()
@@ -500,14 +498,6 @@ def from_forest(forest: Any, task: Any, source: str) -> TreeEnsemble:
 # ----------------------------------------------------------------------------- the families
 
 
-def _refuse_multi_target(sig: Signature, family: str) -> None:
-    if sig.target_kind == "values" and sig.n_outputs > 1:
-        raise ConfigError(
-            f"model {family!r} predicts one value; this task has {sig.n_outputs} targets. "
-            "Use a network (mlp), or one task per target."
-        )
-
-
 def _threads() -> int:
     return max(1, torch.get_num_threads())
 
@@ -610,13 +600,11 @@ class _Unfitted(TreeEnsemble):
         self._fit = fit
 
     def fit_with(self, task: Any, seed: int) -> tuple[nn.Module, dict[str, Any]]:
-        start = time.perf_counter()
-        model, info = self._fit(task, seed)
-        return model, {**info, "seconds": time.perf_counter() - start}
+        return self._fit(task, seed)
 
 
 def _family(sig: Signature, name: str, fit: Callable, params: dict[str, Any]) -> nn.Module:
-    _refuse_multi_target(sig, name)
+    refuse_multi_target(sig, name)
     return _Unfitted(sig, partial(fit, params=params))
 
 

@@ -7,6 +7,7 @@ member, a cleaned or multi-task retraining, a distilled student) goes through
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,10 +56,11 @@ def train_new(
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     seed = seed + SEED_STREAM_STEP * config.seed_stream
     built = seeded_model(model, task, seed)
-    if hasattr(built, "fit_with"):  # a tree family: its library trains it, not the loop
+    if hasattr(built, "fit_with"):  # a tree or svm family: its library trains it, not the loop
+        start = time.perf_counter()
         trained, info = built.fit_with(task if data is None else data, seed)
-        history = History(monitor=None, seconds=info["seconds"], library=info)
-        return trained, history
+        seconds = time.perf_counter() - start
+        return trained, History(monitor=None, seconds=seconds, library={**info, "seconds": seconds})
     history = fit(
         built, task if data is None else data, config, seed=seed, step=step, on_epoch=on_epoch
     )
