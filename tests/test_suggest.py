@@ -23,9 +23,9 @@ CV = {"seeds": 2, "folds": 5, "repeated": True}
     ("task", "baseline", "stages", "evaluate"),
     [
         # a small table: cross-validation, every row outside the holdout a test row once
-        ("breast_cancer", "linear", TABLE, CV),
+        ("breast_cancer", "glm", TABLE, CV),
         # 2,000 training rows or more: one split
-        ({"name": "synthetic", "n_samples": 4000}, "linear", TABLE, {"seeds": 3}),
+        ({"name": "synthetic", "n_samples": 4000}, "glm", TABLE, {"seeds": 3}),
         ("mnist1d", "mlp", ["architecture", "quantize"], {"seeds": 3}),
         ("digits", "mlp", ["architecture", "quantize"], {"seeds": 5}),  # images: not a table
     ],

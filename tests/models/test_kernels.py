@@ -87,6 +87,7 @@ def test_bad_options_and_a_table_too_large_are_refused_with_what_to_do():
         ({"gamma": -1}, "svm gamma"),
         ({"max_rows": 0}, "max_rows"),
         ({"params": {"kernel": "linear"}}, "params"),
+        ({"class_weight": "heavy"}, "svm class_weight must be 'balanced' or null"),
     ]:
         with pytest.raises(ConfigError, match=words):
             tidian.create_model("svm", task, **options)

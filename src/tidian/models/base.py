@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -234,6 +235,9 @@ MODELS: Registry[Any] = Registry("model", listing="tidian models")
 
 # Inputs that flatten to a table of numbers: what the library-trained families take.
 TABLES = ("vector", "sequence", "image")
+# A library-fitted family's registration: tables; trainable=False: the torch loop cannot
+# train it; fitted=True: train_new has its library fit it (its module's ``fit_with``)
+FITTED = {"inputs": TABLES, "trainable": False, "fitted": True}
 
 
 def refuse_multi_target(sig: Signature, family: str) -> None:
@@ -242,6 +246,42 @@ def refuse_multi_target(sig: Signature, family: str) -> None:
         raise ConfigError(
             f"model {family!r} predicts one value; this task has {sig.n_outputs} targets. "
             "Use a network (mlp), or one task per target."
+        )
+
+
+def class_weight_option(sig: Signature, family: str, value: Any) -> dict[str, Any]:
+    """A scikit-learn family's ``class_weight`` as its keyword ({} when unset): ``balanced``
+    (weights inverse to the classes' frequencies) on a task with classes, else refused."""
+    if value is None:
+        return {}
+    if sig.target_kind == "values":
+        raise ConfigError(f"{family} class_weight: this task predicts values, not classes.")
+    if value != "balanced":
+        raise bad_value(f"{family} class_weight", "'balanced' or null", value)
+    return {"class_weight": value}
+
+
+def refuse_unseen_classes(task: Any, seen: int, source: str) -> None:
+    """Refuse a library model that saw fewer (or more) classes than the task has (one class
+    seen: a library that reports a single output, which the caller lays out itself)."""
+    if task.target_kind == "classes" and seen not in (1, task.n_classes):
+        raise ConfigError(
+            f"the {source} model saw a different number of classes than the task has "
+            f"({seen} against {task.n_classes}): every class must occur in the training split."
+        )
+
+
+def refuse_disagreement(
+    family: str, library: str, mine: np.ndarray, theirs: Any, outputs: str = "predictions"
+) -> None:
+    """Refuse a model converted to tensors whose outputs ``mine`` differ from its library's
+    own ``theirs`` on the same rows (relative to 1 + |theirs|, above 1e-4)."""
+    theirs = np.asarray(theirs, dtype=np.float64).reshape(mine.shape)
+    error = np.abs(np.asarray(mine, dtype=np.float64) - theirs)
+    if error.size and float((error / (1 + np.abs(theirs))).max()) > 1e-4:
+        raise ConfigError(
+            f"the {family} model converted to tensors disagrees with {library}'s own {outputs} "
+            f"(max |difference| {float(error.max()):.3g}); it was not kept."
         )
 
 

@@ -36,7 +36,16 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value
-from tidian.models.base import MODELS, TABLES, Signature, refuse_multi_target
+from tidian.models.base import (
+    FITTED,
+    MODELS,
+    TABLES,
+    Signature,
+    class_weight_option,
+    refuse_disagreement,
+    refuse_multi_target,
+    refuse_unseen_classes,
+)
 from tidian.models.spec import create_model
 
 MAX_ROWS = 20_000  # default training rows above which the svm family refuses (see docstring)
@@ -159,13 +168,7 @@ def _check(model: KernelMachine, library: np.ndarray, x: np.ndarray) -> KernelMa
     """Refuse a conversion whose decisions differ from scikit-learn's own."""
     with torch.no_grad():
         mine = model.decisions(torch.as_tensor(x)).numpy()
-    library = np.asarray(library, dtype=np.float64).reshape(mine.shape)
-    error = np.abs(mine - library)
-    if error.size and float((error / (1 + np.abs(library))).max()) > 1e-4:
-        raise ConfigError(
-            "the svm model converted to tensors disagrees with scikit-learn's own decision "
-            f"values (max |difference| {float(error.max()):.3g}); it was not kept."
-        )
+    refuse_disagreement("svm", "scikit-learn", mine, library, "decision values")
     return model
 
 
@@ -188,12 +191,8 @@ def _fit_svm(task: Any, seed: int, params: dict[str, Any]) -> tuple[nn.Module, d
         # deterministic: the seed would only drive Platt scaling, which is not used
         estimator = SVC(kernel="rbf", gamma=gamma, decision_function_shape="ovo", **params)
         estimator.fit(x, task.train.y)
-        seen = len(estimator.classes_)
-        if seen != task.n_classes:
-            raise ConfigError(
-                f"the svm model saw a different number of classes than the task has ({seen} "
-                f"against {task.n_classes}): every class must occur in the training split."
-            )
+        seen = len(estimator.classes_)  # scikit-learn refuses a single class itself
+        refuse_unseen_classes(task, seen, "svm")
         if seen == 2:
             coef = estimator.dual_coef_.T.astype(np.float64)
             intercept = np.asarray(estimator.intercept_, dtype=np.float64)
@@ -240,13 +239,7 @@ class _Unfitted(KernelMachine):
         return _fit_svm(task, seed, self._params)
 
 
-@MODELS.register(
-    "svm",
-    inputs=TABLES,
-    instead="a network (an svm takes numbers, not token ids)",
-    trainable=False,
-    fitted=True,
-)
+@MODELS.register("svm", instead="a network (an svm takes numbers, not token ids)", **FITTED)
 def svm(
     sig: Signature,
     *,
@@ -271,10 +264,7 @@ def svm(
         "epsilon": float(epsilon),
         "max_rows": max_rows,
     }
-    if class_weight is not None:
-        if sig.target_kind == "values":
-            raise ConfigError("svm class_weight: this task predicts values, not classes.")
-        named["class_weight"] = class_weight
+    named.update(class_weight_option(sig, "svm", class_weight))
     clash = sorted(set(params or {}) & {*named, "kernel", "class_weight"})
     if clash:
         raise bad_value("params", "scikit-learn parameters other than the named options", clash)

@@ -51,7 +51,15 @@ import torch
 from torch import nn
 
 from tidian.exceptions import ConfigError, bad_value, require
-from tidian.models.base import MODELS, TABLES, Signature, refuse_multi_target
+from tidian.models.base import (
+    FITTED,
+    MODELS,
+    TABLES,
+    Signature,
+    refuse_disagreement,
+    refuse_multi_target,
+    refuse_unseen_classes,
+)
 from tidian.models.spec import create_model
 
 EPS = 1e-7  # a forest's class probability floor before its log (an empty class)
@@ -320,26 +328,12 @@ def _check(model: TreeEnsemble, library: np.ndarray, x: np.ndarray, source: str)
     """Refuse a conversion whose walk differs from the library's own raw predictions."""
     with torch.no_grad():
         mine = model.scores(torch.as_tensor(x)).double().numpy()
-    library = np.asarray(library, dtype=np.float64).reshape(len(x), -1)
-    error = np.abs(mine - library)
-    if error.size and float((error / (1 + np.abs(library))).max()) > 1e-4:
-        raise ConfigError(
-            f"the {source} model converted to tensors disagrees with {source}'s own "
-            f"predictions (max |difference| {float(error.max()):.3g}); it was not kept."
-        )
+    refuse_disagreement(source, source, mine, library)
     return model
 
 
 def _table(x: np.ndarray) -> np.ndarray:
     return np.asarray(x).reshape(len(x), -1).astype(np.float32)
-
-
-def _classes_seen(task: Any, seen: int, source: str) -> None:
-    if task.target_kind == "classes" and seen not in (1, task.n_classes):
-        raise ConfigError(
-            f"the {source} model saw a different number of classes than the task has "
-            f"({seen} against {task.n_classes}): every class must occur in the training split."
-        )
 
 
 def from_lightgbm(booster: Any, task: Any, rounds: int | None = None) -> TreeEnsemble:
@@ -348,7 +342,7 @@ def from_lightgbm(booster: Any, task: Any, rounds: int | None = None) -> TreeEns
     booster = getattr(booster, "booster_", booster)
     dump = booster.dump_model(num_iteration=rounds)
     per_iteration = int(dump["num_tree_per_iteration"])
-    _classes_seen(task, per_iteration, "LightGBM")
+    refuse_unseen_classes(task, per_iteration, "LightGBM")
     flat = [_flatten(info["tree_structure"]) for info in dump["tree_info"]]
     model = _build(flat, task, "lightgbm", per_iteration=per_iteration)
     x = _table(task.train.x)
@@ -420,7 +414,7 @@ def from_catboost(model: Any, task: Any) -> TreeEnsemble:
         values = np.asarray(tree["leaf_values"], dtype=np.float64).reshape(2**depth, -1) * scale
         flat.append(_unfold(splits, values, flat_index))
     dim = flat[0]["width"]
-    _classes_seen(task, dim if dim > 1 else 1, "CatBoost")
+    refuse_unseen_classes(task, dim if dim > 1 else 1, "CatBoost")
     built = _build(flat, task, "catboost")
     with torch.no_grad():
         built.bias.copy_(torch.as_tensor(np.resize(np.asarray(bias, dtype=np.float64), dim)))
@@ -616,13 +610,7 @@ def _params(extra: dict[str, Any] | None, **named: Any) -> dict[str, Any]:
     return {**params, **(extra or {})}
 
 
-# trainable=False: the torch loop cannot train them; fitted=True: train_new has the library do it
-_FAMILY = {
-    "inputs": TABLES,
-    "instead": "a network (trees take numbers, not token ids)",
-    "trainable": False,
-    "fitted": True,
-}
+_FAMILY = {**FITTED, "instead": "a network (trees take numbers, not token ids)"}
 
 
 @MODELS.register("lightgbm", **_FAMILY)

@@ -257,8 +257,8 @@ class Distill(Stage):
             if trained_by_library(incumbent.model.get("name", "")):
                 return ctx.skip(
                     f"a student scaled down from the incumbent ({incumbent.model['name']}) "
-                    "would be a tree model, which learns from labels by its library, not from "
-                    "a teacher's soft targets; name a network student ({name: mlp, ...})"
+                    "would be a model its library fits on labels (a tree, svm or glm family), "
+                    "not on a teacher's soft targets; name a network student ({name: mlp, ...})"
                 )
             student = auto_student(incumbent.model, ctx.task, float(c.student["fraction"]))
         else:

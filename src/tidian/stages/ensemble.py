@@ -304,9 +304,11 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     spec = {"name": name, **options}
     kind, k = config["members"], int(config["k"])
     own = model_spec(parent) if parent is not None else None
-    # the parent as it was saved (pruned, say) — unless the saved model cannot be trained
-    # again (a trained tree model: only its family, the recipe's model, trains one)
+    # the parent as it was saved (pruned, say) — unless its family is fitted by a library
+    # (a tree model cannot be trained again; a glm's saved linear network would be trained by
+    # the loop instead of solved): then the recipe's model, its family, trains the members
     trainable = own is not None and not trained_by_library(own.name)
+    trainable = trainable and not trained_by_library(name)
     if trainable and kind in ("seeds", "boosting"):
         name, options = own.name, dict(own.options)
         spec = {"name": name, **options}
