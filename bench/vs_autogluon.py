@@ -33,6 +33,8 @@ score is then over all those rows and has no AutoGluon counterpart ("— (CV)").
     python bench/vs_autogluon.py [--time-limit 5m] [--jobs 2] [--sets digits,wine]
         [--autogluon /path/to/ag-env/bin/python] [--fits 3] [--preset medium_quality]
         [--keep DIR]   # each set's ledger kept in DIR/SET (`tidian show` reads it)
+        [--max-bytes 1MB] [--max-latency-ms 1]   # the target's cost limits, given to tidian
+                                                 # as `tidian run --max-bytes …` gives them
 
 The affairs data needs ``statsmodels`` (``pip install statsmodels``); without it that set is
 left out and the table says so. Everything else ships with tidian's dependencies.
@@ -107,12 +109,15 @@ def baseline_on(parsed, task, rows, metric: str, jobs: int) -> tuple:
     return score.mean, score.low, score.high, evaluation.row_table(metric)
 
 
-def run_tidian(task: dict, limit: str, jobs: int, folder: Path) -> dict:
+def run_tidian(
+    task: dict, limit: str, jobs: int, folder: Path, constraints: dict | None = None
+) -> dict:
     recipe, _ = suggest_recipe(task)
     recipe["budget"] = {"time": limit}
     store = tidian.Store(f"sqlite:///{folder / 'ledger.db'}")
     start = time.perf_counter()
-    outcome = tidian.run(recipe, store=store, jobs=jobs)
+    # the cost limits as `tidian run --max-bytes/--max-latency-ms` records them
+    outcome = tidian.run(recipe, store=store, jobs=jobs, constraints=constraints)
     wall = time.perf_counter() - start
     final = outcome.incumbent
     full = run_result(store, outcome.run_id)
@@ -216,7 +221,11 @@ def main() -> None:
     parser.add_argument("--fits", type=int, default=3)
     parser.add_argument("--preset", default="medium_quality")
     parser.add_argument("--keep", help="a folder to keep each set's tidian ledger in")
+    parser.add_argument("--max-bytes", help="tidian's cost limit on size (as tidian run's)")
+    parser.add_argument("--max-latency-ms", type=float, help="tidian's limit on batch-1 latency")
     args = parser.parse_args()
+    given = {"max_bytes": args.max_bytes, "max_latency_ms": args.max_latency_ms}
+    constraints = {k: v for k, v in given.items() if v is not None} or None
     from tidian.recipe import parse_duration
 
     limit_s = parse_duration(args.time_limit, "--time-limit")
@@ -230,7 +239,7 @@ def main() -> None:
                 continue
             keep = Path(args.keep) / name if args.keep else folder
             keep.mkdir(parents=True, exist_ok=True)
-            mine = run_tidian(task, args.time_limit, args.jobs, keep)
+            mine = run_tidian(task, args.time_limit, args.jobs, keep, constraints)
             classes = mine["task"].target_kind == "classes"
             scale = 100 if classes else 1
             row = [
@@ -270,7 +279,8 @@ def main() -> None:
         headers += ["AutoGluon mean", "tidian − AG", "found − AG (test)", "AG wall", "AG size"]
         headers += ["AG batch-1"]
     print_table(
-        f"tidian's suggested recipe vs AutoGluon {args.preset}, time limit {args.time_limit}",
+        f"tidian's suggested recipe vs AutoGluon {args.preset}, time limit {args.time_limit}"
+        + (f", tidian's cost limits {constraints}" if constraints else ""),
         headers,
         rows,
         note="accuracy in % (diabetes: RMSE, lower is better; 'tidian − AG' is then AG − "

@@ -267,3 +267,39 @@ def test_evaluate_prints_a_file_name_that_looks_like_markup_as_written(capsys, t
     )  # fmt: skip
     assert code == 0, err
     assert "linear on [b]x —" in out
+
+
+def test_run_s_cost_limits_are_recorded_in_the_recipe_and_keep_a_larger_model_out(tmp_path, capsys):
+    """`tidian run --max-bytes/--max-latency-ms/--max-params` set the recipe's constraints
+    (beside the ones it has): an MLP that beats a 3-epoch linear model is turned down for
+    its size, and the run's recorded recipe says what the limits were."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "task: iris\nmodel: {name: linear}\ntrain: {epochs: 3, lr: 0.01}\n"
+        "evaluate: {seeds: 3}\nconfirm: {seeds: 0}\nconstraints: {max_params: 100000}\n"
+        "stages:\n  - architecture: {candidates: [{name: mlp, hidden: [64]}], "
+        "train: {epochs: 60}}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    code, _, err = run(capsys, "run", str(recipe), "--store", url, "--max-bytes", "1kB")
+    assert code == 0, err
+    from tidian.store import Store
+
+    store = Store(url)
+    (row,) = store.runs()
+    assert row["recipe"]["constraints"] == {"max_params": 100000, "max_bytes": 1000}
+    mlp = store.candidates(row["id"])[1]
+    assert mlp["decision"] == "rejected"
+    assert (
+        "violates constraints (size_bytes" in mlp["reason"] and "> max_bytes 1000" in mlp["reason"]
+    )
+    # bad limits are refused before anything is written; a resumed run keeps its own
+    for flag, value, message in [
+        ("--max-bytes", "1 XB", "constraints.max_bytes: a positive size"),
+        ("--max-latency-ms", "0", "constraints.max_latency_ms"),
+    ]:
+        code, _, err = run(capsys, "run", str(recipe), "--store", url, flag, value)
+        assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err
+    code, _, err = run(capsys, "run", "--resume", row["id"], "--store", url, "--max-params", "9")
+    assert code == 2 and "uses the recipe it started with" in " ".join(err.split())
+    assert len(store.runs()) == 1

@@ -441,9 +441,10 @@ def recipe_suggest_cmd(
     target: TargetOpt = None,
     text: TextOpt = None,
 ) -> None:
-    """Print a recipe made for TASK from its kind and size (tables: MLPs, tuning, an ensemble
-    with gradient-boosted trees, int8; sequences, images, text: the zoo's models). Keep it
-    (`> recipe.yaml`), edit it, run it; `tidian run --task` runs it as printed."""
+    """Print a recipe made for TASK from its kind and size (tables: a solved linear baseline
+    against an SVM, an MLP and the tree families, tuning, an ensemble, a refit, int8;
+    sequences, images, text: the zoo's models). Keep it (`> recipe.yaml`), edit it, run it;
+    `tidian run --task` runs it as printed."""
     from tidian.suggest import recipe_text, suggest_recipe
 
     spec = _task_spec(task, target, text)
@@ -796,9 +797,36 @@ def run_cmd(
             "up and says what it cut.",
         ),
     ] = None,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-bytes",
+            metavar="SIZE",
+            help="Reject any candidate whose saved model is larger (500kB, 1MB, or bytes): "
+            "sets the recipe's constraints.max_bytes.",
+        ),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--max-latency-ms",
+            metavar="MS",
+            help="Reject any candidate slower at batch 1 on its runtime: constraints."
+            "max_latency_ms.",
+        ),
+    ] = None,
+    max_params: Annotated[
+        int | None,
+        typer.Option(
+            "--max-params",
+            metavar="N",
+            help="Reject any candidate with more parameters: constraints.max_params.",
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe (the built-in default without one; with --task, the one `tidian recipe
-    suggest` makes for that task): baseline, stages, gate, ledger."""
+    suggest` makes for that task): baseline, stages, gate, ledger. The --max-* limits are
+    recorded in the run's recipe, beside any constraints it has."""
     import tidian.pipeline as pipeline
     from tidian.store import Store
 
@@ -822,6 +850,8 @@ def run_cmd(
     elif target is not None or text is not None:
         raise ConfigError("--target and --text describe a --task's table; give --task too.")
 
+    given = {"max_bytes": max_bytes, "max_latency_ms": max_latency_ms, "max_params": max_params}
+    limits = {key: value for key, value in given.items() if value is not None}
     if report is not None:
         from tidian.report import writable
 
@@ -850,6 +880,7 @@ def run_cmd(
                 executor=runner,
                 events=_Progress(progress) if live else _Log(console),
                 time_limit=time_limit,
+                constraints=limits or None,
             )
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
         how = f" ({stop})" if isinstance(stop, Interrupted) else ""

@@ -1260,6 +1260,7 @@ def run(
     executor: Executor | None = None,
     events: Events | None = None,
     time_limit: float | str | None = None,
+    constraints: dict[str, Any] | None = None,
 ) -> RunResult:
     """Run a recipe (or resume run ``resume``) and return what the ledger holds at the end.
 
@@ -1273,15 +1274,17 @@ def run(
     (``threads``: torch threads per job; default every core in one process, 1 per worker).
 
     ``time_limit`` (seconds, or text like ``15m``) sets the recipe's ``budget.time``; on a
-    resume it limits that session (without it, the recipe's limit does).
+    resume it limits that session (without it, the recipe's limit does). ``constraints``
+    (``max_bytes``, ``max_latency_ms``, ``max_params``) set those of the recipe's, which keeps
+    its others; a resumed run keeps the ones it started with.
     """
     started = _clock()
     ledger = store if isinstance(store, Store) else Store(store)
     if resume is not None:
-        if recipe is not None:
+        if recipe is not None or constraints:
             raise ConfigError(
-                "give either a recipe or resume=RUN_ID, not both: a resumed run "
-                "uses the recipe it started with."
+                "give either a recipe (or constraints) or resume=RUN_ID, not both: a resumed "
+                "run uses the recipe it started with."
             )
         row = ledger.run(resume)
         if row["status"] == "finished" and not cut_by_time(ledger, resume):
@@ -1304,6 +1307,9 @@ def run(
             parsed = parsed.model_copy(
                 update={"budget": parsed.budget.model_copy(update={"time": time_limit})}
             )
+        if constraints:  # recorded with the recipe, checked as the recipe's own
+            written = parsed.to_dict().get("constraints") or {}
+            parsed = load_recipe({**parsed.to_dict(), "constraints": {**written, **constraints}})
     limit = (
         parse_duration(time_limit, "time limit")
         if time_limit is not None

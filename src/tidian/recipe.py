@@ -197,11 +197,42 @@ class ConfirmSpec(_Spec):
     )
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?")
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value: Any, what: str = "constraints.max_bytes") -> int:
+    """Bytes from a whole number of bytes or a text like ``1MB``, ``500 kB``, ``2MiB``."""
+    size = None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == int(value):
+        size = int(value)
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip().lower())):
+        size = int(float(match[1]) * _UNITS[match[2] or "b"])
+    if size is None or size < 1:
+        raise ConfigError(
+            f"{what}: " * bool(what) + "a positive size in bytes, or text like 500kB, 1MB, "
+            f"2MiB; got {value!r}."
+        )
+    return size
+
+
 class Constraints(_Spec):
+    """What the deployed model may cost; a candidate above any limit is rejected, whatever its
+    gain (``tidian run --max-bytes / --max-latency-ms / --max-params`` set them)."""
+
     model_config = ConfigDict(extra="forbid")
-    max_latency_ms: float | None = Field(None, gt=0)
-    max_params: int | None = Field(None, gt=0)
-    max_bytes: int | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="Batch-1 latency on the deployment runtime, milliseconds."
+    )
+    max_params: int | None = Field(None, gt=0, description="Parameters.")
+    max_bytes: int | None = Field(
+        None, gt=0, description="The saved model's size: bytes, or text like 500kB, 1MB."
+    )
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return value if value is None else parse_size(value, "")
 
 
 class ResourcesSpec(_Spec):
