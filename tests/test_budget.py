@@ -277,3 +277,41 @@ def test_a_search_is_expected_at_the_pace_of_the_families_it_draws(
             "the time limit leaves the search 75 s, less than one training of the models it "
             "searches takes (100 s)"
         )
+
+
+@pytest.mark.parametrize(("spare", "trained"), [(150.0, False), (250.0, True)])
+def test_a_family_the_run_has_not_timed_is_expected_at_the_slowest_pace_it_has(
+    tmp_path, monkeypatch, spare, trained
+):
+    # stage 1's MLP took 100 s a seed; stage 2's glm, a family this run has not trained, is
+    # expected at that pace (2 seeds × 100 s) — not at the linear incumbent's 1 s, which let a
+    # slow family cut from one stage start in the next with seconds left
+    store = _slow_networks(tmp_path, monkeypatch)
+    stages = [*PACED["stages"], {"architecture": {"candidates": [{"name": "glm"}]}}]
+    result = pipeline.run(
+        {**PACED, "budget": {"time": KEPT + spare}, "stages": stages}, store=store
+    )
+    later = [c["label"] for c in result.candidates if c["stage_position"] == 2]
+    assert later == (["name=glm"] if trained else [])
+    if not trained:
+        assert result.stages[2]["report"]["cut"]["candidates"] == ["name=glm"]
+
+
+@pytest.mark.parametrize(("spare", "searched"), [(150.0, False), (250.0, True)])
+def test_a_search_over_a_family_the_run_has_not_timed_goes_at_the_slowest_pace(
+    tmp_path, monkeypatch, spare, searched
+):
+    store = _slow_networks(tmp_path, monkeypatch)
+    space = {"model": {"choice": [{"name": "glm", "C": {"float": [0.1, 10.0], "log": True}}]}}
+    stages = [*PACED["stages"], {"tune": {"space": space, "trials": 1}}]
+    result = pipeline.run(
+        {**PACED, "budget": {"time": KEPT + spare}, "stages": stages}, store=store
+    )
+    report = result.stages[2]["report"] or {}
+    if searched:
+        assert "skipped" not in report and report["trials"] == 1
+    else:
+        assert report["skipped"] == (
+            "the time limit leaves the search 75 s, less than one training of the models it "
+            "searches takes (100 s)"
+        )

@@ -51,6 +51,7 @@ from tidian.recipe import (
     stored_recipe,
 )
 from tidian.stages import STAGES, Context, Proposal, Stage
+from tidian.stages.base import unmeasured_pace
 from tidian.stages.study import storage as optuna_storage
 from tidian.store import STALE_AFTER, Store, stale
 from tidian.tasks.task import require_scorable
@@ -237,10 +238,13 @@ class _Run:
         incumbent = self.store.get_candidate(parent) if parent is not None else None
         # a seed of a model trained anew is expected to take as long as one of the slowest
         # this run trained of its family (tune's CatBoost trials after the architecture
-        # stage's CatBoost), else — before the stage's first wave has run — one of the
-        # incumbent's; after a wave, at least as long as that wave took
-        per_seed = self._seed_seconds(incumbent["id"]) if incumbent else 0.0
+        # stage's CatBoost); a family the run has not trained, as long as the slowest family
+        # it has (one a limit cut is a slow one: suggest.ORDER puts those last), and never
+        # less than the incumbent; a wave, at least as long as the one before it took
         paces = self._family_seconds()
+        unmeasured = unmeasured_pace(
+            self._seed_seconds(incumbent["id"]) if incumbent else 0.0, paces
+        )
         while start < len(proposals):
             # the confirmation of whichever may become the final: the incumbent or a
             # candidate of this stage; a wave is expected to take as long as the one before
@@ -250,10 +254,9 @@ class _Run:
             while stop < len(proposals) and (jobs < self.executor.workers or stop == start):
                 jobs += len(seeds)
                 stop += 1
-            fallback = per_seed if last is None else 0.0
             # changes of trained weights (int8, pruning…) have no pace to go by
             wave = [
-                paces.get(p.model.get("name"), fallback) if p.transform is None else 0.0
+                paces.get(p.model.get("name"), unmeasured) if p.transform is None else 0.0
                 for p in proposals[start:stop]
             ]
             expected = max(

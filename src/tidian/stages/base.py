@@ -53,6 +53,16 @@ class Proposal:
     transform: list[dict[str, Any]] | None = None
 
 
+def unmeasured_pace(incumbent: float, families: dict[str, float]) -> float:
+    """Seconds a seed of a model family a run has not trained yet is expected to take under a
+    time limit: the slowest family it has trained (``families``: per family, its slowest mean
+    seconds a seed), and never less than the incumbent's. Not the incumbent's alone: a family
+    not trained yet is most often one the limit cut, a slow one (the suggested recipe lists
+    families quickest first), and a solved baseline (glm) takes milliseconds — at its pace a
+    tuned CatBoost's 10-unit re-evaluation started with seconds left."""
+    return max([incumbent, *families.values()])
+
+
 @dataclass(frozen=True)
 class Context:
     """What a stage may read: the task, the recipe's evaluation settings, the run so far.

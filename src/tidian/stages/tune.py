@@ -22,7 +22,7 @@ from tidian.exceptions import ConfigError, TidianError, require
 from tidian.executors import Job, job_handler
 from tidian.metrics import METRICS, greater_is_better, predict
 from tidian.models.base import library_ignores
-from tidian.stages.base import Context, Proposal, Stage, register_stage
+from tidian.stages.base import Context, Proposal, Stage, register_stage, unmeasured_pace
 from tidian.stages.space import check_space, grid, has_categorical, sample
 from tidian.stages.study import RETRIED, load_study, make_positional, open_study, places, quiet
 from tidian.training.build import train_new
@@ -309,7 +309,8 @@ def _pace(space: dict[str, Any], ctx: Context) -> tuple[float, str]:
     """Under a time limit, how long one trial is expected to train, and of what: the slowest
     of the model families the space draws from at the pace this run measured for each (the
     architecture stage's CatBoost for tune's CatBoost trials), a family it has not trained at
-    the incumbent's; a space that keeps the incumbent's model, the incumbent's pace."""
+    the slowest the run has trained (``unmeasured_pace``); a space that keeps the incumbent's
+    model, the incumbent's pace."""
     own = ctx.seed_seconds or 0.0
     model = space.get("model")
     if isinstance(model, dict) and isinstance(model.get("choice"), list):
@@ -318,7 +319,8 @@ def _pace(space: dict[str, Any], ctx: Context) -> tuple[float, str]:
         names = [model["name"]]
     else:
         return own, "the incumbent"
-    paces = [ctx.family_seconds.get(n, own) for n in names if isinstance(n, str)]
+    unmeasured = unmeasured_pace(own, ctx.family_seconds)
+    paces = [ctx.family_seconds.get(n, unmeasured) for n in names if isinstance(n, str)]
     return max(paces, default=own), "the models it searches"
 
 
