@@ -167,7 +167,7 @@ def glm(
     (``C``: the inverse penalty; ``class_weight``; ``max_iter`` L-BFGS steps), ridge regression
     for values (alpha = 1 / ``C`` on the standardised target); ``params``: any other
     ``LogisticRegression`` / ``Ridge`` parameter. The trained model is the ``linear`` network,
-    which every stage can prune, quantise, calibrate or fine-tune."""
+    which the network stages can quantise, calibrate or fine-tune."""
     refuse_multi_target(sig, "glm")
     if isinstance(C, bool) or not isinstance(C, int | float) or not C > 0:
         raise bad_value("glm C", "a positive number", C)
