@@ -147,6 +147,8 @@ def test_what_is_not_a_recipe_file_is_refused_without_reading_it_whole(tmp_path,
         (BOMB + "train: {lr: *i}", "holds or expands to more than 100,000 values"),
         ("train: {epochs: 1:30:00}", "train.epochs"),  # text (YAML 1.2), not 5400
         ("constraints: {max_params: true}", "constraints.max_params: a number or text is"),
+        ("constraints: {max_bytes: .inf}", "constraints.max_bytes: a positive size in bytes"),
+        ("constraints: {max_bytes: 1 XB}", "or text like 500kB, 1MB, 2MiB; got '1 XB'"),
         ("evaluate: {seeds: 1000000000}", "evaluate.seeds: at most 1,000 seeds"),
         ("deploy: {threads: 1000000}", "deploy.threads: Input should be less than or equal"),
     ],

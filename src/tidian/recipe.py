@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import stat
 from pathlib import Path
@@ -203,17 +204,19 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2*
 
 def parse_size(value: Any, what: str = "constraints.max_bytes") -> int:
     """Bytes from a whole number of bytes or a text like ``1MB``, ``500 kB``, ``2MiB``."""
-    size = None
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == int(value):
-        size = int(value)
+    size = None  # a finite float first: int() of an infinity raises OverflowError
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = float(value) if value < 2**63 else math.inf
+    elif isinstance(value, float) and value == value and value.is_integer():
+        size = value
     elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip().lower())):
-        size = int(float(match[1]) * _UNITS[match[2] or "b"])
-    if size is None or size < 1:
+        size = float(match[1]) * _UNITS[match[2] or "b"]
+    if size is None or not 1 <= size < math.inf:
         raise ConfigError(
             f"{what}: " * bool(what) + "a positive size in bytes, or text like 500kB, 1MB, "
-            f"2MiB; got {value!r}."
+            f"2MiB; got {value!r:.60}."
         )
-    return size
+    return int(size)
 
 
 class Constraints(_Spec):
