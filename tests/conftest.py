@@ -105,6 +105,14 @@ def make_regression(n: int = 80, seed: int = 0) -> Task:
     return Task("tiny-regression", *_splits(x, y), input_kind="vector", target_kind="values")
 
 
+def table_case(case: str) -> Task:
+    """A small table for a library-fitted family (svm, glm): ``values`` (regression, 120
+    rows), ``binary`` (2 classes) or any other case (4 classes), 150 rows."""
+    if case == "values":
+        return make_regression(n=120)
+    return make_task("vector", n=150, classes=2 if case == "binary" else 4, seed=3)
+
+
 KINDS = ("vector", "sequence", "image", "text")
 
 

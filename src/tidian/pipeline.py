@@ -223,8 +223,8 @@ class _Run:
         keep every worker busy — and a wave starts only while the time left (after the
         confirmation's, re-estimated for every candidate that may become the final) is at
         least what the wave is expected to take: what the wave before it took, and its jobs
-        of models trained anew at their family's pace in this run (else, in a first wave, the
-        incumbent's mean seconds a seed), over the workers. The rows of the waves that
+        of models trained anew at their family's pace in this run (a family not trained yet:
+        ``unmeasured_pace``), over the workers. The rows of the waves that
         ran come back (the first proposals'), and ``self.cut`` names the others (never a
         candidate with some of its seeds: every kept candidate stays paired)."""
         seeds = self.seeds if seeds is None else seeds
@@ -582,8 +582,8 @@ class _Run:
     def _family_seconds(self) -> dict[str, float]:
         """For each model family this run has trained anew (a model's name: ``catboost``,
         ``mlp``), the slowest of its candidates' mean seconds a seed: the pace a new model of
-        that family is expected to train at (a tuned one may differ; an unmeasured family
-        goes at the incumbent's pace). Changes of trained weights (a transform) are not
+        that family is expected to train at (a tuned one may differ; an unmeasured family:
+        ``unmeasured_pace``). Changes of trained weights (a transform) are not
         trainings of their family and are left out."""
         paces: dict[str, float] = {}
         for c in self.store.candidates(self.run_id):
@@ -1311,8 +1311,10 @@ def run(
                 update={"budget": parsed.budget.model_copy(update={"time": time_limit})}
             )
         if constraints:  # recorded with the recipe, checked as the recipe's own
-            written = parsed.to_dict().get("constraints") or {}
-            parsed = load_recipe({**parsed.to_dict(), "constraints": {**written, **constraints}})
+            data = parsed.to_dict()
+            parsed = load_recipe(
+                {**data, "constraints": {**data.get("constraints", {}), **constraints}}
+            )
     limit = (
         parse_duration(time_limit, "time limit")
         if time_limit is not None

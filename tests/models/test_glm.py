@@ -9,17 +9,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
 import tidian
-from conftest import make_regression, make_task
+from conftest import table_case
 from tidian import ConfigError, load_model, save_model
 from tidian.export import export_onnx
 from tidian.tasks import Split
 from tidian.training.build import train_new
-
-
-def _task(case):
-    if case == "values":
-        return make_regression(n=120)
-    return make_task("vector", n=150, classes=2 if case == "binary" else 4, seed=3)
 
 
 def _library(task, case, C=1.0):
@@ -35,7 +29,7 @@ def _library(task, case, C=1.0):
 
 @pytest.mark.parametrize("case", ["classes", "binary", "values"])
 def test_glm_gives_scikit_learn_s_solution_as_a_linear_network(case, tmp_path):
-    task = _task(case)
+    task = table_case(case)
     model, history = train_new({"name": "glm"}, task, {}, 0)
     spec = tidian.model_spec(model)
     assert spec.name == "linear" and not hasattr(model, "fit_with")
@@ -55,7 +49,7 @@ def test_glm_gives_scikit_learn_s_solution_as_a_linear_network(case, tmp_path):
 def test_glm_solves_further_than_the_loop_s_linear_model():
     """The same model class: scikit-learn's optimum has a lower penalised training loss than
     a short Adam run of the loop's linear model (what the suggested recipe used to train)."""
-    task = _task("classes")
+    task = table_case("classes")
     solved = train_new({"name": "glm", "C": 1.0}, task, {}, 0)[0]
     looped = train_new({"name": "linear"}, task, {"epochs": 5, "lr": 0.01}, 0)[0]
 
@@ -71,7 +65,7 @@ def test_glm_solves_further_than_the_loop_s_linear_model():
 
 
 def test_the_options_reach_scikit_learn():
-    task = _task("classes")
+    task = table_case("classes")
     strong = train_new({"name": "glm", "C": 0.01}, task, {}, 0)[0]
     weak = train_new({"name": "glm", "C": 100.0}, task, {}, 0)[0]
     norm = lambda m: float(m.head.linear.weight.detach().abs().sum())  # noqa: E731
@@ -81,7 +75,7 @@ def test_the_options_reach_scikit_learn():
     )
     balanced = train_new({"name": "glm", "class_weight": "balanced"}, task, {}, 0)[0]
     assert not np.allclose(tidian.predict(balanced, task.test.x), _library(task, "classes"))
-    values = _task("values")
+    values = table_case("values")
     ridge = train_new({"name": "glm", "C": 0.05}, values, {}, 0)[0]
     np.testing.assert_allclose(
         tidian.predict(ridge, values.test.x), _library(values, "values", C=0.05), rtol=1e-4
@@ -105,13 +99,13 @@ def test_the_options_reach_scikit_learn():
 )
 def test_bad_options_are_refused_before_anything_trains(options, message):
     with pytest.raises(ConfigError, match=message):
-        tidian.create_model("glm", _task("classes"), **options)
+        tidian.create_model("glm", table_case("classes"), **options)
 
 
 def test_rows_it_cannot_take_are_refused_with_what_to_do():
     with pytest.raises(ConfigError, match="this task predicts values"):
-        tidian.create_model("glm", _task("values"), class_weight="balanced")
-    task = _task("classes")
+        tidian.create_model("glm", table_case("values"), class_weight="balanced")
+    task = table_case("classes")
     keep = task.train.y != 3  # a class the training rows never show
     partial = task.replace(train=Split(task.train.x[keep], task.train.y[keep]))
     with pytest.raises(ConfigError, match="every class must occur in the training split"):
@@ -124,7 +118,7 @@ def test_refit_and_seed_ensembles_solve_a_glm_again_rather_than_train_its_networ
     from tidian.stages.ensemble import _trained_members
     from tidian.stages.refit import refit_step
 
-    task = _task("classes")
+    task = table_case("classes")
     every = task.replace(
         train=Split(
             np.concatenate([task.train.x, task.val.x]), np.concatenate([task.train.y, task.val.y])

@@ -8,18 +8,12 @@ import pytest
 from sklearn.svm import SVC, SVR
 
 import tidian
-from conftest import average_of_a_network_and, make_regression, make_task
+from conftest import average_of_a_network_and, make_regression, table_case
 from tidian import ConfigError, load_model, save_model
 from tidian.export import OnnxModel, export_onnx
 from tidian.models import kernels
 from tidian.models.kernels import KernelMachine
 from tidian.training.build import train_new
-
-
-def _task(case):
-    if case == "values":
-        return make_regression(n=120)
-    return make_task("vector", n=150, classes=2 if case == "binary" else 4, seed=3)
 
 
 def _library(task, gamma, case):
@@ -38,7 +32,7 @@ def _library(task, gamma, case):
 
 @pytest.mark.parametrize("case", ["classes", "binary", "values"])
 def test_svm_trains_gives_scikit_learn_s_outputs_exports_and_reloads(case, tmp_path):
-    task = _task(case)
+    task = table_case(case)
     model, history = train_new({"name": "svm"}, task, {}, 0)
     assert isinstance(model, KernelMachine) and not hasattr(model, "fit_with")
     spec = tidian.model_spec(model)
@@ -68,7 +62,7 @@ def test_svm_trains_gives_scikit_learn_s_outputs_exports_and_reloads(case, tmp_p
 
 
 def test_the_options_reach_scikit_learn_and_the_same_rows_give_the_same_model():
-    task = _task("classes")
+    task = table_case("classes")
     loose = train_new({"name": "svm", "C": 0.1, "gamma": 0.05}, task, {}, 0)[0]
     tight = train_new({"name": "svm", "C": 100.0, "gamma": 0.05}, task, {}, 0)[0]
     assert tidian.model_spec(loose).options["gamma"] == 0.05
@@ -81,7 +75,7 @@ def test_the_options_reach_scikit_learn_and_the_same_rows_give_the_same_model():
 
 
 def test_bad_options_and_a_table_too_large_are_refused_with_what_to_do():
-    task = _task("classes")
+    task = table_case("classes")
     for options, words in [
         ({"C": 0}, "svm C"),
         ({"gamma": -1}, "svm gamma"),
@@ -105,10 +99,10 @@ def test_a_conversion_that_differs_from_scikit_learn_is_refused(monkeypatch):
     layout = kernels._layout
     monkeypatch.setattr(kernels, "_layout", shuffled)
     with pytest.raises(ConfigError, match="disagrees with scikit-learn"):
-        train_new({"name": "svm"}, _task("classes"), {}, 0)
+        train_new({"name": "svm"}, table_case("classes"), {}, 0)
 
 
 def test_a_network_and_an_svm_are_one_graph(tmp_path):
-    task = _task("binary")
+    task = table_case("binary")
     ops = average_of_a_network_and(train_new({"name": "svm"}, task, {}, 0)[0], task, tmp_path)
     assert {("", "Gemm"), ("", "Exp")} <= ops and {d for d, _ in ops} == {""}

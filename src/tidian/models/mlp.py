@@ -131,7 +131,10 @@ def _fit_glm(task: Any, params: dict[str, Any]) -> tuple[nn.Module, dict[str, An
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([[0.0], intercept])
         library = estimator.decision_function(sample)
-        iterations = int(np.max(estimator.n_iter_))
+        info: dict[str, Any] = {
+            "converged": converged,
+            "iterations": int(np.max(estimator.n_iter_)),
+        }
     else:
         # on the standardised target (the head scales back): the same solution as on the raw
         # one, with alpha = 1 / C as logistic regression's C weighs its loss
@@ -140,7 +143,7 @@ def _fit_glm(task: Any, params: dict[str, Any]) -> tuple[nn.Module, dict[str, An
         estimator = Ridge(alpha=1.0 / C, **params).fit(x, (y - shift) / scale)
         coef, intercept = estimator.coef_.reshape(1, -1), np.reshape(estimator.intercept_, 1)
         library = estimator.predict(sample) * scale + shift
-        converged, iterations = True, 0
+        info = {"converged": True}  # a direct solve
     with torch.no_grad():
         head.linear.weight.copy_(torch.as_tensor(coef))
         head.linear.bias.copy_(torch.as_tensor(intercept))
@@ -148,9 +151,6 @@ def _fit_glm(task: Any, params: dict[str, Any]) -> tuple[nn.Module, dict[str, An
     if task.target_kind == "classes" and mine.shape[1] == 2:
         mine = mine[:, 1] - mine[:, 0]
     refuse_disagreement("glm", "scikit-learn", mine, library, "decision values")
-    info: dict[str, Any] = {"converged": converged}
-    if iterations:
-        info["iterations"] = iterations
     return model, info
 
 

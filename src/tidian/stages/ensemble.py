@@ -307,8 +307,7 @@ def _trained_members(parent: nn.Module | None, config: dict[str, Any], task: Any
     # the parent as it was saved (pruned, say) — unless its family is fitted by a library
     # (a tree model cannot be trained again; a glm's saved linear network would be trained by
     # the loop instead of solved): then the recipe's model, its family, trains the members
-    trainable = own is not None and not trained_by_library(own.name)
-    trainable = trainable and not trained_by_library(name)
+    trainable = own is not None and not (trained_by_library(own.name) or trained_by_library(name))
     if trainable and kind in ("seeds", "boosting"):
         name, options = own.name, dict(own.options)
         spec = {"name": name, **options}

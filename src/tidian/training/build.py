@@ -56,7 +56,7 @@ def train_new(
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     seed = seed + SEED_STREAM_STEP * config.seed_stream
     built = seeded_model(model, task, seed)
-    if hasattr(built, "fit_with"):  # a tree or svm family: its library trains it, not the loop
+    if hasattr(built, "fit_with"):  # a library-fitted family (trees, svm, glm), not the loop
         start = time.perf_counter()
         trained, info = built.fit_with(task if data is None else data, seed)
         seconds = time.perf_counter() - start
